@@ -1,0 +1,172 @@
+// Command rewired is Rewire's node daemon: it serves the rewire CNI plugin
+// over a root-only unix socket, watches this node's pods and the
+// NetworkAttachmentDefinitions, runs the delegate plugins and records every
+// attachment on disk.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"k8s.io/client-go/dynamic"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/rewire-cni/rewire/pkg/config"
+	"github.com/rewire-cni/rewire/pkg/daemon"
+	"github.com/rewire-cni/rewire/pkg/devinfo"
+	"github.com/rewire-cni/rewire/pkg/executor"
+	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/podresources"
+	"github.com/rewire-cni/rewire/pkg/store"
+	"github.com/rewire-cni/rewire/pkg/wire"
+)
+
+type options struct {
+	kubeconfig, nodeName, socket, stateDir, configFile, logLevel string
+}
+
+func main() {
+	var o options
+	host, _ := os.Hostname()
+	if n := os.Getenv("NODE_NAME"); n != "" {
+		host = n
+	}
+	flag.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (empty: in-cluster config)")
+	flag.StringVar(&o.nodeName, "node-name", host, "this node's name (default $NODE_NAME or the hostname)")
+	flag.StringVar(&o.socket, "socket-path", wire.DefaultSocket, "unix socket the rewire plugin connects to")
+	flag.StringVar(&o.stateDir, "state-dir", "/var/lib/rewire", "attachment store and libcni cache directory")
+	flag.StringVar(&o.configFile, "config", "/etc/rewire/config.yaml", "daemon config file (YAML or JSON)")
+	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "rewired:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg, err := config.Load(o.configFile)
+	if err != nil {
+		return err
+	}
+	st, err := store.New(o.stateDir, *cfg.StoreSync)
+	if err != nil {
+		return err
+	}
+	cni := libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(o.stateDir, "cache"), nil)
+	exec := executor.New(cni, st, log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if n, err := exec.Recover(ctx); n > 0 || err != nil {
+		log.Info("recovered interrupted ADDs", "count", n, "err", err)
+	}
+
+	rc, err := restConfig(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	d, pods, err := setup(ctx, rc, cfg, o, exec, log)
+	if err != nil {
+		return err
+	}
+	go func() {
+		if !cache.WaitForCacheSync(ctx.Done(), pods.Synced) {
+			return
+		}
+		sbs, _ := exec.Sandboxes()
+		if n := d.CatchUp(sbs, pods.Cached); n > 0 {
+			log.Info("re-queued network-status after restart", "pods", n)
+		}
+	}()
+	return serve(ctx, d, o.socket, log)
+}
+
+// setup builds the API clients, informers and the daemon.
+func setup(ctx context.Context, rc *rest.Config, cfg *config.Config, o options, exec *executor.Executor, log *slog.Logger) (*daemon.Daemon, *kube.Pods, error) {
+	counter := &kube.APICounter{}
+	rc.Wrap(counter.Wrap)
+	meta, err := metadata.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, err
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, err
+	}
+	core, err := corev1client.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, err
+	}
+	pods := kube.NewPods(meta, o.nodeName, cfg.PodWait.Duration)
+	nets := kube.NewNetworks(dyn, cfg.ConfDir)
+	status := kube.NewStatusWriter(core, log)
+	go pods.Run(ctx)
+	go nets.Run(ctx)
+	go status.Run(ctx, 4)
+	d := &daemon.Daemon{
+		Config: cfg, Exec: exec, Pods: pods, Networks: nets.Lookup, NetworksSynced: nets.Synced,
+		Status: status, Events: kube.NewEvents(core, o.nodeName),
+		Devices: &podresources.Client{Socket: cfg.PodResourcesSocket},
+		DevInfo: devinfo.Dir(cfg.DeviceInfoDir), Log: log, APICounts: counter.Snapshot,
+	}
+	return d, pods, nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	var rc *rest.Config
+	var err error
+	if kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	rc.UserAgent = "rewired"
+	rc.QPS, rc.Burst = 50, 100
+	return rc, nil
+}
+
+func serve(ctx context.Context, d *daemon.Daemon, socket string, log *slog.Logger) error {
+	l, err := daemon.Listen(socket)
+	if err != nil {
+		return err
+	}
+	srv := d.Server()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	log.Info("rewired serving", "socket", socket)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	// Let in-flight CNI requests finish; a DEL must not be cut short.
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,97 @@
+// Package attachment defines what one network attachment of a pod sandbox is:
+// the exact delegate configuration and runtime arguments used to add it, so
+// that it can later be checked, deleted or garbage-collected with the same.
+package attachment
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/containernetworking/cni/libcni"
+)
+
+// Spec is one planned attachment. It is stored verbatim and never recomputed
+// from the current NAD or annotation.
+type Spec struct {
+	// Network names the network: "namespace/name" of a NAD, or the CNI
+	// network name of a cluster network read from a file.
+	Network string `json:"network"`
+	// IfName is the interface name inside the pod.
+	IfName string `json:"ifName"`
+	// Primary marks the pod's default (cluster) network.
+	Primary bool `json:"primary,omitempty"`
+	// Config is the exact CNI config list handed to libcni.
+	Config json.RawMessage `json:"config"`
+	// CapabilityArgs are the runtimeConfig values (libcni passes each only to
+	// plugins declaring that capability).
+	CapabilityArgs map[string]interface{} `json:"capabilityArgs,omitempty"`
+	// DefaultRoute holds the gateways this attachment must own the default
+	// route through (the selection element's default-route).
+	DefaultRoute []string `json:"defaultRoute,omitempty"`
+	// ResourceName and DeviceID come from the NAD's resourceName and the
+	// kubelet's device allocation.
+	ResourceName string `json:"resourceName,omitempty"`
+	DeviceID     string `json:"deviceID,omitempty"`
+}
+
+// ConfList parses Config.
+func (s *Spec) ConfList() (*libcni.NetworkConfigList, error) {
+	list, err := libcni.ConfListFromBytes(s.Config)
+	if err != nil {
+		return nil, fmt.Errorf("network %s: stored config: %w", s.Network, err)
+	}
+	return list, nil
+}
+
+// SetDeviceID records the device and injects it as "deviceID" into every
+// plugin of the config, which is where device plugins' CNIs read it.
+func (s *Spec) SetDeviceID(id string) error {
+	conf, err := MutatePlugins(s.Config, func(p map[string]interface{}) { p["deviceID"] = id })
+	if err != nil {
+		return fmt.Errorf("network %s: injecting deviceID: %w", s.Network, err)
+	}
+	s.Config, s.DeviceID = conf, id
+	return nil
+}
+
+// MutatePlugins applies fn to every plugin object of a config list and
+// returns the re-encoded list; other top-level keys are kept.
+func MutatePlugins(conf []byte, fn func(plugin map[string]interface{})) ([]byte, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(conf, &top); err != nil {
+		return nil, err
+	}
+	var plugins []map[string]interface{}
+	if err := json.Unmarshal(top["plugins"], &plugins); err != nil {
+		return nil, fmt.Errorf("config list has no plugins array: %w", err)
+	}
+	for _, p := range plugins {
+		fn(p)
+	}
+	raw, err := json.Marshal(plugins)
+	if err != nil {
+		return nil, err
+	}
+	top["plugins"] = raw
+	return json.Marshal(top)
+}
+
+// MergeCNIArgs merges args into each plugin's "args": {"cni": {...}}
+// (CNI conventions), the values given here winning.
+func MergeCNIArgs(conf []byte, args map[string]interface{}) ([]byte, error) {
+	return MutatePlugins(conf, func(p map[string]interface{}) {
+		outer, _ := p["args"].(map[string]interface{})
+		if outer == nil {
+			outer = map[string]interface{}{}
+		}
+		cni, _ := outer["cni"].(map[string]interface{})
+		if cni == nil {
+			cni = map[string]interface{}{}
+		}
+		for k, v := range args {
+			cni[k] = v
+		}
+		outer["cni"] = cni
+		p["args"] = outer
+	})
+}

@@ -1,0 +1,278 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/devinfo"
+	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/netstatus"
+	"github.com/rewire-cni/rewire/pkg/planner"
+	"github.com/rewire-cni/rewire/pkg/podresources"
+	"github.com/rewire-cni/rewire/pkg/store"
+	"github.com/rewire-cni/rewire/pkg/wire"
+)
+
+// supported lists the CNI versions Rewire answers in.
+var supported = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+// Handle serves one CNI request and returns what the plugin must print.
+func (d *Daemon) Handle(ctx context.Context, req *wire.Request) *wire.Response {
+	conf, err := decodeConf(req.Config)
+	if err == nil {
+		err = checkVersion(conf.CNIVersion)
+	}
+	if err != nil {
+		return errorResponse("1.1.0", err)
+	}
+	out, err := d.dispatch(ctx, req, conf)
+	if err != nil {
+		d.Log.Warn("CNI request failed", "command", req.Command, "containerID", req.ContainerID, "err", err)
+		return errorResponse(conf.CNIVersion, err)
+	}
+	return &wire.Response{Stdout: out}
+}
+
+func (d *Daemon) dispatch(ctx context.Context, req *wire.Request, conf *netConf) ([]byte, error) {
+	args, ref, err := parseArgs(req.Args)
+	if err != nil {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
+	}
+	switch req.Command {
+	case "ADD":
+		if err := requireEnv(req, true); err != nil {
+			return nil, err
+		}
+		return d.add(ctx, req, conf, args, ref)
+	case "DEL":
+		if err := requireEnv(req, false); err != nil {
+			return nil, err
+		}
+		// A DEL runs to the end even if the runtime stops waiting.
+		return nil, d.del(context.WithoutCancel(ctx), req, args, ref)
+	case "CHECK":
+		if err := requireEnv(req, true); err != nil {
+			return nil, err
+		}
+		return nil, d.Exec.Check(ctx, req.ContainerID, req.NetNS, args)
+	case "STATUS":
+		lists, err := d.statusLists()
+		if err != nil {
+			return nil, types.NewError(types.ErrPluginNotAvailable, "cluster network not ready", err.Error())
+		}
+		return nil, d.Exec.Status(ctx, lists)
+	case "GC":
+		return nil, d.Exec.GC(context.WithoutCancel(ctx), conf.ValidAttachments)
+	}
+	return nil, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("unknown CNI_COMMAND %q", req.Command), "")
+}
+
+func requireEnv(req *wire.Request, needNetNS bool) error {
+	var missing []string
+	if req.ContainerID == "" {
+		missing = append(missing, "CNI_CONTAINERID")
+	}
+	if req.IfName == "" {
+		missing = append(missing, "CNI_IFNAME")
+	}
+	if needNetNS && req.NetNS == "" {
+		missing = append(missing, "CNI_NETNS")
+	}
+	if len(missing) > 0 {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "missing "+strings.Join(missing, ", "), "")
+	}
+	return nil
+}
+
+func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args [][2]string, ref podRef) ([]byte, error) {
+	cluster, err := d.ClusterNetwork()
+	if err != nil {
+		return nil, types.NewError(types.ErrTryAgainLater, "try again later: cluster network not ready", err.Error())
+	}
+	pod := planner.Pod{}
+	if ref.Name != "" {
+		p, err := d.Pods.Get(ctx, ref.Namespace, ref.Name, ref.UID)
+		if err != nil {
+			return nil, types.NewError(types.ErrTryAgainLater, "try again later: "+err.Error(), "")
+		}
+		pod = planner.Pod{Namespace: p.Namespace, Name: p.Name, Annotations: p.Annotations}
+		ref.UID = p.UID
+	}
+	specs, err := d.plan(ctx, pod, cluster, req, conf)
+	if err != nil {
+		d.event(ref, corev1.EventTypeWarning, kube.ReasonAddFailed, err.Error())
+		return nil, err
+	}
+	sb := &store.Sandbox{
+		ContainerID: req.ContainerID, NetNS: req.NetNS, IfName: req.IfName, Args: args,
+		PodNamespace: ref.Namespace, PodName: ref.Name, PodUID: string(ref.UID), CNIVersion: conf.CNIVersion,
+	}
+	results, err := d.Exec.Add(ctx, sb, specs)
+	if err != nil {
+		d.event(ref, corev1.EventTypeWarning, kube.ReasonAddFailed, err.Error())
+		return nil, err
+	}
+	d.report(ref, specs, results)
+	out, err := results[0].GetAsVersion(conf.CNIVersion)
+	if err != nil {
+		return nil, fmt.Errorf("converting result to %s: %w", conf.CNIVersion, err)
+	}
+	return json.Marshal(out)
+}
+
+// plan computes the attachments and resolves devices and device-info files.
+func (d *Daemon) plan(ctx context.Context, pod planner.Pod, cluster *libcni.NetworkConfigList, req *wire.Request, conf *netConf) ([]attachment.Spec, error) {
+	specs, err := planner.Plan(planner.Input{
+		Pod: pod, Config: d.Config, ClusterNetwork: cluster, IfName: req.IfName,
+		RuntimeArgs: conf.RuntimeConfig, Lookup: d.Networks,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if podresources.NeedsDevices(specs) {
+		if d.Devices == nil {
+			return nil, errors.New("a network needs a device but no PodResources client is configured")
+		}
+		devs, err := d.Devices.Devices(ctx, pod.Namespace, pod.Name)
+		if err == nil {
+			err = podresources.Assign(specs, devs)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	for i := range specs {
+		if err := d.prepareDevInfo(&specs[i], req.ContainerID); err != nil {
+			return nil, err
+		}
+	}
+	return specs, nil
+}
+
+func (d *Daemon) prepareDevInfo(s *attachment.Spec, containerID string) error {
+	if s.DeviceID == "" || d.DevInfo == "" {
+		return nil
+	}
+	path, err := d.DevInfo.Prepare(s.ResourceName, s.DeviceID, s.Network, containerID, s.IfName)
+	if err != nil {
+		return fmt.Errorf("network %s: %w", s.Network, err)
+	}
+	caps := make(map[string]interface{}, len(s.CapabilityArgs)+1)
+	for k, v := range s.CapabilityArgs {
+		caps[k] = v
+	}
+	caps[devinfo.Capability] = path
+	s.CapabilityArgs = caps
+	return nil
+}
+
+// report queues the network-status write and the AddedInterface Event.
+func (d *Daemon) report(ref podRef, specs []attachment.Spec, results []*current.Result) {
+	if ref.Name == "" {
+		return
+	}
+	list, msg := Statuses(specs, results)
+	value, err := netstatus.Marshal(list)
+	if err != nil {
+		d.Log.Error("network-status", "pod", ref, "err", err)
+		return
+	}
+	if d.Status != nil {
+		d.Status.Set(ref.Namespace, ref.Name, ref.UID, value)
+	}
+	if *d.Config.AddedInterfaceEvents {
+		d.event(ref, corev1.EventTypeNormal, kube.ReasonAddedInterface, msg)
+	}
+}
+
+// Statuses builds the network-status list of a sandbox, primary first, and
+// a one-line summary for the AddedInterface Event.
+func Statuses(specs []attachment.Spec, results []*current.Result) ([]netstatus.Status, string) {
+	routeOwned := false
+	for _, s := range specs {
+		routeOwned = routeOwned || len(s.DefaultRoute) > 0
+	}
+	list := make([]netstatus.Status, len(specs))
+	parts := make([]string, len(specs))
+	for i, s := range specs {
+		st := netstatus.FromResult(s.Network, s.IfName, s.Primary, results[i])
+		switch {
+		case len(s.DefaultRoute) > 0:
+			st.Gateway = s.DefaultRoute
+		case s.Primary && !routeOwned:
+			st.Gateway = gateways(results[i])
+		}
+		if path, ok := s.CapabilityArgs[devinfo.Capability].(string); ok {
+			st.DeviceInfo, _ = devinfo.Load(path)
+		}
+		list[i] = st
+		parts[i] = fmt.Sprintf("%s %v from %s", s.IfName, st.IPs, s.Network)
+	}
+	return list, "Added " + strings.Join(parts, "; ")
+}
+
+func gateways(r *current.Result) []string {
+	var gws []string
+	for _, ip := range r.IPs {
+		if ip.Gateway != nil {
+			gws = append(gws, ip.Gateway.String())
+		}
+	}
+	return gws
+}
+
+func (d *Daemon) del(ctx context.Context, req *wire.Request, args [][2]string, ref podRef) error {
+	if ref.Name != "" && d.Status != nil {
+		d.Status.Forget(ref.Namespace, ref.Name)
+	}
+	err := d.Exec.Del(ctx, req.ContainerID, req.NetNS, args)
+	if d.DevInfo != "" {
+		err = errors.Join(err, d.DevInfo.CleanSandbox(req.ContainerID))
+	}
+	if err != nil {
+		d.event(ref, corev1.EventTypeWarning, kube.ReasonDelIncomplete, err.Error())
+	}
+	return err
+}
+
+func checkVersion(v string) error {
+	for _, s := range supported.SupportedVersions() {
+		if s == v {
+			return nil
+		}
+	}
+	return types.NewError(types.ErrIncompatibleCNIVersion,
+		fmt.Sprintf("unsupported cniVersion %q", v), "supported: "+strings.Join(supported.SupportedVersions(), ", "))
+}
+
+// errorResponse encodes err as a CNI error: a delegate's own error keeps its
+// code; a configuration error is code 7; anything else 999.
+func errorResponse(cniVersion string, err error) *wire.Response {
+	te := &types.Error{Code: types.ErrInternal, Msg: err.Error()}
+	var delegate *types.Error
+	var planErr *planner.Error
+	switch {
+	case errors.As(err, &delegate):
+		te.Code, te.Details = delegate.Code, delegate.Details
+		if te.Msg == delegate.Error() { // not wrapped: keep msg and details apart
+			te.Msg = delegate.Msg
+		}
+	case errors.As(err, &planErr):
+		te.Code = types.ErrInvalidNetworkConfig
+	}
+	out, _ := json.Marshal(struct {
+		CNIVersion string `json:"cniVersion"`
+		*types.Error
+	}{cniVersion, te})
+	return &wire.Response{Stdout: out, ExitCode: 1}
+}

@@ -1,0 +1,118 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/rewire-cni/rewire/pkg/wire"
+)
+
+type peerKey struct{}
+
+// maxRequest bounds a request body (a CNI config is a few KiB).
+const maxRequest = 1 << 20
+
+// Listen creates the daemon socket: its directory 0700 and the socket 0600,
+// both owned by the daemon's user (root in production). A stale socket from
+// an earlier run is replaced.
+func Listen(path string) (net.Listener, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("removing stale socket: %w", err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Server returns the HTTP server of the daemon socket: POST /cni, GET
+// /healthz and /readyz. Connections from a uid other than the daemon's own
+// are refused.
+func (d *Daemon) Server() *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+wire.Path, d.serveCNI)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := d.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /debug/api", func(w http.ResponseWriter, _ *http.Request) {
+		var counts map[string]int64
+		if d.APICounts != nil {
+			counts = d.APICounts()
+		}
+		_ = json.NewEncoder(w).Encode(counts)
+	})
+	return &http.Server{
+		Handler: onlyOwner(mux),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, peerKey{}, peerUID(c))
+		},
+	}
+}
+
+func onlyOwner(next http.Handler) http.Handler {
+	own := os.Geteuid()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if uid, _ := r.Context().Value(peerKey{}).(int); uid != own {
+			http.Error(w, "permission denied", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// peerUID returns the uid of the process at the other end of a unix socket,
+// or -1 when it cannot be told.
+func peerUID(c net.Conn) int {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return -1
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	uid := -1
+	_ = raw.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			uid = int(cred.Uid)
+		}
+	})
+	return uid
+}
+
+func (d *Daemon) serveCNI(w http.ResponseWriter, r *http.Request) {
+	var req wire.Request
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxRequest)).Decode(&req); err != nil {
+		http.Error(w, "decoding request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	resp := d.Handle(r.Context(), &req)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(resp)
+}

@@ -1,0 +1,216 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/store"
+)
+
+// DelReport tells what a DEL could not identify (a damaged record whose
+// attachments were not all in libcni's cache).
+type DelReport struct {
+	Unidentified string
+}
+
+// Del removes every attachment recorded for the container, whatever the
+// current NADs or pod say. Every delegate is attempted; the error lists each
+// that failed, and those stay recorded so a retried DEL tries them again.
+// A container with no record succeeds (DEL is idempotent).
+func (e *Executor) Del(ctx context.Context, containerID, netns string, args [][2]string) error {
+	defer e.Lock(containerID)()
+	return e.delLocked(ctx, containerID, netns, args)
+}
+
+func (e *Executor) delLocked(ctx context.Context, containerID, netns string, args [][2]string) error {
+	sb, err := e.store.Get(containerID)
+	if errors.Is(err, store.ErrCorrupt) {
+		return e.delDamaged(ctx, containerID, netns, args, err)
+	}
+	if err != nil {
+		return err
+	}
+	if sb == nil {
+		// Nothing recorded, but libcni may still know attachments (a record
+		// lost with its directory): delete those.
+		sb = &store.Sandbox{ContainerID: containerID}
+	}
+	e.addCached(sb)
+	if len(sb.Attachments) == 0 {
+		return e.store.Delete(containerID)
+	}
+	if netns == "" {
+		netns = sb.NetNS
+	}
+	if args == nil {
+		args = sb.Args
+	}
+	return e.delAttachments(ctx, sb, netns, args)
+}
+
+// delAttachments deletes the attachments newest first, updating the record
+// after each, and removes the record when all are gone.
+func (e *Executor) delAttachments(ctx context.Context, sb *store.Sandbox, netns string, args [][2]string) error {
+	var errs []error
+	for i := len(sb.Attachments) - 1; i >= 0; i-- {
+		a := sb.Attachments[i]
+		if err := e.delOne(ctx, sb, &a, netns, args); err != nil {
+			errs = append(errs, &AttachError{Network: a.Network, IfName: a.IfName, Err: err})
+			continue
+		}
+		sb.Remove(a.IfName)
+		if err := e.store.Put(sb); err != nil {
+			// The attachment stays recorded; a second DEL of it is harmless.
+			e.log.Warn("updating record after DEL", "containerID", sb.ContainerID, "err", err)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(append(errs, e.store.Put(sb))...)
+	}
+	return e.store.Delete(sb.ContainerID)
+}
+
+func (e *Executor) delOne(ctx context.Context, sb *store.Sandbox, a *store.Attachment, netns string, args [][2]string) error {
+	list, err := a.ConfList()
+	if err != nil {
+		return err
+	}
+	if err := e.fault("del:before:" + a.IfName); err != nil {
+		return err
+	}
+	if err := e.cni.DelNetworkList(ctx, list, runtimeConf(sb.ContainerID, netns, a, args)); err != nil {
+		return err
+	}
+	return e.fault("del:after:" + a.IfName)
+}
+
+// addCached appends the attachments libcni's cache holds for the sandbox
+// that the record does not list (same network name and interface).
+func (e *Executor) addCached(sb *store.Sandbox) {
+	cached, err := e.cni.GetCachedAttachments(sb.ContainerID)
+	if err != nil {
+		e.log.Warn("reading libcni cache", "containerID", sb.ContainerID, "err", err)
+		return
+	}
+	known := map[[2]string]bool{}
+	for _, a := range sb.Attachments {
+		if l, err := a.ConfList(); err == nil {
+			known[[2]string{l.Name, a.IfName}] = true
+		}
+	}
+	for _, c := range cached {
+		if known[[2]string{c.Network, c.IfName}] {
+			continue
+		}
+		if sb.NetNS == "" {
+			sb.NetNS = c.NetNS
+		}
+		sb.Attachments = append(sb.Attachments, store.Attachment{
+			Spec:  attachment.Spec{Network: c.Network, IfName: c.IfName, Config: c.Config, CapabilityArgs: c.CapabilityArgs},
+			State: store.Added,
+		})
+	}
+}
+
+// delDamaged handles a record that cannot be decoded: it deletes every
+// attachment libcni's cache identifies, then moves the damaged record aside
+// so that the pod can go away, reporting what could not be identified.
+func (e *Executor) delDamaged(ctx context.Context, containerID, netns string, args [][2]string, cause error) error {
+	sb := &store.Sandbox{ContainerID: containerID, NetNS: netns}
+	e.addCached(sb)
+	e.log.Error("damaged store record: deleting what libcni's cache identifies",
+		"containerID", containerID, "identified", len(sb.Attachments), "err", cause)
+	if netns == "" {
+		netns = sb.NetNS
+	}
+	if err := e.delAttachments(ctx, sb, netns, args); err != nil {
+		return fmt.Errorf("damaged record (%v): %w", cause, err)
+	}
+	return e.store.Quarantine(containerID)
+}
+
+// GC deletes every recorded sandbox that is not in valid (the runtime's
+// list of its live attachments of Rewire's network), then runs GC on every
+// delegate network ever used with the attachments still recorded as valid.
+func (e *Executor) GC(ctx context.Context, valid []types.GCAttachment) error {
+	live := map[string]bool{}
+	for _, v := range valid {
+		live[v.ContainerID] = true
+	}
+	ids, err := e.store.IDs()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		if live[id] {
+			continue
+		}
+		if err := e.Del(ctx, id, "", nil); err != nil {
+			errs = append(errs, fmt.Errorf("container %s: %w", id, err))
+		}
+	}
+	return errors.Join(append(errs, e.gcNetworks(ctx))...)
+}
+
+// gcNetworks calls GC on each remembered network with the attachments the
+// store still holds for it, and forgets networks no sandbox uses any more.
+func (e *Executor) gcNetworks(ctx context.Context) error {
+	inUse, err := e.attachmentsByNetwork()
+	if err != nil {
+		return err
+	}
+	nets, err := e.store.Networks()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for key, raw := range nets {
+		list, err := libcni.ConfListFromBytes(raw)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("remembered network %s: %w", key, err))
+			continue
+		}
+		if err := e.cni.GCNetworkList(ctx, list, &libcni.GCArgs{ValidAttachments: inUse[list.Name]}); err != nil {
+			errs = append(errs, fmt.Errorf("GC of network %s: %w", list.Name, err))
+			continue
+		}
+		if len(inUse[list.Name]) == 0 {
+			_ = e.store.ForgetNetwork(key)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Executor) attachmentsByNetwork() (map[string][]types.GCAttachment, error) {
+	ids, err := e.store.IDs()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]types.GCAttachment{}
+	for _, id := range ids {
+		unlock := e.Lock(id)
+		sb, err := e.store.Get(id)
+		unlock()
+		if err != nil || sb == nil {
+			continue
+		}
+		for _, a := range sb.Attachments {
+			if l, err := a.ConfList(); err == nil {
+				out[l.Name] = append(out[l.Name], types.GCAttachment{ContainerID: id, IfName: a.IfName})
+			}
+		}
+	}
+	return out, nil
+}
+
+func versionLess(a, b string) (bool, error) {
+	ge, err := version.GreaterThanOrEqualTo(a, b)
+	return !ge, err
+}

@@ -1,0 +1,259 @@
+// Package executor runs delegate CNI plugins through libcni for the
+// attachments of a sandbox, recording each step in the store so that no
+// attachment is ever lost track of: ADD rolls back on failure, DEL works from
+// the store (and libcni's cache when the record is damaged), GC covers every
+// network ever attached.
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/store"
+)
+
+// Executor applies attachments to sandboxes. It is safe for concurrent use:
+// operations on one sandbox are serialised, different sandboxes run in
+// parallel.
+type Executor struct {
+	cni   libcni.CNI
+	store *store.Store
+	locks keyedMutex
+	log   *slog.Logger
+	// Fault, when set, is called at every named step and may fail it
+	// (tests inject crashes and delegate failures through it).
+	Fault func(step string) error
+	// Routes applies default-route ownership inside the pod netns.
+	Routes func(netns string, specs []attachment.Spec) error
+}
+
+// New returns an executor delegating through cni and recording in st.
+func New(cni libcni.CNI, st *store.Store, log *slog.Logger) *Executor {
+	return &Executor{cni: cni, store: st, log: log, Routes: ApplyDefaultRoute}
+}
+
+// Lock serialises work on one sandbox; callers outside the executor (the
+// hot-plug reconciler) use it to never interleave with CNI requests.
+func (e *Executor) Lock(containerID string) (unlock func()) { return e.locks.lock(containerID) }
+
+func (e *Executor) fault(step string) error {
+	if e.Fault == nil {
+		return nil
+	}
+	return e.Fault(step)
+}
+
+// AttachError says which network failed and why.
+type AttachError struct {
+	Network, IfName string
+	Err             error
+}
+
+func (a *AttachError) Error() string {
+	return fmt.Sprintf("network %s (interface %s): %v", a.Network, a.IfName, a.Err)
+}
+func (a *AttachError) Unwrap() error { return a.Err }
+
+// Add attaches every spec to the sandbox in order. On any failure it deletes
+// what it added, removes the record and returns an *AttachError. The record
+// in sb (container ID, netns, pod identity and CNI args) is completed and
+// stored.
+func (e *Executor) Add(ctx context.Context, sb *store.Sandbox, specs []attachment.Spec) ([]*current.Result, error) {
+	defer e.Lock(sb.ContainerID)()
+	args := sb.Args
+	if err := e.delLocked(ctx, sb.ContainerID, sb.NetNS, args); err != nil {
+		return nil, fmt.Errorf("cleaning up an earlier ADD of this sandbox: %w", err)
+	}
+	sb.Complete = false
+	sb.Attachments = make([]store.Attachment, len(specs))
+	for i, s := range specs {
+		sb.Attachments[i] = store.Attachment{Spec: s, State: store.Adding}
+	}
+	if err := e.store.Put(sb); err != nil {
+		return nil, err
+	}
+	results, err := e.addAll(ctx, sb, args)
+	if err != nil {
+		if rerr := e.rollback(ctx, sb, args); rerr != nil {
+			err = fmt.Errorf("%w; rollback: %v", err, rerr)
+		}
+		return nil, err
+	}
+	sb.Complete = true
+	if err := e.store.Put(sb); err != nil {
+		return nil, errors.Join(err, e.rollback(ctx, sb, args))
+	}
+	return results, nil
+}
+
+func (e *Executor) addAll(ctx context.Context, sb *store.Sandbox, args [][2]string) ([]*current.Result, error) {
+	results := make([]*current.Result, 0, len(sb.Attachments))
+	for i := range sb.Attachments {
+		a := &sb.Attachments[i]
+		res, err := e.addOne(ctx, sb, a, args)
+		if err != nil {
+			return nil, &AttachError{Network: a.Network, IfName: a.IfName, Err: err}
+		}
+		results = append(results, res)
+		a.State = store.Added
+		if a.Result, err = res.MarshalJSON(); err == nil {
+			err = e.store.Put(sb)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	specs := make([]attachment.Spec, len(sb.Attachments))
+	for i, a := range sb.Attachments {
+		specs[i] = a.Spec
+	}
+	if err := e.fault("add:routes"); err != nil {
+		return nil, err
+	}
+	if err := e.Routes(sb.NetNS, specs); err != nil {
+		return nil, fmt.Errorf("default route: %w", err)
+	}
+	return results, nil
+}
+
+func (e *Executor) addOne(ctx context.Context, sb *store.Sandbox, a *store.Attachment, args [][2]string) (*current.Result, error) {
+	list, err := a.ConfList()
+	if err != nil {
+		return nil, err
+	}
+	if err := e.store.RememberNetwork(a.Config); err != nil {
+		return nil, err
+	}
+	if err := e.fault("add:before:" + a.IfName); err != nil {
+		return nil, err
+	}
+	r, err := e.cni.AddNetworkList(ctx, list, runtimeConf(sb.ContainerID, sb.NetNS, a, args))
+	if err != nil {
+		return nil, err
+	}
+	if err := e.fault("add:after:" + a.IfName); err != nil {
+		return nil, err
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		return nil, fmt.Errorf("converting result: %w", err)
+	}
+	return res, nil
+}
+
+// rollback deletes every attachment of a failed ADD, newest first, and the
+// record once all are gone.
+// It runs even when ctx was cancelled (the runtime gave up on the ADD).
+func (e *Executor) rollback(ctx context.Context, sb *store.Sandbox, args [][2]string) error {
+	return e.delAttachments(context.WithoutCancel(ctx), sb, sb.NetNS, args)
+}
+
+// Recover rolls back every ADD a crash interrupted (records never marked
+// complete: the runtime saw that ADD fail). Run it before serving requests.
+func (e *Executor) Recover(ctx context.Context) (int, error) {
+	ids, err := e.store.IDs()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, id := range ids {
+		sb, err := e.store.Get(id)
+		if err != nil || sb == nil || sb.Complete {
+			continue // a damaged record is handled by the next DEL or GC
+		}
+		n++
+		e.log.Info("rolling back interrupted ADD", "containerID", id, "attachments", len(sb.Attachments))
+		if err := e.Del(ctx, id, sb.NetNS, sb.Args); err != nil {
+			errs = append(errs, fmt.Errorf("container %s: %w", id, err))
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// Sandboxes returns every decodable record (for status catch-up and tools).
+func (e *Executor) Sandboxes() ([]*store.Sandbox, error) {
+	ids, err := e.store.IDs()
+	if err != nil {
+		return nil, err
+	}
+	var out []*store.Sandbox
+	for _, id := range ids {
+		if sb, err := e.store.Get(id); err == nil && sb != nil {
+			out = append(out, sb)
+		}
+	}
+	return out, nil
+}
+
+func runtimeConf(containerID, netns string, a *store.Attachment, args [][2]string) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{
+		ContainerID:    containerID,
+		NetNS:          netns,
+		IfName:         a.IfName,
+		Args:           args,
+		CapabilityArgs: a.CapabilityArgs,
+	}
+}
+
+// ErrNoRecord is returned by Check when the sandbox has no record.
+var ErrNoRecord = errors.New("no attachments recorded for this container")
+
+// Check runs CHECK for every attachment of a completed sandbox.
+func (e *Executor) Check(ctx context.Context, containerID, netns string, args [][2]string) error {
+	defer e.Lock(containerID)()
+	sb, err := e.store.Get(containerID)
+	if err != nil {
+		return err
+	}
+	if sb == nil || !sb.Complete {
+		return ErrNoRecord
+	}
+	if netns == "" {
+		netns = sb.NetNS
+	}
+	var errs []error
+	for i := range sb.Attachments {
+		a := &sb.Attachments[i]
+		list, err := a.ConfList()
+		if err == nil {
+			err = e.cni.CheckNetworkList(ctx, list, runtimeConf(containerID, netns, a, args))
+		}
+		if err != nil && !unsupportedCheck(list) {
+			errs = append(errs, &AttachError{Network: a.Network, IfName: a.IfName, Err: err})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unsupportedCheck: configs before 0.4.0 have no CHECK; libcni refuses them.
+func unsupportedCheck(list *libcni.NetworkConfigList) bool {
+	if list == nil {
+		return false
+	}
+	old, _ := versionLess(list.CNIVersion, "0.4.0")
+	return old || list.DisableCheck
+}
+
+// Status runs STATUS on each config list; the first failure is returned with
+// the plugin's own error code.
+func (e *Executor) Status(ctx context.Context, lists []*libcni.NetworkConfigList) error {
+	for _, l := range lists {
+		if err := e.cni.GetStatusNetworkList(ctx, l); err != nil {
+			var te *types.Error
+			if errors.As(err, &te) {
+				te.Msg = fmt.Sprintf("network %s: %s", l.Name, te.Msg)
+				return te
+			}
+			return fmt.Errorf("network %s: %w", l.Name, err)
+		}
+	}
+	return nil
+}

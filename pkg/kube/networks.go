@@ -1,0 +1,116 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/rewire-cni/rewire/pkg/nad"
+	"github.com/rewire-cni/rewire/pkg/planner"
+)
+
+// Networks resolves NetworkAttachmentDefinitions from an informer cache,
+// memoising each parsed config by resourceVersion.
+type Networks struct {
+	client   dynamic.Interface
+	informer cache.SharedIndexInformer
+	confDir  string
+
+	mu     sync.Mutex
+	parsed map[string]parsedNet
+	// Reads counts API reads made because the cache lacked a NAD.
+	Reads atomic.Int64
+}
+
+type parsedNet struct {
+	rv  string
+	net *planner.Network
+	err error
+}
+
+// NewNetworks watches NADs in all namespaces. confDir is where a NAD without
+// spec.config finds its config by name.
+func NewNetworks(client dynamic.Interface, confDir string) *Networks {
+	f := dynamicinformer.NewDynamicSharedInformerFactory(client, 0)
+	n := &Networks{
+		client: client, confDir: confDir, parsed: map[string]parsedNet{},
+		informer: f.ForResource(nad.GVR).Informer(),
+	}
+	_, _ = n.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: n.forget})
+	return n
+}
+
+// Run starts the informer until ctx ends.
+func (n *Networks) Run(ctx context.Context) { n.informer.Run(ctx.Done()) }
+
+// Synced reports whether the first list has been received.
+func (n *Networks) Synced() bool { return n.informer.HasSynced() }
+
+// Lookup implements planner.Lookup.
+func (n *Networks) Lookup(namespace, name string) (*planner.Network, error) {
+	key := namespace + "/" + name
+	obj, ok, err := n.informer.GetIndexer().GetByKey(key)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		// Not in the cache: the NAD may have been created an instant ago.
+		n.Reads.Add(1)
+		u, err := n.client.Resource(nad.GVR).Namespace(namespace).Get(context.Background(), name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("NetworkAttachmentDefinition %s not found", key)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading NetworkAttachmentDefinition %s: %w", key, err)
+		}
+		obj = u
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return nil, fmt.Errorf("NetworkAttachmentDefinition %s: unexpected cache object %T", key, obj)
+	}
+	return n.resolve(key, u)
+}
+
+// resolve parses a NAD. Inline configs are memoised per resourceVersion; a
+// NAD without spec.config reads a file that may change, so it is re-read.
+func (n *Networks) resolve(key string, u *unstructured.Unstructured) (*planner.Network, error) {
+	rv := u.GetResourceVersion()
+	n.mu.Lock()
+	p, ok := n.parsed[key]
+	n.mu.Unlock()
+	if ok && p.rv == rv {
+		return p.net, p.err
+	}
+	def, err := nad.FromUnstructured(u.Object)
+	if err != nil {
+		return nil, err
+	}
+	list, err := nad.Resolve(def, n.confDir)
+	p = parsedNet{rv: rv, err: err}
+	if err == nil {
+		p.net = &planner.Network{Key: key, ConfList: list, ResourceName: def.ResourceName()}
+	}
+	if def.Spec.Config != "" {
+		n.mu.Lock()
+		n.parsed[key] = p
+		n.mu.Unlock()
+	}
+	return p.net, p.err
+}
+
+func (n *Networks) forget(obj interface{}) {
+	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+		n.mu.Lock()
+		delete(n.parsed, key)
+		n.mu.Unlock()
+	}
+}

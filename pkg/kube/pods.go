@@ -1,0 +1,108 @@
+// Package kube connects the daemon to the API server: informers for the
+// node's pods and for NetworkAttachmentDefinitions (all reads on the ADD path
+// come from their caches), the network-status writer and Events.
+package kube
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
+	"k8s.io/client-go/tools/cache"
+)
+
+var podsGVR = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+
+// Pod is the part of a pod Rewire reads (metadata only: the pod informer
+// watches PartialObjectMetadata to keep the daemon small).
+type Pod struct {
+	Namespace, Name string
+	UID             types.UID
+	Annotations     map[string]string
+}
+
+// Pods serves this node's pods from an informer cache.
+type Pods struct {
+	client   metadata.Interface
+	informer cache.SharedIndexInformer
+	wait     time.Duration
+	// Reads counts API reads made because the cache did not have a pod.
+	Reads atomic.Int64
+}
+
+// NewPods watches the pods bound to nodeName.
+func NewPods(client metadata.Interface, nodeName string, wait time.Duration) *Pods {
+	f := metadatainformer.NewFilteredSharedInformerFactory(client, 0, metav1.NamespaceAll,
+		func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
+		})
+	return &Pods{client: client, informer: f.ForResource(podsGVR).Informer(), wait: wait}
+}
+
+// Informer exposes the informer (the hot-plug reconciler adds handlers).
+func (p *Pods) Informer() cache.SharedIndexInformer { return p.informer }
+
+// Run starts the informer until ctx ends.
+func (p *Pods) Run(ctx context.Context) { p.informer.Run(ctx.Done()) }
+
+// Synced reports whether the first list has been received.
+func (p *Pods) Synced() bool { return p.informer.HasSynced() }
+
+// Get returns the pod namespace/name with the given UID (any UID when uid is
+// empty). A pod the cache does not have yet is waited for, then read once
+// from the API server.
+func (p *Pods) Get(ctx context.Context, namespace, name string, uid types.UID) (*Pod, error) {
+	deadline := time.Now().Add(p.wait)
+	for {
+		if pod := p.cached(namespace, name, uid); pod != nil {
+			return pod, nil
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	p.Reads.Add(1)
+	m, err := p.client.Resource(podsGVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("pod %s/%s not found", namespace, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading pod %s/%s: %w", namespace, name, err)
+	}
+	if uid != "" && m.UID != uid {
+		return nil, fmt.Errorf("pod %s/%s has UID %s, the runtime asked for %s", namespace, name, m.UID, uid)
+	}
+	return fromMeta(m), nil
+}
+
+func (p *Pods) cached(namespace, name string, uid types.UID) *Pod {
+	obj, ok, err := p.informer.GetIndexer().GetByKey(namespace + "/" + name)
+	if err != nil || !ok {
+		return nil
+	}
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok || (uid != "" && m.UID != uid) {
+		return nil
+	}
+	return fromMeta(m)
+}
+
+func fromMeta(m *metav1.PartialObjectMetadata) *Pod {
+	return &Pod{Namespace: m.Namespace, Name: m.Name, UID: m.UID, Annotations: m.Annotations}
+}
+
+// Cached returns the cached pod namespace/name, or nil.
+func (p *Pods) Cached(namespace, name string) *Pod { return p.cached(namespace, name, "") }

@@ -1,0 +1,132 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/rewire-cni/rewire/pkg/netstatus"
+)
+
+// StatusWriter writes the network-status annotation off the CNI path: Set
+// queues the latest value of a pod and returns at once; workers PATCH it
+// (one merge patch, guarded by the pod UID) and retry with backoff while the
+// API server is unreachable. Only the newest value of a pod is ever written.
+type StatusWriter struct {
+	pods  corev1client.PodsGetter
+	queue workqueue.TypedRateLimitingInterface[string]
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	pending map[string]pendingStatus
+	// Writes counts PATCH requests sent.
+	Writes atomic.Int64
+}
+
+type pendingStatus struct {
+	namespace, name string
+	uid             types.UID
+	value           string
+}
+
+// NewStatusWriter returns a writer using pods.
+func NewStatusWriter(pods corev1client.PodsGetter, log *slog.Logger) *StatusWriter {
+	return &StatusWriter{
+		pods:    pods,
+		log:     log,
+		pending: map[string]pendingStatus{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "network-status"}),
+	}
+}
+
+// Set queues the network-status of a pod.
+func (w *StatusWriter) Set(namespace, name string, uid types.UID, value string) {
+	key := namespace + "/" + name
+	w.mu.Lock()
+	w.pending[key] = pendingStatus{namespace: namespace, name: name, uid: uid, value: value}
+	w.mu.Unlock()
+	w.queue.Add(key)
+}
+
+// Forget drops a queued status (the pod's sandbox is gone).
+func (w *StatusWriter) Forget(namespace, name string) {
+	w.mu.Lock()
+	delete(w.pending, namespace+"/"+name)
+	w.mu.Unlock()
+}
+
+// Pending returns how many statuses wait to be written.
+func (w *StatusWriter) Pending() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending)
+}
+
+// Run processes the queue with the given number of workers until ctx ends.
+func (w *StatusWriter) Run(ctx context.Context, workers int) {
+	go func() { <-ctx.Done(); w.queue.ShutDown() }()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for w.next(ctx) {
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (w *StatusWriter) next(ctx context.Context) bool {
+	key, quit := w.queue.Get()
+	if quit {
+		return false
+	}
+	defer w.queue.Done(key)
+	w.mu.Lock()
+	p, ok := w.pending[key]
+	w.mu.Unlock()
+	if !ok {
+		w.queue.Forget(key)
+		return true
+	}
+	err := w.patch(ctx, p)
+	switch {
+	case err == nil, apierrors.IsNotFound(err), apierrors.IsConflict(err), apierrors.IsInvalid(err):
+		if err != nil {
+			w.log.Info("network-status not written: pod gone or replaced", "pod", key, "err", err)
+		}
+		w.queue.Forget(key)
+		w.mu.Lock()
+		if w.pending[key] == p {
+			delete(w.pending, key)
+		}
+		w.mu.Unlock()
+	default:
+		w.log.Warn("writing network-status, will retry", "pod", key, "err", err)
+		w.queue.AddRateLimited(key)
+	}
+	return true
+}
+
+func (w *StatusWriter) patch(ctx context.Context, p pendingStatus) error {
+	body, err := json.Marshal(map[string]interface{}{
+		"metadata": map[string]interface{}{
+			"uid":         p.uid, // precondition: never annotate a recreated pod
+			"annotations": map[string]string{netstatus.Annotation: p.value},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	w.Writes.Add(1)
+	_, err = w.pods.Pods(p.namespace).Patch(ctx, p.name, types.MergePatchType, body, metav1.PatchOptions{})
+	return err
+}

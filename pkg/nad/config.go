@@ -1,0 +1,173 @@
+package nad
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/containernetworking/cni/libcni"
+)
+
+// confExtensions are the file suffixes searched in a configuration directory,
+// in the order libcni and the kubelet use.
+var confExtensions = []string{".conf", ".conflist", ".json"}
+
+// ConfList parses a CNI plugin config or config list, injects the network
+// name when it is missing, checks that every plugin type is a bare name and
+// returns it as a config list. defaultName is the name to inject.
+func ConfList(raw []byte, defaultName string) (*libcni.NetworkConfigList, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return nil, fmt.Errorf("invalid CNI config JSON: %w", err)
+	}
+	if name, ok := top["name"]; !ok || string(name) == `""` {
+		if defaultName == "" {
+			return nil, fmt.Errorf("CNI config has no name")
+		}
+		n, _ := json.Marshal(defaultName)
+		top["name"] = n
+		var err error
+		if raw, err = json.Marshal(top); err != nil {
+			return nil, fmt.Errorf("re-encoding CNI config: %w", err)
+		}
+	}
+	if _, ok := top["cniVersion"]; !ok {
+		return nil, fmt.Errorf("CNI config %q has no cniVersion", defaultName)
+	}
+	var list *libcni.NetworkConfigList
+	var err error
+	if _, ok := top["plugins"]; ok {
+		list, err = libcni.ConfListFromBytes(raw)
+	} else {
+		var conf *libcni.PluginConfig
+		if conf, err = libcni.ConfFromBytes(raw); err == nil {
+			list, err = libcni.ConfListFromConf(conf)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("invalid CNI config: %w", err)
+	}
+	if err := checkPluginTypes(list); err != nil {
+		return nil, err
+	}
+	return list, nil
+}
+
+// checkPluginTypes rejects configs whose plugin (or IPAM) type is not a bare
+// executable name: a type is looked up in the CNI bin dirs, never a path.
+func checkPluginTypes(list *libcni.NetworkConfigList) error {
+	if len(list.Plugins) == 0 {
+		return fmt.Errorf("CNI config %q has no plugins", list.Name)
+	}
+	for i, p := range list.Plugins {
+		if err := bareName(p.Network.Type); err != nil {
+			return fmt.Errorf("CNI config %q plugin %d: type: %w", list.Name, i, err)
+		}
+		if p.Network.IPAM.Type != "" {
+			if err := bareName(p.Network.IPAM.Type); err != nil {
+				return fmt.Errorf("CNI config %q plugin %d: ipam type: %w", list.Name, i, err)
+			}
+		}
+	}
+	return nil
+}
+
+func bareName(t string) error {
+	switch {
+	case t == "":
+		return fmt.Errorf("missing")
+	case t == "." || t == ".." || strings.ContainsAny(t, "/\\\x00"):
+		return fmt.Errorf("%q must be a bare plugin name, not a path", t)
+	}
+	return nil
+}
+
+// FindConfByName searches dir for a CNI config whose network name is name.
+// The name is compared with the "name" inside each file; it is never used to
+// build a path, so a lookup cannot escape dir.
+func FindConfByName(dir, name string) (*libcni.NetworkConfigList, error) {
+	files, err := libcni.ConfFiles(dir, confExtensions)
+	if err != nil {
+		return nil, fmt.Errorf("reading config dir %s: %w", dir, err)
+	}
+	for _, f := range files {
+		list, err := LoadFile(f, "")
+		if err != nil {
+			continue // another network's broken file must not hide this one
+		}
+		if list.Name == name {
+			return list, nil
+		}
+	}
+	return nil, fmt.Errorf("no CNI config named %q in %s", name, dir)
+}
+
+// LoadFile loads one CNI config or config list file.
+func LoadFile(path, defaultName string) (*libcni.NetworkConfigList, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	list, err := ConfList(raw, defaultName)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return list, nil
+}
+
+// LoadPath loads a CNI config from a file, or from a directory the way the
+// kubelet picks its network: the first loadable file in lexical order,
+// skipping configs whose first plugin has type skipType (Rewire's own).
+func LoadPath(path, skipType string) (*libcni.NetworkConfigList, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.IsDir() {
+		return LoadFile(path, "")
+	}
+	files, err := libcni.ConfFiles(path, confExtensions)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		list, err := LoadFile(f, "")
+		if err != nil || list.Plugins[0].Network.Type == skipType {
+			continue
+		}
+		return list, nil
+	}
+	return nil, fmt.Errorf("no usable CNI config in %s", path)
+}
+
+// Capabilities returns the union of the capabilities declared by the plugins
+// of a config list.
+func Capabilities(list *libcni.NetworkConfigList) map[string]bool {
+	caps := map[string]bool{}
+	for _, p := range list.Plugins {
+		for k, v := range p.Network.Capabilities {
+			if v {
+				caps[k] = true
+			}
+		}
+	}
+	return caps
+}
+
+// Resolve returns the config list a NAD stands for: its spec.config, or when
+// that is empty the file in confDir whose network name is the NAD's name.
+func Resolve(n *NetworkAttachmentDefinition, confDir string) (*libcni.NetworkConfigList, error) {
+	if strings.TrimSpace(n.Spec.Config) == "" {
+		list, err := FindConfByName(confDir, n.Name)
+		if err != nil {
+			return nil, fmt.Errorf("NetworkAttachmentDefinition %s has no spec.config: %w", n.Key(), err)
+		}
+		return list, nil
+	}
+	list, err := ConfList([]byte(n.Spec.Config), n.Name)
+	if err != nil {
+		return nil, fmt.Errorf("NetworkAttachmentDefinition %s: %w", n.Key(), err)
+	}
+	return list, nil
+}

@@ -1,0 +1,267 @@
+// Package planner turns a pod, its network selections and the daemon
+// configuration into the ordered list of attachments the pod must have.
+// It does no I/O: networks are looked up through the Lookup it is given.
+package planner
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/containernetworking/cni/libcni"
+
+	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/config"
+	"github.com/rewire-cni/rewire/pkg/nad"
+	"github.com/rewire-cni/rewire/pkg/selection"
+)
+
+// Network is a resolved network: its CNI config list and device resource.
+type Network struct {
+	Key          string
+	ConfList     *libcni.NetworkConfigList
+	ResourceName string
+}
+
+// Lookup resolves the NAD namespace/name. It returns an error that says
+// why a network is unusable (not found, bad config).
+type Lookup func(namespace, name string) (*Network, error)
+
+// Pod is the part of a pod the planner reads.
+type Pod struct {
+	Namespace   string
+	Name        string
+	Annotations map[string]string
+}
+
+// Input is everything a plan depends on.
+type Input struct {
+	Pod    Pod
+	Config *config.Config
+	// ClusterNetwork is the cluster network's config when clusterNetwork is
+	// a file or directory; nil when it names a NAD.
+	ClusterNetwork *libcni.NetworkConfigList
+	// IfName is the primary interface name the runtime asked for.
+	IfName string
+	// RuntimeArgs are the runtimeConfig values the runtime passed to Rewire;
+	// they go to the primary network only.
+	RuntimeArgs map[string]interface{}
+	Lookup      Lookup
+}
+
+// Error is a planning failure caused by the pod's or the cluster's
+// configuration (not a transient fault): it is reported, never retried.
+type Error struct{ Err error }
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+func fail(format string, a ...interface{}) error { return &Error{Err: fmt.Errorf(format, a...)} }
+
+// capabilityOf maps selection element keys to CNI capability names.
+var capabilityOf = map[string]string{
+	"ips":             "ips",
+	"mac":             "mac",
+	"portMappings":    "portMappings",
+	"bandwidth":       "bandwidth",
+	"infiniband-guid": "infinibandGUID",
+}
+
+// Plan computes the pod's attachments: the primary first, then the default
+// networks, then the networks of the annotation in their order.
+func Plan(in Input) ([]attachment.Spec, error) {
+	primary, err := planPrimary(in)
+	if err != nil {
+		return nil, err
+	}
+	elems, err := selection.ParseNetworks(in.Pod.Annotations[selection.NetworksAnnotation], in.Pod.Namespace)
+	if err != nil {
+		return nil, &Error{Err: err}
+	}
+	specs := []attachment.Spec{primary}
+	if !in.Config.IsSystemNamespace(in.Pod.Namespace) {
+		for _, name := range in.Config.DefaultNetworks {
+			s, err := planElement(in, selection.Element{Name: name, Namespace: in.Config.MultusNamespace}, false)
+			if err != nil {
+				return nil, err
+			}
+			specs = append(specs, s)
+		}
+	}
+	for _, e := range elems {
+		s, err := planElement(in, e, true)
+		if err != nil {
+			return nil, err
+		}
+		specs = append(specs, s)
+	}
+	if err := assignIfNames(specs); err != nil {
+		return nil, err
+	}
+	return specs, checkDefaultRoute(specs)
+}
+
+func planPrimary(in Input) (attachment.Spec, error) {
+	s := attachment.Spec{IfName: in.IfName, Primary: true, CapabilityArgs: in.RuntimeArgs}
+	override, err := selection.ParseDefaultNetwork(in.Pod.Annotations[selection.DefaultNetworkAnnotation], in.Pod.Namespace)
+	if err != nil {
+		return s, &Error{Err: err}
+	}
+	var n *Network
+	switch {
+	case override != nil:
+		if n, err = lookupAllowed(in, *override); err != nil {
+			return s, err
+		}
+	case in.ClusterNetwork != nil:
+		n = &Network{Key: in.ClusterNetwork.Name, ConfList: in.ClusterNetwork}
+	default:
+		if n, err = in.Lookup(in.Config.MultusNamespace, in.Config.ClusterNetwork); err != nil {
+			return s, fmt.Errorf("cluster network: %w", err)
+		}
+	}
+	s.Network, s.Config, s.ResourceName = n.Key, n.ConfList.Bytes, n.ResourceName
+	return s, nil
+}
+
+// lookupAllowed enforces namespace isolation, then resolves the network.
+func lookupAllowed(in Input, e selection.Element) (*Network, error) {
+	if !in.Config.NamespaceAllowed(in.Pod.Namespace, e.Namespace) {
+		return nil, fail("network %s: namespace isolation: pods in namespace %q may not use networks of namespace %q",
+			e.Key(), in.Pod.Namespace, e.Namespace)
+	}
+	n, err := in.Lookup(e.Namespace, e.Name)
+	if err != nil {
+		return nil, &Error{Err: fmt.Errorf("network %s: %w", e.Key(), err)}
+	}
+	return n, nil
+}
+
+// planElement builds the attachment of one selection element. Elements from
+// the pod annotation are subject to namespace isolation; the daemon's
+// defaultNetworks are not.
+func planElement(in Input, e selection.Element, fromPod bool) (attachment.Spec, error) {
+	var n *Network
+	var err error
+	if fromPod {
+		n, err = lookupAllowed(in, e)
+	} else if n, err = in.Lookup(e.Namespace, e.Name); err != nil {
+		err = fmt.Errorf("default network %s: %w", e.Key(), err)
+	}
+	if err != nil {
+		return attachment.Spec{}, err
+	}
+	s := attachment.Spec{
+		Network:      n.Key,
+		IfName:       e.Interface,
+		Config:       n.ConfList.Bytes,
+		DefaultRoute: e.DefaultRoute,
+		ResourceName: n.ResourceName,
+	}
+	if s.CapabilityArgs, err = capabilityArgs(e, nad.Capabilities(n.ConfList)); err != nil {
+		return s, &Error{Err: fmt.Errorf("network %s: %w", e.Key(), err)}
+	}
+	if err := injectArgs(&s, e); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// capabilityArgs turns the element's capability keys into runtimeConfig,
+// failing when no plugin of the network declares the capability.
+func capabilityArgs(e selection.Element, caps map[string]bool) (map[string]interface{}, error) {
+	values := map[string]interface{}{}
+	if len(e.IPs) > 0 {
+		values["ips"] = e.IPs
+	}
+	if e.MAC != "" {
+		values["mac"] = e.MAC
+	}
+	if len(e.PortMappings) > 0 {
+		values["portMappings"] = e.PortMappings
+	}
+	if e.Bandwidth != nil {
+		values["bandwidth"] = e.Bandwidth
+	}
+	if e.InfinibandGUID != "" {
+		values["infiniband-guid"] = e.InfinibandGUID
+	}
+	if len(values) == 0 {
+		return nil, nil
+	}
+	args := map[string]interface{}{}
+	for key, v := range values {
+		capName := capabilityOf[key]
+		if !caps[capName] {
+			return nil, fmt.Errorf("%q requested but no plugin of the network declares the %q capability", key, capName)
+		}
+		args[capName] = v
+	}
+	return args, nil
+}
+
+// injectArgs puts cni-args and ipam-claim-reference into every plugin's
+// args.cni, and an explicit deviceID into the plugins.
+func injectArgs(s *attachment.Spec, e selection.Element) error {
+	args := map[string]interface{}{}
+	for k, v := range e.CNIArgs {
+		args[k] = v
+	}
+	if e.IPAMClaimReference != "" {
+		args["ipam-claim-reference"] = e.IPAMClaimReference
+	}
+	if len(args) > 0 {
+		conf, err := attachment.MergeCNIArgs(s.Config, args)
+		if err != nil {
+			return fmt.Errorf("network %s: injecting cni-args: %w", e.Key(), err)
+		}
+		s.Config = conf
+	}
+	if e.DeviceID != "" {
+		return s.SetDeviceID(e.DeviceID)
+	}
+	return nil
+}
+
+// assignIfNames keeps explicit names, rejects duplicates and gives every
+// other attachment the lowest free netN (N >= 1).
+func assignIfNames(specs []attachment.Spec) error {
+	used := map[string]string{}
+	for _, s := range specs {
+		if s.IfName == "" {
+			continue
+		}
+		if other, dup := used[s.IfName]; dup {
+			return fail("interface name %q requested by both %s and %s", s.IfName, other, s.Network)
+		}
+		used[s.IfName] = s.Network
+	}
+	n := 1
+	for i := range specs {
+		if specs[i].IfName != "" {
+			continue
+		}
+		for ; used["net"+strconv.Itoa(n)] != ""; n++ {
+		}
+		specs[i].IfName = "net" + strconv.Itoa(n)
+		used[specs[i].IfName] = specs[i].Network
+	}
+	return nil
+}
+
+// ErrDefaultRouteConflict is returned when two networks claim the default route.
+var ErrDefaultRouteConflict = errors.New("default-route requested by more than one network")
+
+func checkDefaultRoute(specs []attachment.Spec) error {
+	owner := ""
+	for _, s := range specs {
+		if len(s.DefaultRoute) == 0 {
+			continue
+		}
+		if owner != "" {
+			return &Error{Err: fmt.Errorf("%w: %s and %s", ErrDefaultRouteConflict, owner, s.Network)}
+		}
+		owner = s.Network
+	}
+	return nil
+}

@@ -1,0 +1,195 @@
+// Package selection parses the pod annotations that select networks:
+// k8s.v1.cni.cncf.io/networks (short form and JSON list, NPWG v1.3 §4.1) and
+// v1.multus-cni.io/default-network.
+package selection
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/utils"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Pod annotation keys.
+const (
+	NetworksAnnotation       = "k8s.v1.cni.cncf.io/networks"
+	DefaultNetworkAnnotation = "v1.multus-cni.io/default-network"
+)
+
+// PortMapping is one entry of the portMappings capability.
+type PortMapping struct {
+	HostPort      int    `json:"hostPort"`
+	ContainerPort int    `json:"containerPort"`
+	Protocol      string `json:"protocol,omitempty"`
+	HostIP        string `json:"hostIP,omitempty"`
+}
+
+// Bandwidth is the bandwidth capability.
+type Bandwidth struct {
+	IngressRate  int `json:"ingressRate"`
+	IngressBurst int `json:"ingressBurst"`
+	EgressRate   int `json:"egressRate"`
+	EgressBurst  int `json:"egressBurst"`
+}
+
+// Element is one network selection element (NPWG v1.3 §4.1.2).
+type Element struct {
+	Name               string                 `json:"name"`
+	Namespace          string                 `json:"namespace,omitempty"`
+	IPs                []string               `json:"ips,omitempty"`
+	MAC                string                 `json:"mac,omitempty"`
+	Interface          string                 `json:"interface,omitempty"`
+	CNIArgs            map[string]interface{} `json:"cni-args,omitempty"`
+	PortMappings       []PortMapping          `json:"portMappings,omitempty"`
+	Bandwidth          *Bandwidth             `json:"bandwidth,omitempty"`
+	DefaultRoute       []string               `json:"default-route,omitempty"`
+	InfinibandGUID     string                 `json:"infiniband-guid,omitempty"`
+	IPAMClaimReference string                 `json:"ipam-claim-reference,omitempty"`
+	DeviceID           string                 `json:"deviceID,omitempty"`
+}
+
+// Key returns "namespace/name" of the selected network.
+func (e *Element) Key() string { return e.Namespace + "/" + e.Name }
+
+// ParseNetworks parses the networks annotation. Elements without a namespace
+// get podNamespace. An empty annotation selects nothing.
+func ParseNetworks(value, podNamespace string) ([]Element, error) {
+	value = strings.TrimSpace(value)
+	if value == "" {
+		return nil, nil
+	}
+	var elems []Element
+	if strings.HasPrefix(value, "[") || strings.HasPrefix(value, "{") {
+		if err := json.Unmarshal([]byte(value), &elems); err != nil {
+			return nil, fmt.Errorf("%s: invalid JSON list of network selection elements: %w", NetworksAnnotation, err)
+		}
+	} else {
+		for _, item := range strings.Split(value, ",") {
+			e, err := parseShort(strings.TrimSpace(item))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", NetworksAnnotation, err)
+			}
+			elems = append(elems, e)
+		}
+	}
+	for i := range elems {
+		if elems[i].Namespace == "" {
+			elems[i].Namespace = podNamespace
+		}
+		if err := elems[i].Validate(); err != nil {
+			return nil, fmt.Errorf("%s: element %d (%q): %w", NetworksAnnotation, i, elems[i].Name, err)
+		}
+	}
+	return elems, nil
+}
+
+// ParseDefaultNetwork parses the default-network annotation: a single
+// "[namespace/]name". It returns nil when the annotation is empty.
+func ParseDefaultNetwork(value, podNamespace string) (*Element, error) {
+	value = strings.TrimSpace(value)
+	if value == "" {
+		return nil, nil
+	}
+	e, err := parseShort(value)
+	if err == nil && e.Interface != "" {
+		err = errors.New("an interface name cannot be given for the default network")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", DefaultNetworkAnnotation, err)
+	}
+	if e.Namespace == "" {
+		e.Namespace = podNamespace
+	}
+	if err := e.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", DefaultNetworkAnnotation, err)
+	}
+	return &e, nil
+}
+
+// parseShort parses "[namespace/]name[@interface]".
+func parseShort(s string) (Element, error) {
+	var e Element
+	if s == "" {
+		return e, errors.New("empty network name in list")
+	}
+	if strings.ContainsAny(s, " \t\"{}[]") {
+		return e, fmt.Errorf("invalid network reference %q: want [namespace/]name[@interface]", s)
+	}
+	if at := strings.Split(s, "@"); len(at) > 2 {
+		return e, fmt.Errorf("invalid network reference %q: more than one '@'", s)
+	} else if len(at) == 2 {
+		s, e.Interface = at[0], at[1]
+		if e.Interface == "" {
+			return e, fmt.Errorf("invalid network reference %q: empty interface after '@'", s+"@")
+		}
+	}
+	switch parts := strings.Split(s, "/"); len(parts) {
+	case 1:
+		e.Name = parts[0]
+	case 2:
+		e.Namespace, e.Name = parts[0], parts[1]
+		if e.Namespace == "" {
+			return e, fmt.Errorf("invalid network reference %q: empty namespace", s)
+		}
+	default:
+		return e, fmt.Errorf("invalid network reference %q: more than one '/'", s)
+	}
+	return e, nil
+}
+
+// Validate checks one element; every error names the offending key.
+func (e *Element) Validate() error {
+	if e.Name == "" {
+		return errors.New("name is required")
+	}
+	if errs := validation.IsDNS1123Subdomain(e.Name); len(errs) > 0 {
+		return fmt.Errorf("name %q: %s", e.Name, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Label(e.Namespace); len(errs) > 0 {
+		return fmt.Errorf("namespace %q: %s", e.Namespace, strings.Join(errs, "; "))
+	}
+	if e.Interface != "" {
+		if err := utils.ValidateInterfaceName(e.Interface); err != nil {
+			return fmt.Errorf("interface %q: %w", e.Interface, err)
+		}
+	}
+	if len(e.IPs) > 0 && e.IPAMClaimReference != "" {
+		return errors.New("ips and ipam-claim-reference are mutually exclusive")
+	}
+	for _, ip := range e.IPs {
+		if !validIP(ip) {
+			return fmt.Errorf("ips: %q is not an IP address or CIDR", ip)
+		}
+	}
+	if e.MAC != "" {
+		if _, err := net.ParseMAC(e.MAC); err != nil {
+			return fmt.Errorf("mac %q: %w", e.MAC, err)
+		}
+	}
+	for _, gw := range e.DefaultRoute {
+		if net.ParseIP(gw) == nil {
+			return fmt.Errorf("default-route: %q is not an IP address", gw)
+		}
+	}
+	for i, pm := range e.PortMappings {
+		if pm.ContainerPort <= 0 || pm.ContainerPort > 65535 || pm.HostPort < 0 || pm.HostPort > 65535 {
+			return fmt.Errorf("portMappings[%d]: ports must be within 1-65535", i)
+		}
+	}
+	if b := e.Bandwidth; b != nil && (b.IngressRate < 0 || b.IngressBurst < 0 || b.EgressRate < 0 || b.EgressBurst < 0) {
+		return errors.New("bandwidth: rates and bursts must not be negative")
+	}
+	return nil
+}
+
+func validIP(s string) bool {
+	if net.ParseIP(s) != nil {
+		return true
+	}
+	_, _, err := net.ParseCIDR(s)
+	return err == nil
+}

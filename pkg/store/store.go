@@ -1,0 +1,252 @@
+// Package store is Rewire's on-disk record of what is attached to each pod
+// sandbox. A record is written before and after every delegate call, each
+// write atomic (temp file, optional fsync, rename), so that after a crash at
+// any point the next DEL, GC or restart knows exactly what to undo.
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/rewire-cni/rewire/pkg/attachment"
+)
+
+// State of one attachment.
+type State string
+
+// Attachment states. An attachment is recorded as Adding before its delegate
+// ADD runs and as Added after it succeeded; Deleting before its DEL.
+const (
+	Adding   State = "adding"
+	Added    State = "added"
+	Deleting State = "deleting"
+)
+
+// Attachment is a stored attachment: the spec it was added with, its state
+// and the delegate's result.
+type Attachment struct {
+	attachment.Spec
+	State  State           `json:"state"`
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+// Sandbox is the record of one pod sandbox (one CNI container ID).
+type Sandbox struct {
+	ContainerID  string `json:"containerID"`
+	NetNS        string `json:"netns"`
+	IfName       string `json:"ifName"`
+	PodNamespace string `json:"podNamespace"`
+	PodName      string `json:"podName"`
+	PodUID       string `json:"podUID,omitempty"`
+	// Args are the CNI_ARGS the runtime passed (pod identity), replayed on DEL.
+	Args [][2]string `json:"args,omitempty"`
+	// CNIVersion is the version the runtime asked results in.
+	CNIVersion string `json:"cniVersion"`
+	// Complete is set once the runtime's ADD succeeded; a record left
+	// incomplete by a crash is rolled back at restart.
+	Complete    bool         `json:"complete"`
+	Attachments []Attachment `json:"attachments"`
+}
+
+// Find returns the attachment with the given interface name.
+func (s *Sandbox) Find(ifName string) *Attachment {
+	for i := range s.Attachments {
+		if s.Attachments[i].IfName == ifName {
+			return &s.Attachments[i]
+		}
+	}
+	return nil
+}
+
+// Remove drops the attachment with the given interface name.
+func (s *Sandbox) Remove(ifName string) {
+	out := s.Attachments[:0]
+	for _, a := range s.Attachments {
+		if a.IfName != ifName {
+			out = append(out, a)
+		}
+	}
+	s.Attachments = out
+}
+
+// Store keeps one file per sandbox under dir/sandboxes and one file per
+// distinct delegate config ever used under dir/networks (for CNI GC).
+type Store struct {
+	dir  string
+	sync bool
+}
+
+// ErrCorrupt wraps a record that exists but cannot be decoded.
+var ErrCorrupt = errors.New("corrupt store record")
+
+var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$`)
+
+// New opens (creating) a store in dir. With sync, every write is fsynced.
+func New(dir string, sync bool) (*Store, error) {
+	for _, d := range []string{"sandboxes", "networks"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("creating store: %w", err)
+		}
+	}
+	return &Store{dir: dir, sync: sync}, nil
+}
+
+func (s *Store) sandboxPath(id string) (string, error) {
+	if !validID.MatchString(id) {
+		return "", fmt.Errorf("invalid container ID %q", id)
+	}
+	return filepath.Join(s.dir, "sandboxes", id+".json"), nil
+}
+
+// Get loads a sandbox record. It returns (nil, nil) when there is none and
+// an error wrapping ErrCorrupt when the file cannot be decoded.
+func (s *Store) Get(id string) (*Sandbox, error) {
+	p, err := s.sandboxPath(id)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading record %s: %w", id, err)
+	}
+	sb := &Sandbox{}
+	if err := json.Unmarshal(raw, sb); err != nil || sb.ContainerID != id {
+		return nil, fmt.Errorf("%w %s: %v", ErrCorrupt, p, err)
+	}
+	return sb, nil
+}
+
+// Put writes a sandbox record atomically.
+func (s *Store) Put(sb *Sandbox) error {
+	p, err := s.sandboxPath(sb.ContainerID)
+	if err != nil {
+		return err
+	}
+	raw, err := json.Marshal(sb)
+	if err != nil {
+		return fmt.Errorf("encoding record %s: %w", sb.ContainerID, err)
+	}
+	return s.writeAtomic(p, raw)
+}
+
+// Delete removes a sandbox record; a missing record is not an error.
+func (s *Store) Delete(id string) error {
+	p, err := s.sandboxPath(id)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing record %s: %w", id, err)
+	}
+	return nil
+}
+
+// Quarantine moves a damaged record aside (kept for inspection, no longer a
+// live record).
+func (s *Store) Quarantine(id string) error {
+	p, err := s.sandboxPath(id)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(p, p+".damaged"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("quarantining record %s: %w", id, err)
+	}
+	return nil
+}
+
+// IDs lists the container IDs that have a record (decodable or not).
+func (s *Store) IDs() ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(s.dir, "sandboxes"))
+	if err != nil {
+		return nil, fmt.Errorf("listing store: %w", err)
+	}
+	var ids []string
+	for _, e := range entries {
+		if id, ok := strings.CutSuffix(e.Name(), ".json"); ok && !strings.HasPrefix(id, ".") {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// RememberNetwork records a delegate config list so that GC can reach its
+// plugins even after every sandbox using it is gone. Already known configs
+// cost one stat.
+func (s *Store) RememberNetwork(conf []byte) error {
+	sum := sha256.Sum256(conf)
+	p := filepath.Join(s.dir, "networks", hex.EncodeToString(sum[:16])+".json")
+	if _, err := os.Stat(p); err == nil {
+		return nil
+	}
+	return s.writeAtomic(p, conf)
+}
+
+// Networks returns every delegate config list ever remembered, keyed by file.
+func (s *Store) Networks() (map[string][]byte, error) {
+	dir := filepath.Join(s.dir, "networks")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err == nil {
+			out[e.Name()] = raw
+		}
+	}
+	return out, nil
+}
+
+// ForgetNetwork removes a remembered network config by its key.
+func (s *Store) ForgetNetwork(key string) error {
+	return os.Remove(filepath.Join(s.dir, "networks", filepath.Base(key)))
+}
+
+func (s *Store) writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("store write: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	if _, err = tmp.Write(data); err == nil && s.sync {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err == nil && s.sync {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		return fmt.Errorf("store write %s: %w", path, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

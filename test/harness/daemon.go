@@ -1,0 +1,137 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// Daemon is a rewired process.
+type Daemon struct {
+	Bin, Dir, Socket, StateDir, ConfigFile, Kubeconfig, Node string
+	ExtraArgs                                                []string
+
+	cmd *exec.Cmd
+}
+
+// NewDaemon prepares (does not start) a daemon with its config (YAML) and
+// all its files under dir.
+func NewDaemon(bin, dir, kubeconfig, node, config string) (*Daemon, error) {
+	d := &Daemon{
+		Bin: bin, Dir: dir, Kubeconfig: kubeconfig, Node: node,
+		Socket:     filepath.Join(dir, "run", "rewire.sock"),
+		StateDir:   filepath.Join(dir, "state"),
+		ConfigFile: filepath.Join(dir, "config.yaml"),
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return d, os.WriteFile(d.ConfigFile, []byte(config), 0o600)
+}
+
+// Start launches the daemon and waits until its socket answers /healthz.
+func (d *Daemon) Start() error {
+	args := append([]string{"--kubeconfig", d.Kubeconfig, "--node-name", d.Node, "--socket-path", d.Socket,
+		"--state-dir", d.StateDir, "--config", d.ConfigFile, "--log-level", "debug"}, d.ExtraArgs...)
+	d.cmd = exec.Command(d.Bin, args...)
+	if err := startLogged(d.cmd, filepath.Join(d.Dir, "rewired.log")); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if code, _, err := d.Get("/healthz"); err == nil && code == http.StatusOK {
+			return nil
+		}
+		if d.cmd.ProcessState != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("rewired did not come up; log:\n%s", d.Log())
+}
+
+// WaitReady waits until /readyz answers 200.
+func (d *Daemon) WaitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		code, body, err := d.Get("/readyz")
+		if err == nil && code == http.StatusOK {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("rewired not ready: %d %s %v", code, body, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop sends SIGTERM and waits.
+func (d *Daemon) Stop() { stopProcess(d.cmd) }
+
+// Kill sends SIGKILL (a crash) and waits for the process to be gone.
+func (d *Daemon) Kill() {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGKILL)
+	for d.cmd.ProcessState == nil && processAlive(d.cmd.Process.Pid) {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func processAlive(pid int) bool {
+	// A zombie still answers signal 0; /proc/PID/stat tells it apart.
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	for i := 0; i+2 < len(raw); i++ {
+		if raw[i] == ')' {
+			return raw[i+2] != 'Z'
+		}
+	}
+	return true
+}
+
+// Log returns the daemon's log so far.
+func (d *Daemon) Log() string {
+	b, _ := os.ReadFile(filepath.Join(d.Dir, "rewired.log"))
+	return string(b)
+}
+
+// Get requests a path on the daemon socket.
+func (d *Daemon) Get(path string) (int, string, error) {
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", d.Socket)
+		},
+	}}
+	resp, err := hc.Get("http://rewired" + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+// Counters returns the daemon's API request counters (/debug/api).
+func (d *Daemon) Counters() (map[string]int64, error) {
+	code, body, err := d.Get("/debug/api")
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("/debug/api: %d %s", code, body)
+	}
+	out := map[string]int64{}
+	return out, json.Unmarshal([]byte(body), &out)
+}

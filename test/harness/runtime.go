@@ -1,0 +1,224 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+)
+
+// Runtime stands in for containerd's CNI calls: it executes the rewire
+// plugin binary through libcni with the pod's CNI_ARGS.
+type Runtime struct {
+	CNI  *libcni.CNIConfig
+	Conf *libcni.NetworkConfigList
+}
+
+// NewRuntime returns a runtime whose network is Rewire's config talking to
+// socket, in the given CNI version. binDirs must hold the rewire binary.
+func NewRuntime(binDirs []string, cacheDir, socket, cniVersion string) (*Runtime, error) {
+	conf := fmt.Sprintf(`{"cniVersion":%q,"name":"rewire-net","plugins":[{"type":"rewire","socketPath":%q,
+		"capabilities":{"portMappings":true,"bandwidth":true}}]}`, cniVersion, socket)
+	list, err := libcni.ConfListFromBytes([]byte(conf))
+	if err != nil {
+		return nil, err
+	}
+	return &Runtime{CNI: libcni.NewCNIConfigWithCacheDir(binDirs, cacheDir, nil), Conf: list}, nil
+}
+
+// Pod is a sandbox the runtime networks.
+type Pod struct {
+	Namespace, Name, UID string
+	ContainerID          string
+	NetNS                ns.NetNS
+	IfName               string
+	// CapabilityArgs are runtimeConfig values (portMappings, ...).
+	CapabilityArgs map[string]interface{}
+}
+
+func (r *Runtime) rt(p *Pod) *libcni.RuntimeConf {
+	ifName := p.IfName
+	if ifName == "" {
+		ifName = "eth0"
+	}
+	netns := ""
+	if p.NetNS != nil {
+		netns = p.NetNS.Path()
+	}
+	return &libcni.RuntimeConf{
+		ContainerID: p.ContainerID, NetNS: netns, IfName: ifName, CapabilityArgs: p.CapabilityArgs,
+		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", p.Namespace}, {"K8S_POD_NAME", p.Name},
+			{"K8S_POD_INFRA_CONTAINER_ID", p.ContainerID}, {"K8S_POD_UID", p.UID}},
+	}
+}
+
+// Add runs CNI ADD.
+func (r *Runtime) Add(ctx context.Context, p *Pod) (types.Result, error) {
+	return r.CNI.AddNetworkList(ctx, r.Conf, r.rt(p))
+}
+
+// Del runs CNI DEL.
+func (r *Runtime) Del(ctx context.Context, p *Pod) error {
+	return r.CNI.DelNetworkList(ctx, r.Conf, r.rt(p))
+}
+
+// Check runs CNI CHECK.
+func (r *Runtime) Check(ctx context.Context, p *Pod) error {
+	return r.CNI.CheckNetworkList(ctx, r.Conf, r.rt(p))
+}
+
+// Status runs CNI STATUS.
+func (r *Runtime) Status(ctx context.Context) error {
+	return r.CNI.GetStatusNetworkList(ctx, r.Conf)
+}
+
+// GC runs CNI GC with the given live pods.
+func (r *Runtime) GC(ctx context.Context, live ...*Pod) error {
+	var valid []types.GCAttachment
+	for _, p := range live {
+		valid = append(valid, types.GCAttachment{ContainerID: p.ContainerID, IfName: r.rt(p).IfName})
+	}
+	return r.CNI.GCNetworkList(ctx, r.Conf, &libcni.GCArgs{ValidAttachments: valid})
+}
+
+// Link is an interface as seen inside a netns.
+type Link struct {
+	Name  string
+	MAC   string
+	Addrs []string // CIDR strings
+	Up    bool
+}
+
+// Links lists the interfaces of a netns (lo excluded), by name.
+func Links(netns ns.NetNS) (map[string]Link, error) {
+	out := map[string]Link{}
+	err := netns.Do(func(ns.NetNS) error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			a := l.Attrs()
+			if a.Name == "lo" {
+				continue
+			}
+			addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+			if err != nil {
+				return err
+			}
+			link := Link{Name: a.Name, MAC: a.HardwareAddr.String(), Up: a.Flags&1 != 0}
+			for _, ad := range addrs {
+				if ad.IP.IsLinkLocalUnicast() {
+					continue
+				}
+				link.Addrs = append(link.Addrs, ad.IPNet.String())
+			}
+			out[a.Name] = link
+		}
+		return nil
+	})
+	return out, err
+}
+
+// DefaultRouteDev returns the interface of the IPv4 default route in netns.
+func DefaultRouteDev(netns ns.NetNS) (string, error) {
+	dev := ""
+	err := netns.Do(func(ns.NetNS) error {
+		routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			if r.Dst == nil || r.Dst.String() == "0.0.0.0/0" {
+				l, err := netlink.LinkByIndex(r.LinkIndex)
+				if err != nil {
+					return err
+				}
+				dev = l.Attrs().Name
+			}
+		}
+		return nil
+	})
+	return dev, err
+}
+
+// HostLinks lists the interface names of the host (current) netns.
+func HostLinks() ([]string, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, l := range links {
+		names = append(names, l.Attrs().Name)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Snapshot is the leak-relevant state: host links and the files under
+// watched directories (host-local allocations, store records, caches).
+type Snapshot struct {
+	Links []string
+	Files []string
+}
+
+// TakeSnapshot records host links and every file under dirs (host-local's
+// lock and last_reserved_ip files excluded: they are not allocations).
+func TakeSnapshot(dirs ...string) (Snapshot, error) {
+	var s Snapshot
+	var err error
+	if s.Links, err = HostLinks(); err != nil {
+		return s, err
+	}
+	for _, d := range dirs {
+		_ = filepath.WalkDir(d, func(path string, e os.DirEntry, err error) error {
+			if err != nil || e.IsDir() {
+				return nil
+			}
+			base := e.Name()
+			if base == "lock" || strings.HasPrefix(base, "last_reserved_ip") {
+				return nil
+			}
+			s.Files = append(s.Files, path)
+			return nil
+		})
+	}
+	sort.Strings(s.Files)
+	return s, nil
+}
+
+// Diff describes what after has that s lacks and the reverse; "" if equal.
+func (s Snapshot) Diff(after Snapshot) string {
+	var b strings.Builder
+	diffList(&b, "link", s.Links, after.Links)
+	diffList(&b, "file", s.Files, after.Files)
+	return b.String()
+}
+
+func diffList(b *strings.Builder, kind string, before, after []string) {
+	in := func(list []string, v string) bool {
+		i := sort.SearchStrings(list, v)
+		return i < len(list) && list[i] == v
+	}
+	for _, v := range after {
+		if !in(before, v) {
+			fmt.Fprintf(b, "leaked %s: %s\n", kind, v)
+		}
+	}
+	for _, v := range before {
+		if !in(after, v) {
+			fmt.Fprintf(b, "vanished %s: %s\n", kind, v)
+		}
+	}
+}

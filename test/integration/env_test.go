@@ -1,0 +1,306 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/rewire-cni/rewire/pkg/nad"
+	"github.com/rewire-cni/rewire/pkg/netstatus"
+	"github.com/rewire-cni/rewire/test/harness"
+)
+
+// Shared by all tests of the package (see TestMain).
+var (
+	api    *harness.APIServer
+	tools  string
+	binDir string
+	seq    atomic.Int32
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Println("integration tests need root (network namespaces); skipping")
+		return 0
+	}
+	root, _ := filepath.Abs("../..")
+	var err error
+	if tools, err = harness.ToolsDir(root); err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	tmp, err := os.MkdirTemp("", "rewire-it-")
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	binDir = filepath.Join(tmp, "bin")
+	build := exec.Command("go", "build", "-o", binDir+"/", "./cmd/rewire", "./cmd/rewired")
+	build.Dir, build.Stdout, build.Stderr = root, os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Println("building rewire:", err)
+		return 1
+	}
+	start := time.Now()
+	api, err = harness.StartAPIServer(tools, filepath.Join(tmp, "api"), filepath.Join(root, "deploy/crds/network-attachment-definitions.yaml"))
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	defer api.Stop()
+	fmt.Printf("etcd + kube-apiserver ready in %s\n", time.Since(start).Round(time.Millisecond))
+	for _, ns := range []string{"other", "isolated"} {
+		_, _ = api.Client.CoreV1().Namespaces().Create(context.Background(),
+			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	}
+	return m.Run()
+}
+
+// env is one test's node: a cluster network (bridge + host-local), a
+// macvlan master, a rewired daemon and a runtime stand-in.
+type env struct {
+	t       *testing.T
+	n       int
+	dir     string
+	node    string
+	bridge  string
+	master  string
+	subnet  string // cluster network /24 prefix, e.g. "10.250.3"
+	ipamDir string
+	daemon  *harness.Daemon
+	rt      *harness.Runtime
+	before  harness.Snapshot
+}
+
+type envOpts struct {
+	extraConfig string // appended to the daemon config YAML
+	cniVersion  string // runtime's CNI version
+	noStart     bool
+}
+
+func newEnv(t *testing.T, o envOpts) *env {
+	t.Helper()
+	n := int(seq.Add(1))
+	e := &env{
+		t: t, n: n, dir: t.TempDir(), node: fmt.Sprintf("node-%d", n),
+		bridge: fmt.Sprintf("rwbr%d", n), master: fmt.Sprintf("rwm%d", n), subnet: fmt.Sprintf("10.250.%d", n),
+	}
+	e.ipamDir = filepath.Join(e.dir, "ipam")
+	e.makeMaster()
+	confDir := filepath.Join(e.dir, "net.d")
+	must(t, os.MkdirAll(confDir, 0o755))
+	must(t, os.WriteFile(filepath.Join(confDir, "10-cluster.conflist"), []byte(e.clusterConf()), 0o644))
+	cfg := fmt.Sprintf("clusterNetwork: %s\nconfDir: %s\nbinDirs: [%s]\ndeviceInfoDir: %s\n%s",
+		confDir, confDir, tools, filepath.Join(e.dir, "devinfo"), o.extraConfig)
+	var err error
+	e.daemon, err = harness.NewDaemon(filepath.Join(binDir, "rewired"), filepath.Join(e.dir, "daemon"), api.Kubeconfig, e.node, cfg)
+	must(t, err)
+	if o.cniVersion == "" {
+		o.cniVersion = "1.1.0"
+	}
+	e.rt, err = harness.NewRuntime([]string{binDir, tools}, filepath.Join(e.dir, "runtime-cache"), e.daemon.Socket, o.cniVersion)
+	must(t, err)
+	e.before, err = harness.TakeSnapshot(e.watched()...)
+	must(t, err)
+	t.Cleanup(e.cleanup)
+	if !o.noStart {
+		must(t, e.daemon.Start())
+	}
+	return e
+}
+
+// watched are the directories whose files must not leak.
+func (e *env) watched() []string {
+	return []string{e.ipamDir, filepath.Join(e.daemon.StateDir, "sandboxes"), filepath.Join(e.daemon.StateDir, "cache"),
+		filepath.Join(e.dir, "runtime-cache"), filepath.Join(e.dir, "devinfo", "cni")}
+}
+
+func (e *env) clusterConf() string {
+	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":"cluster-%d","plugins":[
+	  {"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,
+	   "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"%s.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}]}},
+	  {"type":"portmap","capabilities":{"portMappings":true},"snat":false}]}`,
+		e.n, e.bridge, e.ipamDir, e.subnet)
+}
+
+// makeMaster creates a veth pair whose first end serves as macvlan master
+// (this kernel has no dummy links).
+func (e *env) makeMaster() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: e.master}, PeerName: e.master + "p"}
+	must(e.t, netlink.LinkAdd(veth))
+	for _, name := range []string{e.master, e.master + "p"} {
+		l, err := netlink.LinkByName(name)
+		must(e.t, err)
+		must(e.t, netlink.LinkSetUp(l))
+	}
+}
+
+func (e *env) cleanup() {
+	e.daemon.Stop()
+	if e.t.Failed() {
+		e.t.Logf("rewired log:\n%s", tail(e.daemon.Log(), 60))
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for _, name := range []string{e.master, e.bridge} {
+		if l, err := netlink.LinkByName(name); err == nil {
+			_ = netlink.LinkDel(l)
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// assertNoLeaks compares the watched state with the state before the test.
+func (e *env) assertNoLeaks() {
+	e.t.Helper()
+	after, err := harness.TakeSnapshot(e.watched()...)
+	must(e.t, err)
+	// The test's own master veth and bridge are expected to exist.
+	if d := e.before.Diff(filterLinks(after, e.bridge)); d != "" {
+		e.t.Errorf("leaks after DEL:\n%s", d)
+	}
+}
+
+func filterLinks(s harness.Snapshot, allowed ...string) harness.Snapshot {
+	var links []string
+	for _, l := range s.Links {
+		keep := true
+		for _, a := range allowed {
+			keep = keep && l != a
+		}
+		if keep {
+			links = append(links, l)
+		}
+	}
+	s.Links = links
+	return s
+}
+
+// createNAD creates a NetworkAttachmentDefinition.
+func (e *env) createNAD(namespace, name, config string, annotations map[string]string) {
+	e.t.Helper()
+	u := &unstructured.Unstructured{Object: map[string]interface{}{
+		"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+		"metadata": map[string]interface{}{"name": name, "namespace": namespace},
+		"spec":     map[string]interface{}{"config": config},
+	}}
+	u.SetAnnotations(annotations)
+	_, err := api.Dynamic.Resource(nad.GVR).Namespace(namespace).Create(context.Background(), u, metav1.CreateOptions{})
+	must(e.t, err)
+	e.t.Cleanup(func() {
+		_ = api.Dynamic.Resource(nad.GVR).Namespace(namespace).Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+}
+
+// macvlanConf is the seed document's macvlan-conf on this env's master,
+// with host-local state in the env's IPAM dir.
+func (e *env) macvlanConf(name, subnet string) string {
+	return fmt.Sprintf(`{"cniVersion":"0.3.0","name":%q,"type":"macvlan","master":%q,"mode":"bridge",
+	  "ipam":{"type":"host-local","dataDir":%q,"subnet":"%s.0/24","rangeStart":"%s.200","rangeEnd":"%s.216",
+	  "routes":[{"dst":"0.0.0.0/0"}],"gateway":"%s.1"}}`, name, e.master, e.ipamDir, subnet, subnet, subnet, subnet)
+}
+
+// newPod creates the pod object bound to this env's node and a netns.
+func (e *env) newPod(namespace, name string, annotations map[string]string) *harness.Pod {
+	e.t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Annotations: annotations},
+		Spec: corev1.PodSpec{NodeName: e.node, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
+	}
+	created, err := api.Client.CoreV1().Pods(namespace).Create(context.Background(), pod, metav1.CreateOptions{})
+	must(e.t, err)
+	netns, err := testutils.NewNS()
+	must(e.t, err)
+	e.t.Cleanup(func() {
+		_ = netns.Close()
+		_ = testutils.UnmountNS(netns)
+		_ = api.Client.CoreV1().Pods(namespace).Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	return &harness.Pod{Namespace: namespace, Name: name, UID: string(created.UID),
+		ContainerID: fmt.Sprintf("c%d%s", e.n, strings.ReplaceAll(name, "-", "")), NetNS: netns}
+}
+
+// networkStatus waits for the pod's network-status annotation.
+func networkStatus(t *testing.T, p *harness.Pod) []netstatus.Status {
+	t.Helper()
+	var last string
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		pod, err := api.Client.CoreV1().Pods(p.Namespace).Get(context.Background(), p.Name, metav1.GetOptions{})
+		must(t, err)
+		if last = pod.Annotations[netstatus.Annotation]; last != "" {
+			var list []netstatus.Status
+			must(t, json.Unmarshal([]byte(last), &list))
+			return list
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("pod %s/%s never got a network-status annotation", p.Namespace, p.Name)
+	return nil
+}
+
+// waitEvent waits for an Event on the pod with the given reason and returns
+// its message.
+func waitEvent(t *testing.T, p *harness.Pod, reason string) string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		evs, err := api.Client.CoreV1().Events(p.Namespace).List(context.Background(), metav1.ListOptions{
+			FieldSelector: "involvedObject.name=" + p.Name + ",reason=" + reason})
+		must(t, err)
+		if len(evs.Items) > 0 {
+			return evs.Items[0].Message
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no %s event on pod %s/%s", reason, p.Namespace, p.Name)
+	return ""
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func podLinks(t *testing.T, p *harness.Pod) (map[string]harness.Link, error) {
+	t.Helper()
+	return harness.Links(p.NetNS)
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
