@@ -262,13 +262,13 @@ func errorResponse(cniVersion string, err error) *wire.Response {
 	var delegate *types.Error
 	var planErr *planner.Error
 	switch {
+	case errors.As(err, &planErr):
+		te.Code = types.ErrInvalidNetworkConfig
 	case errors.As(err, &delegate):
 		te.Code, te.Details = delegate.Code, delegate.Details
 		if te.Msg == delegate.Error() { // not wrapped: keep msg and details apart
 			te.Msg = delegate.Msg
 		}
-	case errors.As(err, &planErr):
-		te.Code = types.ErrInvalidNetworkConfig
 	}
 	out, _ := json.Marshal(struct {
 		CNIVersion string `json:"cniVersion"`

@@ -129,10 +129,13 @@ func (e *Executor) delDamaged(ctx context.Context, containerID, netns string, ar
 	if netns == "" {
 		netns = sb.NetNS
 	}
+	if err := e.store.Quarantine(containerID); err != nil {
+		return err
+	}
 	if err := e.delAttachments(ctx, sb, netns, args); err != nil {
 		return fmt.Errorf("damaged record (%v): %w", cause, err)
 	}
-	return e.store.Quarantine(containerID)
+	return nil
 }
 
 // GC deletes every recorded sandbox that is not in valid (the runtime's

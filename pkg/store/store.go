@@ -77,8 +77,9 @@ func (s *Sandbox) Remove(ifName string) {
 	s.Attachments = out
 }
 
-// Store keeps one file per sandbox under dir/sandboxes and one file per
-// distinct delegate config ever used under dir/networks (for CNI GC).
+// Store keeps one file per sandbox under dir/sandboxes, one file per
+// distinct delegate config ever used under dir/networks (for CNI GC), and
+// damaged records moved aside under dir/damaged.
 type Store struct {
 	dir  string
 	sync bool
@@ -91,7 +92,7 @@ var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$`)
 
 // New opens (creating) a store in dir. With sync, every write is fsynced.
 func New(dir string, sync bool) (*Store, error) {
-	for _, d := range []string{"sandboxes", "networks"} {
+	for _, d := range []string{"sandboxes", "networks", "damaged"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, fmt.Errorf("creating store: %w", err)
 		}
@@ -152,14 +153,14 @@ func (s *Store) Delete(id string) error {
 	return nil
 }
 
-// Quarantine moves a damaged record aside (kept for inspection, no longer a
-// live record).
+// Quarantine moves a damaged record to dir/damaged (kept for inspection, no
+// longer a live record).
 func (s *Store) Quarantine(id string) error {
 	p, err := s.sandboxPath(id)
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(p, p+".damaged"); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Rename(p, filepath.Join(s.dir, "damaged", filepath.Base(p))); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("quarantining record %s: %w", id, err)
 	}
 	return nil

@@ -179,12 +179,13 @@ func tail(s string, n int) string {
 }
 
 // assertNoLeaks compares the watched state with the state before the test.
-func (e *env) assertNoLeaks() {
+// Bridges the bridge plugin created are expected to stay (it never deletes
+// them); name them in bridges.
+func (e *env) assertNoLeaks(bridges ...string) {
 	e.t.Helper()
 	after, err := harness.TakeSnapshot(e.watched()...)
 	must(e.t, err)
-	// The test's own master veth and bridge are expected to exist.
-	if d := e.before.Diff(filterLinks(after, e.bridge)); d != "" {
+	if d := e.before.Diff(filterLinks(after, append(bridges, e.bridge)...)); d != "" {
 		e.t.Errorf("leaks after DEL:\n%s", d)
 	}
 }
@@ -303,4 +304,22 @@ func keys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+func itoa(n int) string { return fmt.Sprint(n) }
+
+func deleteLink(name string) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if l, err := netlink.LinkByName(name); err == nil {
+		_ = netlink.LinkDel(l)
+	}
+}
+type harnessPod = harness.Pod
+
+// allocations lists the IPs host-local holds in this env's IPAM dir.
+func (e *env) allocations() []string {
+	s, err := harness.TakeSnapshot(e.ipamDir)
+	must(e.t, err)
+	return s.Files
 }
