@@ -234,7 +234,7 @@ func (e *env) newPod(namespace, name string, annotations map[string]string) *har
 	e.t.Helper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Annotations: annotations},
-		Spec: corev1.PodSpec{NodeName: e.node, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
+		Spec:       corev1.PodSpec{NodeName: e.node, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
 	}
 	created, err := api.Client.CoreV1().Pods(namespace).Create(context.Background(), pod, metav1.CreateOptions{})
 	must(e.t, err)
@@ -315,6 +315,7 @@ func deleteLink(name string) {
 		_ = netlink.LinkDel(l)
 	}
 }
+
 type harnessPod = harness.Pod
 
 // allocations lists the IPs host-local holds in this env's IPAM dir.

@@ -1,0 +1,205 @@
+package planner
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+
+	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/config"
+	"github.com/rewire-cni/rewire/pkg/nad"
+	"github.com/rewire-cni/rewire/pkg/selection"
+)
+
+// networks is an in-memory NAD set: namespace/name -> CNI config.
+var networks = map[string]string{
+	"kube-system/cluster": `{"cniVersion":"1.0.0","name":"cluster","type":"bridge"}`,
+	"kube-system/extra":   `{"cniVersion":"1.0.0","name":"extra","type":"macvlan"}`,
+	"default/mv":          `{"cniVersion":"0.3.1","name":"mv","type":"macvlan"}`,
+	"default/caps": `{"cniVersion":"1.0.0","name":"caps","plugins":[{"type":"macvlan","capabilities":{"ips":true,"infinibandGUID":true}},
+		{"type":"tuning","capabilities":{"mac":true}},{"type":"portmap","capabilities":{"portMappings":true}},
+		{"type":"bandwidth","capabilities":{"bandwidth":true}}]}`,
+	"other/shared": `{"cniVersion":"1.0.0","name":"shared","type":"macvlan"}`,
+	"team/mine":    `{"cniVersion":"1.0.0","name":"mine","type":"macvlan"}`,
+	"default/dev":  `{"cniVersion":"1.0.0","name":"dev","type":"sriov"}`,
+}
+
+func lookup(ns, name string) (*Network, error) {
+	raw, ok := networks[ns+"/"+name]
+	if !ok {
+		return nil, fmt.Errorf("NetworkAttachmentDefinition %s/%s not found", ns, name)
+	}
+	list, err := nad.ConfList([]byte(raw), name)
+	if err != nil {
+		return nil, err
+	}
+	n := &Network{Key: ns + "/" + name, ConfList: list}
+	if name == "dev" {
+		n.ResourceName = "example.com/vf"
+	}
+	return n, nil
+}
+
+func cfg(mod func(*config.Config)) *config.Config {
+	c, err := config.Parse([]byte("clusterNetwork: cluster\n"))
+	if err != nil {
+		panic(err)
+	}
+	if mod != nil {
+		mod(c)
+	}
+	return c
+}
+
+func plan(c *config.Config, ns string, ann map[string]string) ([]attachment.Spec, error) {
+	return Plan(Input{Pod: Pod{Namespace: ns, Name: "p", Annotations: ann}, Config: c, IfName: "eth0",
+		RuntimeArgs: map[string]interface{}{"portMappings": []int{1}}, Lookup: lookup})
+}
+
+func summary(specs []attachment.Spec) string {
+	var s []string
+	for _, a := range specs {
+		s = append(s, a.Network+"@"+a.IfName)
+	}
+	return strings.Join(s, " ")
+}
+
+func TestPlanNamesAndOrder(t *testing.T) {
+	cases := []struct {
+		name, ns, networks string
+		mod                func(*config.Config)
+		want               string
+	}{
+		{"cluster only", "default", "", nil, "kube-system/cluster@eth0"},
+		{"seed", "default", "mv", nil, "kube-system/cluster@eth0 default/mv@net1"},
+		{"netN in order", "default", "mv,mv,mv", nil, "kube-system/cluster@eth0 default/mv@net1 default/mv@net2 default/mv@net3"},
+		{"explicit names win, netN skips them", "default", "mv@net1,mv,mv@x", nil,
+			"kube-system/cluster@eth0 default/mv@net1 default/mv@net2 default/mv@x"},
+		{"default networks first", "default", "mv", func(c *config.Config) { c.DefaultNetworks = []string{"extra"} },
+			"kube-system/cluster@eth0 kube-system/extra@net1 default/mv@net2"},
+		{"system namespace gets no default networks", "kube-system", "", func(c *config.Config) { c.DefaultNetworks = []string{"extra"} },
+			"kube-system/cluster@eth0"},
+		{"isolation allows own and global namespaces", "team", "mine,default/mv", func(c *config.Config) { c.NamespaceIsolation = true },
+			"kube-system/cluster@eth0 team/mine@net1 default/mv@net2"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			specs, err := plan(cfg(c.mod), c.ns, map[string]string{selection.NetworksAnnotation: c.networks})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := summary(specs); got != c.want {
+				t.Errorf("got  %s\nwant %s", got, c.want)
+			}
+			if !specs[0].Primary || specs[0].CapabilityArgs["portMappings"] == nil {
+				t.Errorf("primary must carry the runtime's args: %+v", specs[0])
+			}
+			for _, s := range specs[1:] {
+				if s.Primary || s.CapabilityArgs["portMappings"] != nil {
+					t.Errorf("runtime args leaked to a secondary: %+v", s)
+				}
+			}
+		})
+	}
+}
+
+func TestPlanErrors(t *testing.T) {
+	isolated := func(c *config.Config) { c.NamespaceIsolation = true }
+	cases := []struct {
+		name, ns string
+		ann      map[string]string
+		mod      func(*config.Config)
+		want     string
+	}{
+		{"unknown network", "default", map[string]string{selection.NetworksAnnotation: "nope"}, nil, "default/nope: NetworkAttachmentDefinition default/nope not found"},
+		{"malformed", "default", map[string]string{selection.NetworksAnnotation: "[{"}, nil, "invalid JSON"},
+		{"forbidden namespace", "team", map[string]string{selection.NetworksAnnotation: "other/shared"}, isolated, "namespace isolation"},
+		{"forbidden default-network override", "team", map[string]string{selection.DefaultNetworkAnnotation: "other/shared"}, isolated, "namespace isolation"},
+		{"duplicate ifname", "default", map[string]string{selection.NetworksAnnotation: "mv@a,mv@a"}, nil, `interface name "a" requested by both`},
+		{"duplicate of primary", "default", map[string]string{selection.NetworksAnnotation: "mv@eth0"}, nil, `interface name "eth0"`},
+		{"ips without capability", "default", map[string]string{selection.NetworksAnnotation: `[{"name":"mv","ips":["10.0.0.1/24"]}]`}, nil, `"ips" capability`},
+		{"mac without capability", "default", map[string]string{selection.NetworksAnnotation: `[{"name":"mv","mac":"02:00:00:00:00:01"}]`}, nil, `"mac" capability`},
+		{"bandwidth without capability", "default", map[string]string{selection.NetworksAnnotation: `[{"name":"mv","bandwidth":{"ingressRate":1}}]`}, nil, `"bandwidth" capability`},
+		{"portMappings without capability", "default", map[string]string{selection.NetworksAnnotation: `[{"name":"mv","portMappings":[{"hostPort":1,"containerPort":2}]}]`}, nil, `"portMappings" capability`},
+		{"infiniband without capability", "default", map[string]string{selection.NetworksAnnotation: `[{"name":"mv","infiniband-guid":"x"}]`}, nil, `"infinibandGUID" capability`},
+		{"two default routes", "default", map[string]string{selection.NetworksAnnotation: `[{"name":"mv","default-route":["10.0.0.1"]},{"name":"mv","default-route":["10.0.0.2"]}]`}, nil, "more than one network"},
+		{"missing default network", "default", nil, func(c *config.Config) { c.DefaultNetworks = []string{"gone"} }, "default network kube-system/gone"},
+		{"missing cluster network", "default", nil, func(c *config.Config) { c.ClusterNetwork = "gone" }, "cluster network"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := plan(cfg(c.mod), c.ns, c.ann)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error = %v, want one containing %q", err, c.want)
+			}
+			var pe *Error
+			if c.name != "missing cluster network" && c.name != "missing default network" && !errors.As(err, &pe) {
+				t.Errorf("a bad pod annotation must be a *planner.Error: %T", err)
+			}
+		})
+	}
+}
+
+func TestPlanCapabilitiesAndArgs(t *testing.T) {
+	specs, err := plan(cfg(nil), "default", map[string]string{selection.NetworksAnnotation: `[{"name":"caps",
+		"ips":["10.1.1.5/24"],"mac":"02:00:00:00:00:09","portMappings":[{"hostPort":8080,"containerPort":80}],
+		"bandwidth":{"ingressRate":100,"ingressBurst":10,"egressRate":100,"egressBurst":10},"infiniband-guid":"g",
+		"cni-args":{"foo":"bar"},"deviceID":"0000:01:00.0","default-route":["10.1.1.1"]}]`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := specs[1]
+	for _, k := range []string{"ips", "mac", "portMappings", "bandwidth", "infinibandGUID"} {
+		if s.CapabilityArgs[k] == nil {
+			t.Errorf("capability %s not passed: %+v", k, s.CapabilityArgs)
+		}
+	}
+	if !reflect.DeepEqual(s.DefaultRoute, []string{"10.1.1.1"}) || s.DeviceID != "0000:01:00.0" {
+		t.Errorf("spec = %+v", s)
+	}
+	list, err := libcni.ConfListFromBytes(s.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range list.Plugins {
+		var m struct {
+			Args     map[string]map[string]string `json:"args"`
+			DeviceID string                       `json:"deviceID"`
+		}
+		if err := json.Unmarshal(p.Bytes, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Args["cni"]["foo"] != "bar" || m.DeviceID != "0000:01:00.0" {
+			t.Errorf("plugin %s did not get cni-args and deviceID: %s", p.Network.Type, p.Bytes)
+		}
+	}
+}
+
+func TestPlanResourceName(t *testing.T) {
+	specs, err := plan(cfg(nil), "default", map[string]string{selection.NetworksAnnotation: "dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if specs[1].ResourceName != "example.com/vf" || specs[1].DeviceID != "" {
+		t.Errorf("spec = %+v", specs[1])
+	}
+}
+
+func TestPlanClusterNetworkFromFile(t *testing.T) {
+	list, err := nad.ConfList([]byte(`{"cniVersion":"1.0.0","name":"file-net","type":"bridge"}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs, err := Plan(Input{Pod: Pod{Namespace: "default"}, Config: cfg(nil), ClusterNetwork: list, IfName: "eth0", Lookup: lookup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if specs[0].Network != "file-net" || string(specs[0].Config) != string(list.Bytes) {
+		t.Errorf("primary = %+v", specs[0])
+	}
+}
