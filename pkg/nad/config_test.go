@@ -19,7 +19,7 @@ func TestConfList(t *testing.T) {
 		{"dotdot type", `{"cniVersion":"1.0.0","name":"a","type":".."}`, "x", "", "bare plugin name"},
 		{"path ipam type", `{"cniVersion":"1.0.0","name":"a","type":"macvlan","ipam":{"type":"../host-local"}}`, "x", "", "ipam type"},
 		{"path type in list", `{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"bridge"},{"type":"a/b"}]}`, "x", "", "plugin 1"},
-		{"missing type", `{"cniVersion":"1.0.0","name":"a"}`, "x", "", "type: missing"},
+		{"missing type", `{"cniVersion":"1.0.0","name":"a"}`, "x", "", "missing 'type'"},
 		{"empty plugins", `{"cniVersion":"1.0.0","name":"a","plugins":[]}`, "x", "", "no plugins"},
 	}
 	for _, c := range cases {
