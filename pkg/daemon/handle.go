@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -95,6 +96,7 @@ func requireEnv(req *wire.Request, needNetNS bool) error {
 }
 
 func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args [][2]string, ref podRef) ([]byte, error) {
+	start := time.Now()
 	cluster, err := d.ClusterNetwork()
 	if err != nil {
 		return nil, types.NewError(types.ErrTryAgainLater, "try again later: cluster network not ready", err.Error())
@@ -117,17 +119,22 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 		ContainerID: req.ContainerID, NetNS: req.NetNS, IfName: req.IfName, Args: args,
 		PodNamespace: ref.Namespace, PodName: ref.Name, PodUID: string(ref.UID), CNIVersion: conf.CNIVersion,
 	}
+	planned := time.Now()
 	results, err := d.Exec.Add(ctx, sb, specs)
 	if err != nil {
 		d.event(ref, corev1.EventTypeWarning, kube.ReasonAddFailed, err.Error())
 		return nil, err
 	}
 	d.report(ref, specs, results)
+	d.Log.Debug("ADD", "pod", ref, "containerID", req.ContainerID, "attachments", len(specs),
+		"planMs", ms(planned.Sub(start)), "execMs", ms(time.Since(planned)))
 	out, err := results[0].GetAsVersion(conf.CNIVersion)
 	if err != nil {
 		return nil, fmt.Errorf("converting result to %s: %w", conf.CNIVersion, err)
 	}
-	return json.Marshal(out)
+	b, err := json.Marshal(out)
+	d.Log.Debug("ADD total", "totalMs", ms(time.Since(start)))
+	return b, err
 }
 
 // plan computes the attachments and resolves devices and device-info files.
@@ -220,6 +227,8 @@ func Statuses(specs []attachment.Spec, results []*current.Result) ([]netstatus.S
 	}
 	return list, "Added " + strings.Join(parts, "; ")
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func gateways(r *current.Result) []string {
 	var gws []string

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -134,4 +135,23 @@ func (d *Daemon) Counters() (map[string]int64, error) {
 	}
 	out := map[string]int64{}
 	return out, json.Unmarshal([]byte(body), &out)
+}
+
+// RSS returns the daemon's resident set size in bytes (0 if unknown).
+func (d *Daemon) RSS() int64 {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return 0
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }

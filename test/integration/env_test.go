@@ -78,7 +78,7 @@ func run(m *testing.M) int {
 // env is one test's node: a cluster network (bridge + host-local), a
 // macvlan master, a rewired daemon and a runtime stand-in.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	n       int
 	dir     string
 	node    string
@@ -97,7 +97,7 @@ type envOpts struct {
 	noStart     bool
 }
 
-func newEnv(t *testing.T, o envOpts) *env {
+func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	n := int(seq.Add(1))
 	e := &env{
@@ -224,9 +224,14 @@ func (e *env) createNAD(namespace, name, config string, annotations map[string]s
 // macvlanConf is the seed document's macvlan-conf on this env's master,
 // with host-local state in the env's IPAM dir.
 func (e *env) macvlanConf(name, subnet string) string {
+	return e.macvlanRange(name, subnet, 200, 216)
+}
+
+// macvlanRange is macvlanConf with the range .first-.last.
+func (e *env) macvlanRange(name, subnet string, first, last int) string {
 	return fmt.Sprintf(`{"cniVersion":"0.3.0","name":%q,"type":"macvlan","master":%q,"mode":"bridge",
-	  "ipam":{"type":"host-local","dataDir":%q,"subnet":"%s.0/24","rangeStart":"%s.200","rangeEnd":"%s.216",
-	  "routes":[{"dst":"0.0.0.0/0"}],"gateway":"%s.1"}}`, name, e.master, e.ipamDir, subnet, subnet, subnet, subnet)
+	  "ipam":{"type":"host-local","dataDir":%q,"subnet":"%s.0/24","rangeStart":"%s.%d","rangeEnd":"%s.%d",
+	  "routes":[{"dst":"0.0.0.0/0"}],"gateway":"%s.1"}}`, name, e.master, e.ipamDir, subnet, subnet, first, subnet, last, subnet)
 }
 
 // newPod creates the pod object bound to this env's node and a netns.
@@ -250,7 +255,7 @@ func (e *env) newPod(namespace, name string, annotations map[string]string) *har
 }
 
 // networkStatus waits for the pod's network-status annotation.
-func networkStatus(t *testing.T, p *harness.Pod) []netstatus.Status {
+func networkStatus(t testing.TB, p *harness.Pod) []netstatus.Status {
 	t.Helper()
 	var last string
 	deadline := time.Now().Add(15 * time.Second)
@@ -270,7 +275,7 @@ func networkStatus(t *testing.T, p *harness.Pod) []netstatus.Status {
 
 // waitEvent waits for an Event on the pod with the given reason and returns
 // its message.
-func waitEvent(t *testing.T, p *harness.Pod, reason string) string {
+func waitEvent(t testing.TB, p *harness.Pod, reason string) string {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
@@ -286,14 +291,14 @@ func waitEvent(t *testing.T, p *harness.Pod, reason string) string {
 	return ""
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
 }
 
-func podLinks(t *testing.T, p *harness.Pod) (map[string]harness.Link, error) {
+func podLinks(t testing.TB, p *harness.Pod) (map[string]harness.Link, error) {
 	t.Helper()
 	return harness.Links(p.NetNS)
 }
