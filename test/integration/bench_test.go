@@ -1,10 +1,10 @@
 package integration
 
 import (
-	"os"
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -157,7 +157,6 @@ func quantile(d []time.Duration, q float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
 
 func init() {
 	if os.Getenv("REWIRE_BENCH_LOG") != "" {
