@@ -39,7 +39,8 @@ type APIServer struct {
 	Client     kubernetes.Interface
 	Dynamic    dynamic.Interface
 
-	etcd, apiserver *exec.Cmd
+	etcd, apiserver *process
+	apiserverArgs   []string
 	tools           string
 }
 
@@ -58,11 +59,11 @@ func StartAPIServer(tools, dir, crdFile string) (*APIServer, error) {
 		return nil, err
 	}
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	a.etcd = exec.Command(filepath.Join(tools, "etcd"),
+	a.etcd, err = startProcess(filepath.Join(dir, "etcd.log"), filepath.Join(tools, "etcd"),
 		"--data-dir", filepath.Join(dir, "etcd"), "--unsafe-no-fsync",
 		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
 		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", ports[1]), "--log-level", "error")
-	if err := startLogged(a.etcd, filepath.Join(dir, "etcd.log")); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	if err := a.startAPIServer(etcdURL, ports[2]); err != nil {
@@ -86,15 +87,15 @@ func (a *APIServer) startAPIServer(etcdURL string, port int) error {
 		return err
 	}
 	a.URL = fmt.Sprintf("https://127.0.0.1:%d", port)
-	a.apiserver = exec.Command(filepath.Join(a.tools, "kube-apiserver"),
+	a.apiserverArgs = []string{filepath.Join(a.tools, "kube-apiserver"),
 		"--etcd-servers", etcdURL, "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
 		"--secure-port", fmt.Sprint(port), "--cert-dir", filepath.Join(a.Dir, "certs"),
 		"--service-account-issuer", "https://kubernetes.default.svc", "--service-account-key-file", key,
 		"--service-account-signing-key-file", key, "--token-auth-file", tokens,
 		"--authorization-mode", "RBAC", "--service-cluster-ip-range", "10.96.0.0/16",
 		"--endpoint-reconciler-type", "none", "--disable-admission-plugins", "ServiceAccount",
-		"--enable-priority-and-fairness=false", "--v", "1")
-	if err := startLogged(a.apiserver, filepath.Join(a.Dir, "apiserver.log")); err != nil {
+		"--enable-priority-and-fairness=false", "--v", "1"}
+	if a.apiserver, err = startProcess(filepath.Join(a.Dir, "apiserver.log"), a.apiserverArgs...); err != nil {
 		return err
 	}
 	if err := a.writeKubeconfig(); err != nil {
@@ -128,7 +129,7 @@ func (a *APIServer) waitReady(timeout time.Duration) error {
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if a.apiserver.ProcessState != nil {
+		if a.apiserver.exited() {
 			break
 		}
 		req, _ := http.NewRequest(http.MethodGet, a.URL+"/readyz", nil)
@@ -174,13 +175,12 @@ func (a *APIServer) installCRD(file string) error {
 
 // StopAPIServer stops kube-apiserver only (etcd keeps the data), to test
 // behaviour during an API outage. StartAgain brings it back.
-func (a *APIServer) StopAPIServer() { stopProcess(a.apiserver) }
+func (a *APIServer) StopAPIServer() { a.apiserver.stop() }
 
 // StartAgain restarts kube-apiserver on the same port and data.
 func (a *APIServer) StartAgain() error {
-	args := a.apiserver.Args
-	a.apiserver = exec.Command(args[0], args[1:]...)
-	if err := startLogged(a.apiserver, filepath.Join(a.Dir, "apiserver.log")); err != nil {
+	var err error
+	if a.apiserver, err = startProcess(filepath.Join(a.Dir, "apiserver.log"), a.apiserverArgs...); err != nil {
 		return err
 	}
 	return a.waitReady(90 * time.Second)
@@ -188,37 +188,8 @@ func (a *APIServer) StartAgain() error {
 
 // Stop stops both processes.
 func (a *APIServer) Stop() {
-	stopProcess(a.apiserver)
-	stopProcess(a.etcd)
-}
-
-func stopProcess(c *exec.Cmd) {
-	if c == nil || c.Process == nil || c.ProcessState != nil {
-		return
-	}
-	_ = c.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = c.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = c.Process.Kill()
-		<-done
-	}
-}
-
-func startLogged(c *exec.Cmd, logFile string) error {
-	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	c.Stdout, c.Stderr = f, f
-	if err := c.Start(); err != nil {
-		f.Close()
-		return fmt.Errorf("starting %s: %w", c.Path, err)
-	}
-	go func() { _ = c.Wait(); f.Close() }()
-	return nil
+	a.apiserver.stop()
+	a.etcd.stop()
 }
 
 func writeServiceAccountKey(dir string) (string, error) {

@@ -8,10 +8,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -20,7 +18,7 @@ type Daemon struct {
 	Bin, Dir, Socket, StateDir, ConfigFile, Kubeconfig, Node string
 	ExtraArgs                                                []string
 
-	cmd *exec.Cmd
+	proc *process
 }
 
 // NewDaemon prepares (does not start) a daemon with its config (YAML) and
@@ -42,8 +40,8 @@ func NewDaemon(bin, dir, kubeconfig, node, config string) (*Daemon, error) {
 func (d *Daemon) Start() error {
 	args := append([]string{"--kubeconfig", d.Kubeconfig, "--node-name", d.Node, "--socket-path", d.Socket,
 		"--state-dir", d.StateDir, "--config", d.ConfigFile, "--log-level", "debug"}, d.ExtraArgs...)
-	d.cmd = exec.Command(d.Bin, args...)
-	if err := startLogged(d.cmd, filepath.Join(d.Dir, "rewired.log")); err != nil {
+	var err error
+	if d.proc, err = startProcess(filepath.Join(d.Dir, "rewired.log"), append([]string{d.Bin}, args...)...); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(20 * time.Second)
@@ -51,7 +49,7 @@ func (d *Daemon) Start() error {
 		if code, _, err := d.Get("/healthz"); err == nil && code == http.StatusOK {
 			return nil
 		}
-		if d.cmd.ProcessState != nil {
+		if d.proc.exited() {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -75,32 +73,10 @@ func (d *Daemon) WaitReady(timeout time.Duration) error {
 }
 
 // Stop sends SIGTERM and waits.
-func (d *Daemon) Stop() { stopProcess(d.cmd) }
+func (d *Daemon) Stop() { d.proc.stop() }
 
 // Kill sends SIGKILL (a crash) and waits for the process to be gone.
-func (d *Daemon) Kill() {
-	if d.cmd == nil || d.cmd.Process == nil {
-		return
-	}
-	_ = d.cmd.Process.Signal(syscall.SIGKILL)
-	for d.cmd.ProcessState == nil && processAlive(d.cmd.Process.Pid) {
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func processAlive(pid int) bool {
-	// A zombie still answers signal 0; /proc/PID/stat tells it apart.
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	for i := 0; i+2 < len(raw); i++ {
-		if raw[i] == ')' {
-			return raw[i+2] != 'Z'
-		}
-	}
-	return true
-}
+func (d *Daemon) Kill() { d.proc.kill() }
 
 // Log returns the daemon's log so far.
 func (d *Daemon) Log() string {
@@ -139,10 +115,10 @@ func (d *Daemon) Counters() (map[string]int64, error) {
 
 // RSS returns the daemon's resident set size in bytes (0 if unknown).
 func (d *Daemon) RSS() int64 {
-	if d.cmd == nil || d.cmd.Process == nil {
+	if d.proc == nil {
 		return 0
 	}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.proc.pid()))
 	if err != nil {
 		return 0
 	}
