@@ -103,11 +103,14 @@ func (e *Executor) addAll(ctx context.Context, sb *store.Sandbox, args [][2]stri
 		}
 		results = append(results, res)
 		a.State = store.Added
-		if a.Result, err = res.MarshalJSON(); err == nil {
-			err = e.store.Put(sb)
-		}
-		if err != nil {
+		if a.Result, err = res.MarshalJSON(); err != nil {
 			return nil, err
+		}
+		// The last attachment's state is written with the completed record.
+		if i < len(sb.Attachments)-1 {
+			if err := e.store.Put(sb); err != nil {
+				return nil, err
+			}
 		}
 	}
 	specs := make([]attachment.Spec, len(sb.Attachments))

@@ -68,7 +68,7 @@ func run(m *testing.M) int {
 	}
 	defer api.Stop()
 	fmt.Printf("etcd + kube-apiserver ready in %s\n", time.Since(start).Round(time.Millisecond))
-	for _, ns := range []string{"other", "isolated"} {
+	for _, ns := range []string{"other", "isolated", "rw-system"} {
 		_, _ = api.Client.CoreV1().Namespaces().Create(context.Background(),
 			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	}
@@ -251,7 +251,7 @@ func (e *env) newPod(namespace, name string, annotations map[string]string) *har
 		_ = api.Client.CoreV1().Pods(namespace).Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
 	return &harness.Pod{Namespace: namespace, Name: name, UID: string(created.UID),
-		ContainerID: fmt.Sprintf("c%d%s", e.n, strings.ReplaceAll(name, "-", "")), NetNS: netns}
+		ContainerID: fmt.Sprintf("c%d-%d-%s", os.Getpid(), e.n, name), NetNS: netns}
 }
 
 // networkStatus waits for the pod's network-status annotation.
@@ -328,4 +328,9 @@ func (e *env) allocations() []string {
 	s, err := harness.TakeSnapshot(e.ipamDir)
 	must(e.t, err)
 	return s.Files
+}
+
+// writeConfig replaces the daemon config (before Start).
+func writeConfig(e *env, cfg string) error {
+	return os.WriteFile(e.daemon.ConfigFile, []byte(cfg), 0o600)
 }
