@@ -4,14 +4,16 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	"net/textproto"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rewire-cni/rewire/pkg/wire"
@@ -66,6 +68,10 @@ func run(getenv func(string) string, stdin io.Reader) ([]byte, int) {
 	return resp.Stdout, resp.ExitCode
 }
 
+// post sends the request as one HTTP/1.1 POST over the unix socket and
+// reads the reply. It speaks the few lines of HTTP it needs itself: net/http
+// would add a third to the binary and to its start-up, which the runtime
+// pays on every pod.
 func post(socket string, req *wire.Request) (*wire.Response, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
@@ -75,23 +81,50 @@ func post(socket string, req *wire.Request) (*wire.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil },
-	}}
-	hr, err := client.Post("http://rewired"+wire.Path, "application/json", bytes.NewReader(body))
+	defer conn.Close()
+	head := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: rewired\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n",
+		wire.Path, len(body))
+	if _, err := conn.Write(append([]byte(head), body...)); err != nil {
+		return nil, fmt.Errorf("sending request: %w", err)
+	}
+	status, payload, err := readReply(bufio.NewReader(conn))
 	if err != nil {
 		return nil, err
 	}
-	defer hr.Body.Close()
-	if hr.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(hr.Body, 4096))
-		return nil, fmt.Errorf("daemon answered %s: %s", hr.Status, bytes.TrimSpace(msg))
+	if status != "200" {
+		return nil, fmt.Errorf("daemon answered %s: %s", status, bytes.TrimSpace(payload))
 	}
 	var resp wire.Response
-	if err := json.NewDecoder(hr.Body).Decode(&resp); err != nil {
+	if err := json.Unmarshal(payload, &resp); err != nil {
 		return nil, fmt.Errorf("decoding daemon reply: %w", err)
 	}
 	return &resp, nil
+}
+
+// readReply reads an HTTP/1.1 response: the status code and the body of
+// Content-Length bytes (or up to EOF, the connection being closed).
+func readReply(r *bufio.Reader) (string, []byte, error) {
+	tp := textproto.NewReader(r)
+	line, err := tp.ReadLine()
+	if err != nil {
+		return "", nil, fmt.Errorf("reading reply: %w", err)
+	}
+	_, rest, _ := strings.Cut(line, " ")
+	status, _, _ := strings.Cut(rest, " ")
+	header, err := tp.ReadMIMEHeader()
+	if err != nil {
+		return "", nil, fmt.Errorf("reading reply header: %w", err)
+	}
+	if n, err := strconv.Atoi(header.Get("Content-Length")); err == nil {
+		payload := make([]byte, n)
+		_, err = io.ReadFull(r, payload)
+		return status, payload, err
+	}
+	if header.Get("Transfer-Encoding") != "" {
+		return "", nil, fmt.Errorf("unsupported reply encoding %q", header.Get("Transfer-Encoding"))
+	}
+	payload, err := io.ReadAll(io.LimitReader(r, 16<<20))
+	return status, payload, err
 }
 
 // dialWithRetry connects to the daemon socket, retrying while the daemon is

@@ -68,7 +68,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.New(o.stateDir, *cfg.StoreSync)
+	st, err := store.New(o.stateDir, cfg.StoreSync)
 	if err != nil {
 		return err
 	}
@@ -77,6 +77,7 @@ func run(o options) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	go st.Run(ctx)
 	if n, err := exec.Recover(ctx); n > 0 || err != nil {
 		log.Info("recovered interrupted ADDs", "count", n, "err", err)
 	}

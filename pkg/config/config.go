@@ -36,9 +36,11 @@ type Config struct {
 	PodResourcesSocket string `json:"podResourcesSocket,omitempty"`
 	// DeviceInfoDir is the NPWG device-info base directory.
 	DeviceInfoDir string `json:"deviceInfoDir,omitempty"`
-	// StoreSync fsyncs every store write (survives power loss, not just a
-	// daemon crash) at the cost of latency on the ADD path.
-	StoreSync *bool `json:"storeSync,omitempty"`
+	// StoreSync fsyncs every store write before the CNI request returns.
+	// Without it (the default) writes are still atomic and survive any
+	// daemon crash at once; they are fsynced in a group commit within 100 ms,
+	// which keeps ~1 ms per write off the ADD path.
+	StoreSync bool `json:"storeSync,omitempty"`
 	// AddedInterfaceEvents emits one Event per successful ADD listing the
 	// interfaces (failures always get an Event).
 	AddedInterfaceEvents *bool `json:"addedInterfaceEvents,omitempty"`
@@ -111,9 +113,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.DeviceInfoDir == "" {
 		c.DeviceInfoDir = "/var/run/k8s.cni.cncf.io/devinfo"
-	}
-	if c.StoreSync == nil {
-		c.StoreSync = &t
 	}
 	if c.AddedInterfaceEvents == nil {
 		c.AddedInterfaceEvents = &t

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -112,7 +113,12 @@ func (d *Daemon) serveCNI(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "decoding request: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	resp := d.Handle(r.Context(), &req)
+	out, err := json.Marshal(d.Handle(r.Context(), &req))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(resp)
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	_, _ = w.Write(out)
 }

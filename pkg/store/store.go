@@ -5,6 +5,7 @@
 package store
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -15,6 +16,10 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 )
@@ -80,9 +85,53 @@ func (s *Sandbox) Remove(ifName string) {
 // Store keeps one file per sandbox under dir/sandboxes, one file per
 // distinct delegate config ever used under dir/networks (for CNI GC), and
 // damaged records moved aside under dir/damaged.
+//
+// Every write is atomic (temp file + rename), so a daemon crash at any point
+// leaves either the old or the new record. Durability against power loss
+// comes from fsync: with sync every write is fsynced before it returns;
+// without, Run group-commits (syncfs) the writes of each interval, keeping
+// fsync latency off the CNI path. Network configs are always fsynced.
 type Store struct {
-	dir  string
-	sync bool
+	dir   string
+	sync  bool
+	dirty atomic.Bool
+}
+
+// GroupCommitInterval bounds how long a write may stay unsynced when the
+// store is not in sync mode.
+const GroupCommitInterval = 100 * time.Millisecond
+
+// Run group-commits unsynced writes until ctx ends (a no-op in sync mode).
+func (s *Store) Run(ctx context.Context) {
+	t := time.NewTicker(GroupCommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.Flush()
+			return
+		case <-t.C:
+			s.Flush()
+		}
+	}
+}
+
+// Flush syncs the store's filesystem if anything was written unsynced.
+func (s *Store) Flush() error {
+	if !s.dirty.Swap(false) {
+		return nil
+	}
+	d, err := os.Open(s.dir)
+	if err != nil {
+		s.dirty.Store(true)
+		return err
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		s.dirty.Store(true)
+		return fmt.Errorf("syncing store: %w", err)
+	}
+	return nil
 }
 
 // ErrCorrupt wraps a record that exists but cannot be decoded.
@@ -90,7 +139,8 @@ var ErrCorrupt = errors.New("corrupt store record")
 
 var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$`)
 
-// New opens (creating) a store in dir. With sync, every write is fsynced.
+// New opens (creating) a store in dir. With sync, every write is fsynced;
+// without, call Run to group-commit.
 func New(dir string, sync bool) (*Store, error) {
 	for _, d := range []string{"sandboxes", "networks", "damaged"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
@@ -138,7 +188,7 @@ func (s *Store) Put(sb *Sandbox) error {
 	if err != nil {
 		return fmt.Errorf("encoding record %s: %w", sb.ContainerID, err)
 	}
-	return s.writeAtomic(p, raw)
+	return s.writeAtomic(p, raw, s.sync)
 }
 
 // Delete removes a sandbox record; a missing record is not an error.
@@ -150,6 +200,7 @@ func (s *Store) Delete(id string) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing record %s: %w", id, err)
 	}
+	s.dirty.Store(true)
 	return nil
 }
 
@@ -191,7 +242,7 @@ func (s *Store) RememberNetwork(conf []byte) error {
 	if _, err := os.Stat(p); err == nil {
 		return nil
 	}
-	return s.writeAtomic(p, conf)
+	return s.writeAtomic(p, conf, true)
 }
 
 // Networks returns every delegate config list ever remembered, keyed by file.
@@ -219,13 +270,13 @@ func (s *Store) ForgetNetwork(key string) error {
 	return os.Remove(filepath.Join(s.dir, "networks", filepath.Base(key)))
 }
 
-func (s *Store) writeAtomic(path string, data []byte) error {
+func (s *Store) writeAtomic(path string, data []byte, sync bool) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return fmt.Errorf("store write: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err = tmp.Write(data); err == nil && s.sync {
+	if _, err = tmp.Write(data); err == nil && sync {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
@@ -234,11 +285,14 @@ func (s *Store) writeAtomic(path string, data []byte) error {
 	if err == nil {
 		err = os.Rename(tmp.Name(), path)
 	}
-	if err == nil && s.sync {
+	if err == nil && sync {
 		err = syncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		return fmt.Errorf("store write %s: %w", path, err)
+	}
+	if !sync {
+		s.dirty.Store(true)
 	}
 	return nil
 }

@@ -78,3 +78,21 @@ func TestRememberNetwork(t *testing.T) {
 		t.Errorf("networks = %v", nets)
 	}
 }
+
+func TestGroupCommit(t *testing.T) {
+	s, _ := New(t.TempDir(), false)
+	if err := s.Put(&Sandbox{ContainerID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if !s.dirty.Load() {
+		t.Fatal("an unsynced write must mark the store dirty")
+	}
+	if err := s.Flush(); err != nil || s.dirty.Load() {
+		t.Fatalf("flush: %v, dirty %v", err, s.dirty.Load())
+	}
+	strict, _ := New(t.TempDir(), true)
+	_ = strict.Put(&Sandbox{ContainerID: "x"})
+	if strict.dirty.Load() {
+		t.Error("a synced write leaves nothing to group-commit")
+	}
+}
