@@ -19,7 +19,6 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"k8s.io/client-go/dynamic"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -114,19 +113,17 @@ func setup(ctx context.Context, rc *rest.Config, cfg *config.Config, o options, 
 	if err != nil {
 		return nil, nil, err
 	}
-	core, err := corev1client.NewForConfig(rc)
-	if err != nil {
-		return nil, nil, err
-	}
 	pods := kube.NewPods(meta, o.nodeName, cfg.PodWait.Duration)
 	nets := kube.NewNetworks(dyn, cfg.ConfDir)
-	status := kube.NewStatusWriter(core, log)
+	status := kube.NewStatusWriter(meta, log)
+	events := kube.NewEvents(dyn, o.nodeName, log)
 	go pods.Run(ctx)
 	go nets.Run(ctx)
 	go status.Run(ctx, 4)
+	go events.Run(ctx)
 	d := &daemon.Daemon{
 		Config: cfg, Exec: exec, Pods: pods, Networks: nets.Lookup, NetworksSynced: nets.Synced,
-		Status: status, Events: kube.NewEvents(core, o.nodeName),
+		Status: status, Events: events,
 		Devices: &podresources.Client{Socket: cfg.PodResourcesSocket},
 		DevInfo: devinfo.Dir(cfg.DeviceInfoDir), Log: log, APICounts: counter.Snapshot,
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-	corev1 "k8s.io/api/core/v1"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/devinfo"
@@ -112,7 +111,7 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 	}
 	specs, err := d.plan(ctx, pod, cluster, req, conf)
 	if err != nil {
-		d.event(ref, corev1.EventTypeWarning, kube.ReasonAddFailed, err.Error())
+		d.event(ref, kube.EventWarning, kube.ReasonAddFailed, err.Error())
 		return nil, err
 	}
 	sb := &store.Sandbox{
@@ -122,7 +121,7 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 	planned := time.Now()
 	results, err := d.Exec.Add(ctx, sb, specs)
 	if err != nil {
-		d.event(ref, corev1.EventTypeWarning, kube.ReasonAddFailed, err.Error())
+		d.event(ref, kube.EventWarning, kube.ReasonAddFailed, err.Error())
 		return nil, err
 	}
 	d.report(ref, specs, results)
@@ -198,7 +197,7 @@ func (d *Daemon) report(ref podRef, specs []attachment.Spec, results []*current.
 		d.Status.Set(ref.Namespace, ref.Name, ref.UID, value)
 	}
 	if *d.Config.AddedInterfaceEvents {
-		d.event(ref, corev1.EventTypeNormal, kube.ReasonAddedInterface, msg)
+		d.event(ref, kube.EventNormal, kube.ReasonAddedInterface, msg)
 	}
 }
 
@@ -249,7 +248,7 @@ func (d *Daemon) del(ctx context.Context, req *wire.Request, args [][2]string, r
 		err = errors.Join(err, d.DevInfo.CleanSandbox(req.ContainerID))
 	}
 	if err != nil {
-		d.event(ref, corev1.EventTypeWarning, kube.ReasonDelIncomplete, err.Error())
+		d.event(ref, kube.EventWarning, kube.ReasonDelIncomplete, err.Error())
 	}
 	return err
 }

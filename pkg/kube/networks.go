@@ -9,8 +9,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/rewire-cni/rewire/pkg/nad"
@@ -39,10 +40,18 @@ type parsedNet struct {
 // NewNetworks watches NADs in all namespaces. confDir is where a NAD without
 // spec.config finds its config by name.
 func NewNetworks(client dynamic.Interface, confDir string) *Networks {
-	f := dynamicinformer.NewDynamicSharedInformerFactory(client, 0)
+	nads := client.Resource(nad.GVR)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return nads.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return nads.Watch(ctx, o)
+		},
+	}
 	n := &Networks{
 		client: client, confDir: confDir, parsed: map[string]parsedNet{},
-		informer: f.ForResource(nad.GVR).Informer(),
+		informer: newInformer(lw, &unstructured.Unstructured{}),
 	}
 	_, _ = n.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: n.forget})
 	return n

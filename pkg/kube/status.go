@@ -11,7 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/rewire-cni/rewire/pkg/netstatus"
@@ -22,7 +22,7 @@ import (
 // (one merge patch, guarded by the pod UID) and retry with backoff while the
 // API server is unreachable. Only the newest value of a pod is ever written.
 type StatusWriter struct {
-	pods  corev1client.PodsGetter
+	client metadata.Interface
 	queue workqueue.TypedRateLimitingInterface[string]
 	log   *slog.Logger
 
@@ -38,10 +38,10 @@ type pendingStatus struct {
 	value           string
 }
 
-// NewStatusWriter returns a writer using pods.
-func NewStatusWriter(pods corev1client.PodsGetter, log *slog.Logger) *StatusWriter {
+// NewStatusWriter returns a writer patching pods through client.
+func NewStatusWriter(client metadata.Interface, log *slog.Logger) *StatusWriter {
 	return &StatusWriter{
-		pods:    pods,
+		client:  client,
 		log:     log,
 		pending: map[string]pendingStatus{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
@@ -129,6 +129,6 @@ func (w *StatusWriter) patch(ctx context.Context, p pendingStatus) error {
 		return err
 	}
 	w.Writes.Add(1)
-	_, err = w.pods.Pods(p.namespace).Patch(ctx, p.name, types.MergePatchType, body, metav1.PatchOptions{})
+	_, err = w.client.Resource(podsGVR).Namespace(p.namespace).Patch(ctx, p.name, types.MergePatchType, body, metav1.PatchOptions{})
 	return err
 }

@@ -114,7 +114,12 @@ func (d *Daemon) Counters() (map[string]int64, error) {
 }
 
 // RSS returns the daemon's resident set size in bytes (0 if unknown).
-func (d *Daemon) RSS() int64 {
+func (d *Daemon) RSS() int64 { return d.procStatus("VmRSS:") }
+
+// PeakRSS returns the daemon's peak resident set size in bytes.
+func (d *Daemon) PeakRSS() int64 { return d.procStatus("VmHWM:") }
+
+func (d *Daemon) procStatus(key string) int64 {
 	if d.proc == nil {
 		return 0
 	}
@@ -123,7 +128,7 @@ func (d *Daemon) RSS() int64 {
 		return 0
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, key); ok {
 			var kb int64
 			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
 			return kb << 10

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,3 +177,68 @@ func quantile(d []time.Duration, q float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+var concurrent = flag.Int("concurrent", 100, "pods ADDed at once in BenchmarkConcurrentAdds")
+
+// BenchmarkConcurrentAdds starts the ADDs of many pods (cluster network + one
+// macvlan) at once through Rewire, then the same delegates directly, and
+// prints failures, wall times, their ratio and the daemon's RSS idle and at
+// its peak.
+func BenchmarkConcurrentAdds(b *testing.B) {
+	e := newEnv(b, envOpts{})
+	e.createNAD("default", "conc-mv", e.macvlanRange("conc-mv", fmt.Sprintf("172.30.%d", e.n), 2, 254), nil)
+	direct := e.directDelegates(b, nil)
+	mv, err := libcni.ConfFromBytes([]byte(e.macvlanRange("conc-mv", fmt.Sprintf("172.30.%d", e.n), 2, 254)))
+	must(b, err)
+	mvList, err := libcni.ConfListFromConf(mv)
+	must(b, err)
+	direct.lists = append(direct.lists, mvList)
+
+	n := *concurrent
+	pods := make([]*harness.Pod, n)
+	directNS := make([]ns.NetNS, n)
+	for i := range n {
+		pods[i] = e.newPod("default", fmt.Sprintf("conc-%d", i), map[string]string{selection.NetworksAnnotation: "conc-mv"})
+		directNS[i], err = testutils.NewNS()
+		must(b, err)
+	}
+	time.Sleep(time.Second)
+	idle := e.daemon.RSS()
+	ctx := context.Background()
+	parallel := func(f func(i int) error) (time.Duration, int) {
+		var failed atomic.Int32
+		var wg sync.WaitGroup
+		start := time.Now()
+		for i := range n {
+			wg.Go(func() {
+				if err := f(i); err != nil {
+					failed.Add(1)
+					b.Logf("ADD %d: %v", i, err)
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(start), int(failed.Load())
+	}
+	b.ResetTimer()
+	rewireTime, rewireFailed := parallel(func(i int) error { _, err := e.rt.Add(ctx, pods[i]); return err })
+	directTime, directFailed := parallel(func(i int) error {
+		for j, l := range direct.lists {
+			if _, err := direct.cni.AddNetworkList(ctx, l, direct.rt(i, j, directNS[i].Path())); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	b.StopTimer()
+	fmt.Printf("%d concurrent ADDs (cluster + 1 macvlan): rewire %s, %d failed | direct %s, %d failed | ratio %.2f | daemon RSS idle %d MiB, peak %d MiB\n",
+		n, rewireTime.Round(time.Millisecond), rewireFailed, directTime.Round(time.Millisecond), directFailed,
+		float64(rewireTime)/float64(directTime), idle>>20, e.daemon.PeakRSS()>>20)
+	for i := range n {
+		must(b, e.rt.Del(ctx, pods[i]))
+		direct.del(ctx, b, i, directNS[i].Path())
+		_ = directNS[i].Close()
+		_ = testutils.UnmountNS(directNS[i])
+	}
+	e.assertNoLeaks()
+}
