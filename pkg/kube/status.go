@@ -23,8 +23,8 @@ import (
 // API server is unreachable. Only the newest value of a pod is ever written.
 type StatusWriter struct {
 	client metadata.Interface
-	queue workqueue.TypedRateLimitingInterface[string]
-	log   *slog.Logger
+	queue  workqueue.TypedRateLimitingInterface[string]
+	log    *slog.Logger
 
 	mu      sync.Mutex
 	pending map[string]pendingStatus
