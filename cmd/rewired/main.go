@@ -127,6 +127,12 @@ func setup(ctx context.Context, rc *rest.Config, cfg *config.Config, o options, 
 		Devices: &podresources.Client{Socket: cfg.PodResourcesSocket},
 		DevInfo: devinfo.Dir(cfg.DeviceInfoDir), Log: log, APICounts: counter.Snapshot,
 	}
+	rec := daemon.NewReconciler(d, pods.Cached)
+	if err := rec.Watch(pods.Informer()); err != nil {
+		return nil, nil, err
+	}
+	d.OnAdded = rec.Enqueue
+	go rec.Run(ctx, 2)
 	return d, pods, nil
 }
 

@@ -32,6 +32,9 @@ type Spec struct {
 	// kubelet's device allocation.
 	ResourceName string `json:"resourceName,omitempty"`
 	DeviceID     string `json:"deviceID,omitempty"`
+	// Selection is the canonical selection element the attachment was made
+	// from (interface name aside): a change of it re-plugs the interface.
+	Selection string `json:"selection,omitempty"`
 }
 
 // ConfList parses Config.

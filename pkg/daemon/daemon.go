@@ -67,6 +67,9 @@ type Daemon struct {
 	Log            *slog.Logger
 	// APICounts reports the API requests made so far (GET /debug/api).
 	APICounts func() map[string]int64
+	// OnAdded is called after a successful ADD (the hot-plug reconciler
+	// checks that the annotation did not change meanwhile).
+	OnAdded func(namespace, name string)
 }
 
 // netConf is Rewire's own network config as the runtime passes it.

@@ -125,6 +125,9 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 		return nil, err
 	}
 	d.report(ref, specs, results)
+	if d.OnAdded != nil && ref.Name != "" {
+		d.OnAdded(ref.Namespace, ref.Name)
+	}
 	d.Log.Debug("ADD", "pod", ref, "containerID", req.ContainerID, "attachments", len(specs),
 		"planMs", ms(planned.Sub(start)), "execMs", ms(time.Since(planned)))
 	out, err := results[0].GetAsVersion(conf.CNIVersion)
@@ -146,14 +149,7 @@ func (d *Daemon) plan(ctx context.Context, pod planner.Pod, cluster *libcni.Netw
 		return nil, err
 	}
 	if podresources.NeedsDevices(specs) {
-		if d.Devices == nil {
-			return nil, errors.New("a network needs a device but no PodResources client is configured")
-		}
-		devs, err := d.Devices.Devices(ctx, pod.Namespace, pod.Name)
-		if err == nil {
-			err = podresources.Assign(specs, devs)
-		}
-		if err != nil {
+		if err := d.assignDevices(ctx, pod.Namespace, pod.Name, specs, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -163,6 +159,28 @@ func (d *Daemon) plan(ctx context.Context, pod planner.Pod, cluster *libcni.Netw
 		}
 	}
 	return specs, nil
+}
+
+// assignDevices gives the specs waiting for a device the pod's allocated
+// devices, skipping those the recorded attachments already use.
+func (d *Daemon) assignDevices(ctx context.Context, namespace, name string, specs, recorded []attachment.Spec) error {
+	if d.Devices == nil {
+		return errors.New("a network needs a device but no PodResources client is configured")
+	}
+	devs, err := d.Devices.Devices(ctx, namespace, name)
+	if err != nil {
+		return err
+	}
+	for _, r := range recorded {
+		ids := devs[r.ResourceName]
+		for i, id := range ids {
+			if id == r.DeviceID {
+				devs[r.ResourceName] = append(ids[:i:i], ids[i+1:]...)
+				break
+			}
+		}
+	}
+	return podresources.Assign(specs, devs)
 }
 
 func (d *Daemon) prepareDevInfo(s *attachment.Spec, containerID string) error {

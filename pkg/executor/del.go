@@ -25,6 +25,7 @@ type DelReport struct {
 // A container with no record succeeds (DEL is idempotent).
 func (e *Executor) Del(ctx context.Context, containerID, netns string, args [][2]string) error {
 	defer e.Lock(containerID)()
+	e.unindexPod(containerID)
 	return e.delLocked(ctx, containerID, netns, args)
 }
 

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -32,11 +33,40 @@ type Executor struct {
 	Fault func(step string) error
 	// Routes applies default-route ownership inside the pod netns.
 	Routes func(netns string, specs []attachment.Spec) error
+
+	podsMu sync.Mutex
+	pods   map[string]string // pod UID -> container ID of its newest sandbox
 }
 
 // New returns an executor delegating through cni and recording in st.
 func New(cni libcni.CNI, st *store.Store, log *slog.Logger) *Executor {
-	return &Executor{cni: cni, store: st, log: log, Routes: ApplyDefaultRoute}
+	return &Executor{cni: cni, store: st, log: log, Routes: ApplyDefaultRoute, pods: map[string]string{}}
+}
+
+// ByPod returns the container ID of the pod's newest completed sandbox, or "".
+func (e *Executor) ByPod(uid string) string {
+	e.podsMu.Lock()
+	defer e.podsMu.Unlock()
+	return e.pods[uid]
+}
+
+func (e *Executor) indexPod(sb *store.Sandbox) {
+	if sb.PodUID == "" {
+		return
+	}
+	e.podsMu.Lock()
+	e.pods[sb.PodUID] = sb.ContainerID
+	e.podsMu.Unlock()
+}
+
+func (e *Executor) unindexPod(containerID string) {
+	e.podsMu.Lock()
+	for uid, id := range e.pods {
+		if id == containerID {
+			delete(e.pods, uid)
+		}
+	}
+	e.podsMu.Unlock()
 }
 
 // Lock serialises work on one sandbox; callers outside the executor (the
@@ -90,6 +120,7 @@ func (e *Executor) Add(ctx context.Context, sb *store.Sandbox, specs []attachmen
 	if err := e.store.Put(sb); err != nil {
 		return nil, errors.Join(err, e.rollback(ctx, sb, args))
 	}
+	e.indexPod(sb)
 	return results, nil
 }
 
@@ -113,14 +144,10 @@ func (e *Executor) addAll(ctx context.Context, sb *store.Sandbox, args [][2]stri
 			}
 		}
 	}
-	specs := make([]attachment.Spec, len(sb.Attachments))
-	for i, a := range sb.Attachments {
-		specs[i] = a.Spec
-	}
 	if err := e.fault("add:routes"); err != nil {
 		return nil, err
 	}
-	if err := e.Routes(sb.NetNS, specs); err != nil {
+	if err := e.Routes(sb.NetNS, sb.Specs()); err != nil {
 		return nil, fmt.Errorf("default route: %w", err)
 	}
 	return results, nil
@@ -158,8 +185,10 @@ func (e *Executor) rollback(ctx context.Context, sb *store.Sandbox, args [][2]st
 	return e.delAttachments(context.WithoutCancel(ctx), sb, sb.NetNS, args)
 }
 
-// Recover rolls back every ADD a crash interrupted (records never marked
-// complete: the runtime saw that ADD fail). Run it before serving requests.
+// Recover finishes what a crash interrupted, before requests are served: an
+// ADD never marked complete is rolled back (the runtime saw it fail), and a
+// hot-plug or unplug caught mid-way is undone (the reconcile redoes it). It
+// also rebuilds the pod index.
 func (e *Executor) Recover(ctx context.Context) (int, error) {
 	ids, err := e.store.IDs()
 	if err != nil {
@@ -169,14 +198,27 @@ func (e *Executor) Recover(ctx context.Context) (int, error) {
 	var errs []error
 	for _, id := range ids {
 		sb, err := e.store.Get(id)
-		if err != nil || sb == nil || sb.Complete {
+		if err != nil || sb == nil {
 			continue // a damaged record is handled by the next DEL or GC
 		}
-		n++
-		e.log.Info("rolling back interrupted ADD", "containerID", id, "attachments", len(sb.Attachments))
-		if err := e.Del(ctx, id, sb.NetNS, sb.Args); err != nil {
-			errs = append(errs, fmt.Errorf("container %s: %w", id, err))
+		if !sb.Complete {
+			n++
+			e.log.Info("rolling back interrupted ADD", "containerID", id, "attachments", len(sb.Attachments))
+			if err := e.Del(ctx, id, sb.NetNS, sb.Args); err != nil {
+				errs = append(errs, fmt.Errorf("container %s: %w", id, err))
+			}
+			continue
 		}
+		for _, a := range sb.Specs() {
+			if st := sb.Find(a.IfName).State; st != store.Added {
+				n++
+				e.log.Info("undoing interrupted hot-plug", "containerID", id, "interface", a.IfName, "state", st)
+				if err := e.Unplug(ctx, sb, a.IfName); err != nil {
+					errs = append(errs, fmt.Errorf("container %s: %w", id, err))
+				}
+			}
+		}
+		e.indexPod(sb)
 	}
 	return n, errors.Join(errs...)
 }

@@ -4,6 +4,7 @@
 package planner
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -74,11 +75,23 @@ func Plan(in Input) ([]attachment.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
+	secondaries, err := Secondaries(in, nil)
+	if err != nil {
+		return nil, err
+	}
+	return append([]attachment.Spec{primary}, secondaries...), nil
+}
+
+// Secondaries plans the default networks and the annotation's networks,
+// never the primary. An element without an interface name keeps the name of
+// a recorded attachment of the same network (so names stay stable across
+// edits of a running pod), or else gets the lowest free netN.
+func Secondaries(in Input, recorded []attachment.Spec) ([]attachment.Spec, error) {
 	elems, err := selection.ParseNetworks(in.Pod.Annotations[selection.NetworksAnnotation], in.Pod.Namespace)
 	if err != nil {
 		return nil, &Error{Err: err}
 	}
-	specs := []attachment.Spec{primary}
+	var specs []attachment.Spec
 	if !in.Config.IsSystemNamespace(in.Pod.Namespace) {
 		for _, name := range in.Config.DefaultNetworks {
 			s, err := planElement(in, selection.Element{Name: name, Namespace: in.Config.MultusNamespace}, false)
@@ -95,7 +108,7 @@ func Plan(in Input) ([]attachment.Spec, error) {
 		}
 		specs = append(specs, s)
 	}
-	if err := assignIfNames(specs); err != nil {
+	if err := assignIfNames(specs, in.IfName, recorded); err != nil {
 		return nil, err
 	}
 	return specs, checkDefaultRoute(specs)
@@ -157,6 +170,7 @@ func planElement(in Input, e selection.Element, fromPod bool) (attachment.Spec, 
 		Config:       n.ConfList.Bytes,
 		DefaultRoute: e.DefaultRoute,
 		ResourceName: n.ResourceName,
+		Selection:    selectionKey(e),
 	}
 	if s.CapabilityArgs, err = capabilityArgs(e, nad.Capabilities(n.ConfList)); err != nil {
 		return s, &Error{Err: fmt.Errorf("network %s: %w", e.Key(), err)}
@@ -165,6 +179,14 @@ func planElement(in Input, e selection.Element, fromPod bool) (attachment.Spec, 
 		return s, err
 	}
 	return s, nil
+}
+
+// selectionKey is the canonical form of what an element asks for besides
+// its interface name: an attachment whose selection changed is re-plugged.
+func selectionKey(e selection.Element) string {
+	e.Interface = ""
+	b, _ := json.Marshal(e)
+	return string(b)
 }
 
 // capabilityArgs turns the element's capability keys into runtimeConfig,
@@ -223,10 +245,11 @@ func injectArgs(s *attachment.Spec, e selection.Element) error {
 	return nil
 }
 
-// assignIfNames keeps explicit names, rejects duplicates and gives every
-// other attachment the lowest free netN (N >= 1).
-func assignIfNames(specs []attachment.Spec) error {
-	used := map[string]string{}
+// assignIfNames keeps explicit names, rejects duplicates (the primary's
+// name included), lets unnamed attachments keep a recorded name of their
+// network, and gives the others the lowest free netN (N >= 1).
+func assignIfNames(specs []attachment.Spec, primary string, recorded []attachment.Spec) error {
+	used := map[string]string{primary: "the primary network"}
 	for _, s := range specs {
 		if s.IfName == "" {
 			continue
@@ -235,6 +258,14 @@ func assignIfNames(specs []attachment.Spec) error {
 			return fail("interface name %q requested by both %s and %s", s.IfName, other, s.Network)
 		}
 		used[s.IfName] = s.Network
+	}
+	for i := range specs {
+		for _, r := range recorded {
+			if specs[i].IfName == "" && !r.Primary && r.Network == specs[i].Network && used[r.IfName] == "" {
+				specs[i].IfName = r.IfName
+				used[r.IfName] = r.Network
+			}
+		}
 	}
 	n := 1
 	for i := range specs {

@@ -203,3 +203,57 @@ func TestPlanClusterNetworkFromFile(t *testing.T) {
 		t.Errorf("primary = %+v", specs[0])
 	}
 }
+
+// Names stay stable across edits of a running pod's annotation.
+func TestSecondariesKeepRecordedNames(t *testing.T) {
+	c := cfg(nil)
+	recorded := []attachment.Spec{
+		{Network: "kube-system/cluster", IfName: "eth0", Primary: true},
+		{Network: "default/mv", IfName: "net1"},
+		{Network: "default/caps", IfName: "net2"},
+	}
+	cases := []struct{ networks, want string }{
+		{"caps", "default/caps@net2"},
+		{"dev,caps", "default/dev@net1 default/caps@net2"},
+		{"caps,mv", "default/caps@net2 default/mv@net1"},
+		{"mv,mv", "default/mv@net1 default/mv@net2"},
+		{"mv@net2,caps", "default/mv@net2 default/caps@net1"},
+		{`[{"name":"mv","ips":["10.0.0.9/24"]}]`, ""}, // mv lacks the ips capability
+	}
+	for _, tc := range cases {
+		t.Run(tc.networks, func(t *testing.T) {
+			specs, err := Secondaries(Input{Pod: Pod{Namespace: "default", Annotations: map[string]string{selection.NetworksAnnotation: tc.networks}},
+				Config: c, IfName: "eth0", Lookup: lookup}, recorded)
+			if tc.want == "" {
+				if err == nil {
+					t.Fatal("want an error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := summary(specs); got != tc.want {
+				t.Errorf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSelectionChangeIsVisible(t *testing.T) {
+	plan := func(ann string) string {
+		specs, err := Secondaries(Input{Pod: Pod{Namespace: "default", Annotations: map[string]string{selection.NetworksAnnotation: ann}},
+			Config: cfg(nil), IfName: "eth0", Lookup: lookup}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return specs[0].Selection
+	}
+	a := plan(`[{"name":"caps","ips":["10.0.0.1/24"]}]`)
+	if a == plan(`[{"name":"caps","ips":["10.0.0.2/24"]}]`) {
+		t.Error("a change of ips must change the selection")
+	}
+	if a != plan(`[{"name":"caps","ips":["10.0.0.1/24"],"interface":"x"}]`) {
+		t.Error("the interface name is not part of the selection")
+	}
+}

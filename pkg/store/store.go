@@ -71,6 +71,15 @@ func (s *Sandbox) Find(ifName string) *Attachment {
 	return nil
 }
 
+// Specs returns the specs of the attachments, in record order.
+func (s *Sandbox) Specs() []attachment.Spec {
+	specs := make([]attachment.Spec, len(s.Attachments))
+	for i, a := range s.Attachments {
+		specs[i] = a.Spec
+	}
+	return specs
+}
+
 // Remove drops the attachment with the given interface name.
 func (s *Sandbox) Remove(ifName string) {
 	out := s.Attachments[:0]

@@ -242,3 +242,39 @@ func BenchmarkConcurrentAdds(b *testing.B) {
 	}
 	e.assertNoLeaks()
 }
+
+// BenchmarkHotplugLatency measures, over -samples plugs and unplugs, the time
+// from the annotation PATCH returning to the interface being up with its
+// address in the pod netns (and to it being gone).
+func BenchmarkHotplugLatency(b *testing.B) {
+	e := newEnv(b, envOpts{})
+	e.createNAD("default", "hot-mv", e.macvlanRange("hot-mv", fmt.Sprintf("172.31.%d", e.n), 2, 254), nil)
+	p := e.newPod("default", "hot-bench", nil)
+	ctx := context.Background()
+	_, err := e.rt.Add(ctx, p)
+	must(b, err)
+	poll := func(cond func(map[string]harness.Link) bool) time.Duration {
+		start := time.Now()
+		for time.Since(start) < 10*time.Second {
+			if l, err := harness.Links(p.NetNS); err == nil && cond(l) {
+				return time.Since(start)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		b.Fatal("timed out")
+		return 0
+	}
+	var plug, unplug []time.Duration
+	b.ResetTimer()
+	for range *samples {
+		setNetworks(b, p, "hot-mv")
+		plug = append(plug, poll(func(l map[string]harness.Link) bool { return l["net1"].Up && len(l["net1"].Addrs) == 1 }))
+		setNetworks(b, p, "")
+		unplug = append(unplug, poll(func(l map[string]harness.Link) bool { _, ok := l["net1"]; return !ok }))
+	}
+	b.StopTimer()
+	fmt.Printf("hot-plug over %d samples: plug median %.1f ms p90 %.1f ms | unplug median %.1f ms p90 %.1f ms\n",
+		len(plug), ms(median(plug)), ms(p90(plug)), ms(median(unplug)), ms(p90(unplug)))
+	must(b, e.rt.Del(ctx, p))
+	e.assertNoLeaks()
+}

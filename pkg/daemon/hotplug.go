@@ -1,0 +1,273 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/netstatus"
+	"github.com/rewire-cni/rewire/pkg/planner"
+	"github.com/rewire-cni/rewire/pkg/podresources"
+	"github.com/rewire-cni/rewire/pkg/selection"
+	"github.com/rewire-cni/rewire/pkg/store"
+)
+
+// Hot-plug Event reasons.
+const (
+	ReasonInterfaceAdded        = "InterfaceAdded"
+	ReasonInterfaceRemoved      = "InterfaceRemoved"
+	ReasonInterfaceAddFailed    = "InterfaceAddFailed"
+	ReasonInterfaceRemoveFailed = "InterfaceRemoveFailed"
+	ReasonInterfaceRejected     = "InterfaceRejected"
+)
+
+// Reconciler makes the secondary interfaces of running pods follow their
+// k8s.v1.cni.cncf.io/networks annotation: it plugs new networks, unplugs
+// removed ones and swaps the network behind an interface whose selection
+// changed. The primary network is never touched here. Work on one pod is
+// serialised with its CNI requests by the executor's sandbox lock.
+type Reconciler struct {
+	d     *Daemon
+	cache func(namespace, name string) *kube.Pod
+	queue workqueue.TypedRateLimitingInterface[string]
+
+	mu       sync.Mutex
+	rejected map[string]string // pod -> annotation value last rejected (one Event per value)
+}
+
+// NewReconciler returns a reconciler for the daemon's pods; cache reads a pod
+// from the informer.
+func NewReconciler(d *Daemon, cache func(namespace, name string) *kube.Pod) *Reconciler {
+	return &Reconciler{
+		d: d, cache: cache, rejected: map[string]string{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, 30*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "hotplug"}),
+	}
+}
+
+// Watch enqueues pods whose networks annotation changes, and every pod the
+// informer lists (a restart reconciles everything once).
+func (r *Reconciler) Watch(informer cache.SharedIndexInformer) error {
+	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj interface{}) { r.enqueueObj(obj) },
+		UpdateFunc: func(oldObj, newObj interface{}) {
+			o, ok1 := oldObj.(*metav1.PartialObjectMetadata)
+			n, ok2 := newObj.(*metav1.PartialObjectMetadata)
+			if ok1 && ok2 && o.Annotations[selection.NetworksAnnotation] != n.Annotations[selection.NetworksAnnotation] {
+				r.enqueueObj(newObj)
+			}
+		},
+		DeleteFunc: func(obj interface{}) {
+			if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+				r.mu.Lock()
+				delete(r.rejected, key)
+				r.mu.Unlock()
+			}
+		},
+	})
+	return err
+}
+
+func (r *Reconciler) enqueueObj(obj interface{}) {
+	if key, err := cache.MetaNamespaceKeyFunc(obj); err == nil {
+		r.queue.Add(key)
+	}
+}
+
+// Enqueue asks for a reconcile of a pod.
+func (r *Reconciler) Enqueue(namespace, name string) { r.queue.Add(namespace + "/" + name) }
+
+// Run processes the queue with workers until ctx ends.
+func (r *Reconciler) Run(ctx context.Context, workers int) {
+	go func() { <-ctx.Done(); r.queue.ShutDown() }()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for r.next(ctx) {
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (r *Reconciler) next(ctx context.Context) bool {
+	key, quit := r.queue.Get()
+	if quit {
+		return false
+	}
+	defer r.queue.Done(key)
+	ns, name, _ := strings.Cut(key, "/")
+	if err := r.Reconcile(ctx, ns, name); err != nil {
+		r.d.Log.Warn("hot-plug failed, will retry", "pod", key, "err", err)
+		r.queue.AddRateLimited(key)
+		return true
+	}
+	r.queue.Forget(key)
+	return true
+}
+
+// Reconcile brings one pod's secondary attachments in line with its
+// annotation. It returns an error only when a retry can help.
+func (r *Reconciler) Reconcile(ctx context.Context, namespace, name string) error {
+	pod := r.cache(namespace, name)
+	if pod == nil {
+		return nil
+	}
+	cid := r.d.Exec.ByPod(string(pod.UID))
+	if cid == "" {
+		return nil // no sandbox of this pod on this node (yet)
+	}
+	defer r.d.Exec.Lock(cid)()
+	sb, err := r.d.Exec.Get(cid)
+	if err != nil || sb == nil || !sb.Complete || sb.PodUID != string(pod.UID) {
+		return err
+	}
+	ref := podRef{Namespace: namespace, Name: name, UID: pod.UID}
+	desired, err := r.desired(ctx, pod, sb)
+	var planErr *planner.Error
+	if errors.As(err, &planErr) {
+		r.reject(ref, pod.Annotations[selection.NetworksAnnotation], err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	r.forgetRejection(ref)
+	changed, err := r.apply(ctx, ref, sb, desired)
+	if changed {
+		r.publish(ref, sb)
+	}
+	return err
+}
+
+// desired plans the secondary attachments, keeping recorded devices.
+func (r *Reconciler) desired(ctx context.Context, pod *kube.Pod, sb *store.Sandbox) ([]attachment.Spec, error) {
+	recorded := sb.Specs()
+	specs, err := planner.Secondaries(planner.Input{
+		Pod:    planner.Pod{Namespace: pod.Namespace, Name: pod.Name, Annotations: pod.Annotations},
+		Config: r.d.Config, IfName: sb.IfName, Lookup: r.d.Networks,
+	}, recorded)
+	if err != nil {
+		return nil, err
+	}
+	for i := range specs {
+		if a := sb.Find(specs[i].IfName); a != nil && a.Network == specs[i].Network && a.DeviceID != "" && specs[i].DeviceID == "" {
+			if err := specs[i].SetDeviceID(a.DeviceID); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if podresources.NeedsDevices(specs) {
+		if err := r.d.assignDevices(ctx, pod.Namespace, pod.Name, specs, recorded); err != nil {
+			return nil, err
+		}
+	}
+	return specs, nil
+}
+
+// apply unplugs what is no longer wanted, then plugs what is missing, in the
+// annotation's order. A failed plug of a swapped interface puts the old
+// attachment back. It reports whether the record changed.
+func (r *Reconciler) apply(ctx context.Context, ref podRef, sb *store.Sandbox, desired []attachment.Spec) (bool, error) {
+	want := map[string]attachment.Spec{}
+	order := make([]string, len(desired))
+	for i, s := range desired {
+		want[s.IfName], order[i] = s, s.IfName
+	}
+	removed := map[string]attachment.Spec{}
+	changed := false
+	var errs []error
+	for _, a := range sb.Specs() {
+		if a.Primary || same(a, want[a.IfName]) {
+			continue
+		}
+		if err := r.d.Exec.Unplug(ctx, sb, a.IfName); err != nil {
+			r.d.event(ref, kube.EventWarning, ReasonInterfaceRemoveFailed, err.Error())
+			errs = append(errs, err)
+			continue
+		}
+		changed, removed[a.IfName] = true, a
+		r.d.event(ref, kube.EventNormal, ReasonInterfaceRemoved, fmt.Sprintf("Removed %s from %s", a.IfName, a.Network))
+	}
+	for _, s := range desired {
+		if sb.Find(s.IfName) != nil {
+			continue
+		}
+		if err := r.d.prepareDevInfo(&s, sb.ContainerID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		res, err := r.d.Exec.Plug(ctx, sb, s)
+		if err != nil {
+			err = fmt.Errorf("network %s (interface %s): %w", s.Network, s.IfName, err)
+			r.d.event(ref, kube.EventWarning, ReasonInterfaceAddFailed, err.Error())
+			errs = append(errs, err)
+			if old, ok := removed[s.IfName]; ok {
+				if _, rerr := r.d.Exec.Plug(ctx, sb, old); rerr != nil {
+					errs = append(errs, fmt.Errorf("restoring %s: %w", s.IfName, rerr))
+				}
+			}
+			continue
+		}
+		changed = true
+		r.d.event(ref, kube.EventNormal, ReasonInterfaceAdded, fmt.Sprintf("Added %s %v from %s", s.IfName, ipsOf(res), s.Network))
+	}
+	if changed {
+		errs = append(errs, r.d.Exec.Reorder(sb, order))
+	}
+	return changed, errors.Join(errs...)
+}
+
+// same reports whether a recorded attachment is what is wanted.
+func same(recorded, want attachment.Spec) bool {
+	return want.IfName != "" && recorded.Network == want.Network && recorded.Selection == want.Selection
+}
+
+// publish queues the network-status of the sandbox as recorded.
+func (r *Reconciler) publish(ref podRef, sb *store.Sandbox) {
+	specs, results, err := storedResults(sb)
+	if err != nil {
+		r.d.Log.Error("stored results unreadable", "containerID", sb.ContainerID, "err", err)
+		return
+	}
+	list, _ := Statuses(specs, results)
+	if value, err := netstatus.Marshal(list); err == nil && r.d.Status != nil {
+		r.d.Status.Set(ref.Namespace, ref.Name, ref.UID, value)
+	}
+}
+
+// reject records one InterfaceRejected Event per rejected annotation value.
+func (r *Reconciler) reject(ref podRef, value string, err error) {
+	r.mu.Lock()
+	seen := r.rejected[ref.String()] == value
+	r.rejected[ref.String()] = value
+	r.mu.Unlock()
+	if !seen {
+		r.d.event(ref, kube.EventWarning, ReasonInterfaceRejected, err.Error())
+	}
+}
+
+func (r *Reconciler) forgetRejection(ref podRef) {
+	r.mu.Lock()
+	delete(r.rejected, ref.String())
+	r.mu.Unlock()
+}
+
+func ipsOf(res *current.Result) []string {
+	var ips []string
+	for _, ip := range res.IPs {
+		ips = append(ips, ip.Address.String())
+	}
+	return ips
+}
