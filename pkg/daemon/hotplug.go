@@ -88,33 +88,17 @@ func (r *Reconciler) enqueueObj(obj interface{}) {
 // Enqueue asks for a reconcile of a pod.
 func (r *Reconciler) Enqueue(namespace, name string) { r.queue.Add(namespace + "/" + name) }
 
-// Run processes the queue with workers until ctx ends.
+// Run reconciles queued pods with workers until ctx ends; a pod whose
+// reconcile failed in a way a retry can fix is retried with backoff.
 func (r *Reconciler) Run(ctx context.Context, workers int) {
-	go func() { <-ctx.Done(); r.queue.ShutDown() }()
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for r.next(ctx) {
-			}
-		})
-	}
-	wg.Wait()
-}
-
-func (r *Reconciler) next(ctx context.Context) bool {
-	key, quit := r.queue.Get()
-	if quit {
+	kube.RunWorkers(ctx, r.queue, workers, func(ctx context.Context, key string) bool {
+		ns, name, _ := strings.Cut(key, "/")
+		if err := r.Reconcile(ctx, ns, name); err != nil {
+			r.d.Log.Warn("hot-plug failed, will retry", "pod", key, "err", err)
+			return true
+		}
 		return false
-	}
-	defer r.queue.Done(key)
-	ns, name, _ := strings.Cut(key, "/")
-	if err := r.Reconcile(ctx, ns, name); err != nil {
-		r.d.Log.Warn("hot-plug failed, will retry", "pod", key, "err", err)
-		r.queue.AddRateLimited(key)
-		return true
-	}
-	r.queue.Forget(key)
-	return true
+	})
 }
 
 // Reconcile brings one pod's secondary attachments in line with its

@@ -66,38 +66,19 @@ func (w *StatusWriter) Forget(namespace, name string) {
 	w.mu.Unlock()
 }
 
-// Pending returns how many statuses wait to be written.
-func (w *StatusWriter) Pending() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.pending)
-}
-
-// Run processes the queue with the given number of workers until ctx ends.
+// Run writes queued statuses with the given number of workers until ctx ends.
 func (w *StatusWriter) Run(ctx context.Context, workers int) {
-	go func() { <-ctx.Done(); w.queue.ShutDown() }()
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for w.next(ctx) {
-			}
-		})
-	}
-	wg.Wait()
+	RunWorkers(ctx, w.queue, workers, w.write)
 }
 
-func (w *StatusWriter) next(ctx context.Context) bool {
-	key, quit := w.queue.Get()
-	if quit {
-		return false
-	}
-	defer w.queue.Done(key)
+// write sends the pending status of key; it asks for a retry only when the
+// API server could not be reached or failed.
+func (w *StatusWriter) write(ctx context.Context, key string) bool {
 	w.mu.Lock()
 	p, ok := w.pending[key]
 	w.mu.Unlock()
 	if !ok {
-		w.queue.Forget(key)
-		return true
+		return false
 	}
 	err := w.patch(ctx, p)
 	switch {
@@ -105,17 +86,16 @@ func (w *StatusWriter) next(ctx context.Context) bool {
 		if err != nil {
 			w.log.Info("network-status not written: pod gone or replaced", "pod", key, "err", err)
 		}
-		w.queue.Forget(key)
 		w.mu.Lock()
 		if w.pending[key] == p {
 			delete(w.pending, key)
 		}
 		w.mu.Unlock()
+		return false
 	default:
 		w.log.Warn("writing network-status, will retry", "pod", key, "err", err)
-		w.queue.AddRateLimited(key)
+		return true
 	}
-	return true
 }
 
 func (w *StatusWriter) patch(ctx context.Context, p pendingStatus) error {
