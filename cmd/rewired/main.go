@@ -28,6 +28,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/daemon"
 	"github.com/rewire-cni/rewire/pkg/devinfo"
 	"github.com/rewire-cni/rewire/pkg/executor"
+	"github.com/rewire-cni/rewire/pkg/fault"
 	"github.com/rewire-cni/rewire/pkg/kube"
 	"github.com/rewire-cni/rewire/pkg/podresources"
 	"github.com/rewire-cni/rewire/pkg/store"
@@ -35,7 +36,7 @@ import (
 )
 
 type options struct {
-	kubeconfig, nodeName, socket, stateDir, configFile, logLevel string
+	kubeconfig, nodeName, socket, stateDir, configFile, logLevel, testFaults string
 }
 
 func main() {
@@ -50,6 +51,7 @@ func main() {
 	flag.StringVar(&o.stateDir, "state-dir", "/var/lib/rewire", "attachment store and libcni cache directory")
 	flag.StringVar(&o.configFile, "config", "/etc/rewire/config.yaml", "daemon config file (YAML or JSON)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.StringVar(&o.testFaults, "test-faults", "", "TESTS ONLY: STEP=kill|fail,... crash or fail at named steps")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "rewired:", err)
@@ -73,6 +75,14 @@ func run(o options) error {
 	}
 	cni := libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(o.stateDir, "cache"), nil)
 	exec := executor.New(cni, st, log)
+	if o.testFaults != "" {
+		in, err := fault.Parse(o.testFaults)
+		if err != nil {
+			return err
+		}
+		log.Warn("fault injection enabled (tests only)", "faults", o.testFaults)
+		exec.Fault = in.At
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

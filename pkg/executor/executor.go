@@ -110,6 +110,9 @@ func (e *Executor) Add(ctx context.Context, sb *store.Sandbox, specs []attachmen
 		return nil, err
 	}
 	results, err := e.addAll(ctx, sb, args)
+	if err == nil {
+		err = e.fault("add:completing")
+	}
 	if err != nil {
 		if rerr := e.rollback(ctx, sb, args); rerr != nil {
 			err = fmt.Errorf("%w; rollback: %v", err, rerr)

@@ -278,3 +278,30 @@ func BenchmarkHotplugLatency(b *testing.B) {
 	must(b, e.rt.Del(ctx, p))
 	e.assertNoLeaks()
 }
+
+// BenchmarkPluginRoundTrip isolates Rewire's extra hop: a CNI CHECK of an
+// unknown container through libcni -> rewire plugin -> daemon (which answers
+// at once from its store), against libcni executing a reference plugin's
+// VERSION (the floor of any plugin exec on this machine).
+func BenchmarkPluginRoundTrip(b *testing.B) {
+	e := newEnv(b, envOpts{})
+	ctx := context.Background()
+	netns, err := testutils.NewNS()
+	must(b, err)
+	defer func() { _ = netns.Close(); _ = testutils.UnmountNS(netns) }()
+	p := &harness.Pod{Namespace: "default", Name: "none", ContainerID: "roundtrip", NetNS: netns}
+	var viaRewire, floor []time.Duration
+	for range *samples {
+		start := time.Now()
+		if err := e.rt.Check(ctx, p); err == nil {
+			b.Fatal("CHECK of an unknown container succeeded")
+		}
+		viaRewire = append(viaRewire, time.Since(start))
+		start = time.Now()
+		_, err := e.rt.CNI.GetVersionInfo(ctx, "loopback")
+		must(b, err)
+		floor = append(floor, time.Since(start))
+	}
+	fmt.Printf("round trip: rewire plugin + daemon median %.2f ms p90 %.2f ms | exec of a reference plugin median %.2f ms p90 %.2f ms\n",
+		ms(median(viaRewire)), ms(p90(viaRewire)), ms(median(floor)), ms(p90(floor)))
+}
