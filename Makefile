@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 TOOLS = $(shell hack/build-tools.sh)
 LDFLAGS = -s -w
 
-.PHONY: all build tools test unit integration bench demo fmt vet clean
+.PHONY: all build tools test unit integration bench fuzz demo fmt vet clean
 
 all: build
 
@@ -28,6 +28,13 @@ integration:
 # Benchmarks that print figures (ADD overhead vs direct delegates, API calls).
 bench:
 	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./test/integration/
+
+# Each fuzz target for FUZZTIME (corpora in pkg/*/testdata/fuzz).
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test ./pkg/selection/ -run '^$$' -fuzz '^FuzzParseNetworks$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/nad/ -run '^$$' -fuzz '^FuzzConfList$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/daemon/ -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME)
 
 # The local demo: etcd + kube-apiserver + rewired, the seed's macvlan-conf NAD
 # and samplepod, a CNI ADD as a runtime would, then a full cleanup.

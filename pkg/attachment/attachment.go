@@ -64,6 +64,9 @@ func MutatePlugins(conf []byte, fn func(plugin map[string]interface{})) ([]byte,
 	if err := json.Unmarshal(conf, &top); err != nil {
 		return nil, err
 	}
+	if top == nil {
+		return nil, fmt.Errorf("config is not a JSON object")
+	}
 	var plugins []map[string]interface{}
 	if err := json.Unmarshal(top["plugins"], &plugins); err != nil {
 		return nil, fmt.Errorf("config list has no plugins array: %w", err)

@@ -21,6 +21,9 @@ func ConfList(raw []byte, defaultName string) (*libcni.NetworkConfigList, error)
 	if err := json.Unmarshal(raw, &top); err != nil {
 		return nil, fmt.Errorf("invalid CNI config JSON: %w", err)
 	}
+	if top == nil {
+		return nil, fmt.Errorf("invalid CNI config: not a JSON object")
+	}
 	if name, ok := top["name"]; !ok || string(name) == `""` {
 		if defaultName == "" {
 			return nil, fmt.Errorf("CNI config has no name")
