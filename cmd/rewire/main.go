@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/rewire-cni/rewire/pkg/wire"
@@ -21,6 +23,9 @@ import (
 
 // supportedVersions are the CNI spec versions Rewire speaks.
 const supportedVersions = `["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]`
+
+// errForbidden is the daemon refusing the caller's uid.
+var errForbidden = errors.New("daemon answered 403")
 
 // connectWait bounds how long the plugin waits for a daemon that is down or
 // restarting before it answers "try again later".
@@ -62,6 +67,9 @@ func run(getenv func(string) string, stdin io.Reader) ([]byte, int) {
 		IfName: getenv("CNI_IFNAME"), Args: getenv("CNI_ARGS"), Path: getenv("CNI_PATH"), Config: config,
 	}
 	resp, err := post(conf.SocketPath, &req)
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, errForbidden) {
+		return cniError(conf.CNIVersion, 999, "permission denied by rewired: the plugin must run as root", err.Error()), 1
+	}
 	if err != nil {
 		return cniError(conf.CNIVersion, 11, "try again later: rewired is not reachable", err.Error()), 1
 	}
@@ -90,6 +98,9 @@ func post(socket string, req *wire.Request) (*wire.Response, error) {
 	status, payload, err := readReply(bufio.NewReader(conn))
 	if err != nil {
 		return nil, err
+	}
+	if status == "403" {
+		return nil, fmt.Errorf("%w: %s", errForbidden, bytes.TrimSpace(payload))
 	}
 	if status != "200" {
 		return nil, fmt.Errorf("daemon answered %s: %s", status, bytes.TrimSpace(payload))
@@ -134,12 +145,18 @@ func dialWithRetry(socket string) (net.Conn, error) {
 	delay := 50 * time.Millisecond
 	for {
 		conn, err := net.Dial("unix", socket)
-		if err == nil || time.Now().Add(delay).After(deadline) {
+		if err == nil || !transient(err) || time.Now().Add(delay).After(deadline) {
 			return conn, err
 		}
 		time.Sleep(delay)
 		delay = min(2*delay, time.Second)
 	}
+}
+
+// transient tells a daemon that is (re)starting (no socket yet, nobody
+// listening) from a permanent refusal such as permission denied.
+func transient(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
 func cniError(version string, code int, msg, details string) []byte {

@@ -28,6 +28,9 @@ type Config struct {
 	// GlobalNamespaces.
 	NamespaceIsolation bool     `json:"namespaceIsolation,omitempty"`
 	GlobalNamespaces   []string `json:"globalNamespaces,omitempty"`
+	// CNIArgsAllowlist limits the keys a pod's cni-args may set (empty: any
+	// key, as Multus does).
+	CNIArgsAllowlist []string `json:"cniArgsAllowlist,omitempty"`
 	// ConfDir is searched for a NAD's config when its spec.config is empty.
 	ConfDir string `json:"confDir,omitempty"`
 	// BinDirs are searched for delegate plugin binaries.
@@ -120,6 +123,11 @@ func (c *Config) setDefaults() {
 	if c.PodWait.Duration == 0 {
 		c.PodWait.Duration = 2 * time.Second
 	}
+}
+
+// CNIArgAllowed reports whether a pod may set the cni-args key.
+func (c *Config) CNIArgAllowed(key string) bool {
+	return len(c.CNIArgsAllowlist) == 0 || slices.Contains(c.CNIArgsAllowlist, key)
 }
 
 // IsSystemNamespace reports whether ns is one of SystemNamespaces.

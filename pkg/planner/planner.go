@@ -175,6 +175,11 @@ func planElement(in Input, e selection.Element, fromPod bool) (attachment.Spec, 
 	if s.CapabilityArgs, err = capabilityArgs(e, nad.Capabilities(n.ConfList)); err != nil {
 		return s, &Error{Err: fmt.Errorf("network %s: %w", e.Key(), err)}
 	}
+	for k := range e.CNIArgs {
+		if !in.Config.CNIArgAllowed(k) {
+			return s, fail("network %s: cni-args key %q is not allowed on this node (cniArgsAllowlist)", e.Key(), k)
+		}
+	}
 	if err := injectArgs(&s, e); err != nil {
 		return s, err
 	}

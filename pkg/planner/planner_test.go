@@ -130,6 +130,8 @@ func TestPlanErrors(t *testing.T) {
 		{"two default routes", "default", map[string]string{selection.NetworksAnnotation: `[{"name":"mv","default-route":["10.0.0.1"]},{"name":"mv","default-route":["10.0.0.2"]}]`}, nil, "more than one network"},
 		{"missing default network", "default", nil, func(c *config.Config) { c.DefaultNetworks = []string{"gone"} }, "default network kube-system/gone"},
 		{"missing cluster network", "default", nil, func(c *config.Config) { c.ClusterNetwork = "gone" }, "cluster network"},
+		{"cni-args key not allowed", "default", map[string]string{selection.NetworksAnnotation: `[{"name":"mv","cni-args":{"evil":1}}]`},
+			func(c *config.Config) { c.CNIArgsAllowlist = []string{"ok"} }, `cni-args key "evil" is not allowed`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
