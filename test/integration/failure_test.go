@@ -42,6 +42,11 @@ func TestBadInputRejected(t *testing.T) {
 		{"forbidden-namespace", "other/elsewhere", "namespace isolation"},
 		{"bad-mac", `[{"name":"mv","mac":"zz"}]`, "mac"},
 		{"bad-default-route", `[{"name":"mv","default-route":["nope"]}]`, "default-route"},
+		{"two-ats", "mv@a@b", "more than one '@'"},
+		{"empty-namespace", "/mv", "empty namespace"},
+		{"uppercase-name", "Mv", `name "Mv"`},
+		{"bad-port", `[{"name":"mv","portMappings":[{"hostPort":1,"containerPort":0}]}]`, "portMappings"},
+		{"two-default-routes", `[{"name":"mv","default-route":["192.168.3.1"]},{"name":"mv","default-route":["192.168.3.1"]}]`, "more than one network"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
