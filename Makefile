@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 TOOLS = $(shell hack/build-tools.sh)
 LDFLAGS = -s -w
 
-.PHONY: all build tools test unit integration bench fuzz demo fmt vet clean
+.PHONY: all build tools test unit integration bench fuzz soak demo fmt vet clean
 
 all: build
 
@@ -28,6 +28,11 @@ integration:
 # Benchmarks that print figures (ADD overhead vs direct delegates, API calls).
 bench:
 	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./test/integration/
+
+# The larger soak: 2500 random operations with daemon kills (SEED=n to replay).
+SEED ?= 0
+soak:
+	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) test -count=1 -v -run '^TestSoak$$' ./test/integration/ -soak-ops 2500 -soak-seed $(SEED)
 
 # Each fuzz target for FUZZTIME (corpora in pkg/*/testdata/fuzz).
 FUZZTIME ?= 10s

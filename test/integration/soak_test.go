@@ -1,0 +1,133 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/rewire-cni/rewire/test/harness"
+)
+
+var (
+	soakOps  = flag.Int("soak-ops", 400, "operations of TestSoak (make soak runs 2500)")
+	soakSeed = flag.Int64("soak-seed", 0, "seed of TestSoak (0: from the clock; printed)")
+)
+
+// soakPod is one pod of the soak and what the test expects of it.
+type soakPod struct {
+	p        *harness.Pod
+	added    bool
+	networks []string
+}
+
+// TestSoak runs a seeded random mix of ADDs, DELs and annotation edits from
+// three workers (each owning some pods, as a runtime serialises one sandbox)
+// while the daemon is killed (mid-operation) or restarted now and then. At the end every pod
+// must match its annotation and, once all are deleted, nothing may be left.
+func TestSoak(t *testing.T) {
+	seed := *soakSeed
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	e := newEnv(t, envOpts{})
+	e.createNAD("default", "soak-a", e.macvlanRange("soak-a", "192.168.41", 2, 254), nil)
+	e.createNAD("default", "soak-b", e.macvlanRange("soak-b", "192.168.42", 2, 254), nil)
+	const workers, perWorker = 3, 4
+	pods := make([][]*soakPod, workers)
+	for w := range workers {
+		for i := range perWorker {
+			pods[w] = append(pods[w], &soakPod{p: e.newPod("default", fmt.Sprintf("soak-%d-%d", w, i), nil)})
+		}
+	}
+	var ops, restarts atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		rng := rand.New(rand.NewSource(seed + int64(w)))
+		wg.Go(func() {
+			for ops.Load() < int64(*soakOps) && !t.Failed() {
+				sp := pods[w][rng.Intn(perWorker)]
+				err := soakOp(t, e, rng, sp)
+				if err != nil {
+					t.Errorf("seed %d: %s: %v", seed, sp.p.Name, err)
+					return
+				}
+				ops.Add(1)
+			}
+		})
+	}
+	chaos := rand.New(rand.NewSource(seed - 1))
+	for ops.Load() < int64(*soakOps) && !t.Failed() {
+		time.Sleep(time.Duration(200+chaos.Intn(600)) * time.Millisecond)
+		if chaos.Intn(2) == 0 {
+			e.daemon.Kill() // mid-operation: the plugin sees the connection drop
+		}
+		e.restart(t, "")
+		restarts.Add(1)
+	}
+	wg.Wait()
+	fmt.Printf("soak: seed %d, %d operations, %d daemon restarts\n", seed, ops.Load(), restarts.Load())
+	for _, ws := range pods {
+		for _, sp := range ws {
+			if sp.added {
+				want := 1 + len(sp.networks)
+				waitLinks(t, sp.p, fmt.Sprintf("%d interfaces (seed %d)", want, seed), func(l map[string]harness.Link) bool { return len(l) == want })
+				must(t, retry11(func() error { return e.rt.Del(context.Background(), sp.p) }))
+			}
+		}
+	}
+	e.assertNoLeaks()
+}
+
+// soakOp does one random operation on a pod.
+func soakOp(t *testing.T, e *env, rng *rand.Rand, sp *soakPod) error {
+	ctx := context.Background()
+	switch r := rng.Intn(10); {
+	case !sp.added:
+		sp.networks = randomNetworks(rng)
+		setNetworks(t, sp.p, strings.Join(sp.networks, ","))
+		time.Sleep(20 * time.Millisecond) // the pod informer sees the edit before the ADD
+		err := retry11(func() error { _, err := e.rt.Add(ctx, sp.p); return err })
+		sp.added = err == nil
+		return err
+	case r < 3:
+		sp.added = false
+		return retry11(func() error { return e.rt.Del(ctx, sp.p) })
+	default:
+		sp.networks = randomNetworks(rng)
+		setNetworks(t, sp.p, strings.Join(sp.networks, ","))
+		return nil
+	}
+}
+
+func randomNetworks(rng *rand.Rand) []string {
+	var nets []string
+	for _, n := range []string{"soak-a", "soak-b", "soak-a"} {
+		if rng.Intn(2) == 0 {
+			nets = append(nets, n)
+		}
+	}
+	return nets
+}
+
+// retry11 retries an operation while the plugin answers "try again later"
+// (the daemon restarting), as kubelet does.
+func retry11(op func() error) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := op()
+		var te *types.Error
+		if err == nil || !errors.As(err, &te) || te.Code != types.ErrTryAgainLater || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
