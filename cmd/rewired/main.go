@@ -30,6 +30,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/executor"
 	"github.com/rewire-cni/rewire/pkg/fault"
 	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/orphans"
 	"github.com/rewire-cni/rewire/pkg/podresources"
 	"github.com/rewire-cni/rewire/pkg/store"
 	"github.com/rewire-cni/rewire/pkg/wire"
@@ -87,6 +88,16 @@ func run(o options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	go st.Run(ctx)
+	self, err := orphans.Mark()
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err = orphans.Wait(wctx, self)
+	cancel()
+	if err != nil {
+		log.Warn("recovering anyway", "err", err)
+	}
 	if n, err := exec.Recover(ctx); n > 0 || err != nil {
 		log.Info("recovered interrupted ADDs", "count", n, "err", err)
 	}

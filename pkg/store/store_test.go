@@ -65,6 +65,23 @@ func TestStoreCorruptAndInvalid(t *testing.T) {
 	}
 }
 
+func TestNewRemovesInterruptedWrites(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := New(dir, false)
+	_ = s.Put(&Sandbox{ContainerID: "keep"})
+	stale := filepath.Join(dir, "sandboxes", ".keep.json.123")
+	os.WriteFile(stale, []byte("{"), 0o600)
+	if _, err := New(dir, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("temp file of an interrupted write survived a restart: %v", err)
+	}
+	if sb, _ := s.Get("keep"); sb == nil {
+		t.Error("a record was removed")
+	}
+}
+
 func TestRememberNetwork(t *testing.T) {
 	s, _ := New(t.TempDir(), false)
 	for range 2 {

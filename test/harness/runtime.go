@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 
@@ -150,35 +151,23 @@ func DefaultRouteDev(netns ns.NetNS) (string, error) {
 	return dev, err
 }
 
-// HostLinks lists the interface names of the host (current) netns.
-func HostLinks() ([]string, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	links, err := netlink.LinkList()
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, l := range links {
-		names = append(names, l.Attrs().Name)
-	}
-	sort.Strings(names)
-	return names, nil
-}
-
-// Snapshot is the leak-relevant state: host links and the files under
-// watched directories (host-local allocations, store records, caches).
+// Snapshot is the leak-relevant state of the host: links, addresses, routes
+// and policy rules, and the files under watched directories (host-local
+// allocations, store records, caches). Addresses and routes are "dev what".
 type Snapshot struct {
-	Links []string
-	Files []string
+	Links  []string
+	Addrs  []string
+	Routes []string
+	Rules  []string
+	Files  []string
 }
 
-// TakeSnapshot records host links and every file under dirs (host-local's
-// lock and last_reserved_ip files excluded: they are not allocations).
+// TakeSnapshot records the host's network state and every file under dirs
+// (host-local's lock and last_reserved_ip files excluded: they are not
+// allocations).
 func TakeSnapshot(dirs ...string) (Snapshot, error) {
 	var s Snapshot
-	var err error
-	if s.Links, err = HostLinks(); err != nil {
+	if err := s.network(); err != nil {
 		return s, err
 	}
 	for _, d := range dirs {
@@ -198,10 +187,75 @@ func TakeSnapshot(dirs ...string) (Snapshot, error) {
 	return s, nil
 }
 
+func (s *Snapshot) network() error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	links, err := netlink.LinkList()
+	if err != nil {
+		return err
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+		s.Links = append(s.Links, l.Attrs().Name)
+	}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		if !a.IP.IsLinkLocalUnicast() {
+			s.Addrs = append(s.Addrs, names[a.LinkIndex]+" "+a.IPNet.String())
+		}
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return err
+	}
+	for _, r := range routes {
+		if r.Dst == nil || !r.Dst.IP.IsLinkLocalUnicast() {
+			s.Routes = append(s.Routes, fmt.Sprintf("%s %v via %v table %d", names[r.LinkIndex], r.Dst, r.Gw, r.Table))
+		}
+	}
+	rules, err := netlink.RuleList(netlink.FAMILY_ALL)
+	if err != nil {
+		return err
+	}
+	for _, r := range rules {
+		s.Rules = append(s.Rules, fmt.Sprintf("%d %v %v table %d", r.Priority, r.Src, r.Dst, r.Table))
+	}
+	for _, l := range [][]string{s.Links, s.Addrs, s.Routes, s.Rules} {
+		sort.Strings(l)
+	}
+	return nil
+}
+
+// Without drops the links named and the addresses and routes on them (the
+// bridges a bridge plugin leaves behind by design).
+func (s Snapshot) Without(links ...string) Snapshot {
+	keep := func(list []string, dev func(string) string) []string {
+		var out []string
+		for _, v := range list {
+			if !slices.Contains(links, dev(v)) {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	first := func(v string) string { f, _, _ := strings.Cut(v, " "); return f }
+	s.Links = keep(s.Links, func(v string) string { return v })
+	s.Addrs = keep(s.Addrs, first)
+	s.Routes = keep(s.Routes, first)
+	return s
+}
+
 // Diff describes what after has that s lacks and the reverse; "" if equal.
 func (s Snapshot) Diff(after Snapshot) string {
 	var b strings.Builder
 	diffList(&b, "link", s.Links, after.Links)
+	diffList(&b, "address", s.Addrs, after.Addrs)
+	diffList(&b, "route", s.Routes, after.Routes)
+	diffList(&b, "rule", s.Rules, after.Rules)
 	diffList(&b, "file", s.Files, after.Files)
 	return b.String()
 }

@@ -230,3 +230,33 @@ func TestHotplugDelegateFailure(t *testing.T) {
 	must(t, e.rt.Del(ctx, p))
 	e.assertNoLeaks()
 }
+
+// The API server goes away right after an annotation edit: the plug still
+// happens (from the informer cache) and network-status catches up when the
+// API server is back.
+func TestHotplugDuringAPIOutage(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.createNAD("default", "mv", e.macvlanConf("mv", "192.168.29"), nil)
+	p := e.newPod("default", "hot-outage", nil)
+	ctx := context.Background()
+	_, err := e.rt.Add(ctx, p)
+	must(t, err)
+	networkStatus(t, p)
+	setNetworks(t, p, "mv")
+	time.Sleep(100 * time.Millisecond) // the watch delivers the edit
+	api.StopAPIServer()
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			must(t, api.StartAgain())
+		}
+	})
+	waitLinks(t, p, "net1 during the outage", func(l map[string]harness.Link) bool { return hasAddrIn("192.168.29.")(l["net1"]) })
+	must(t, api.StartAgain())
+	restarted = true
+	if got := statusNames(t, p, 2); !strings.HasSuffix(got, "default/mv@net1") {
+		t.Errorf("network-status after the outage = %s", got)
+	}
+	must(t, e.rt.Del(ctx, p))
+	e.assertNoLeaks()
+}
