@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -122,6 +123,9 @@ func run(o options) error {
 	return serve(ctx, d, o.socket, log)
 }
 
+// reconciling ends when the hot-plug workers have finished their last pod.
+var reconciling sync.WaitGroup
+
 // setup builds the API clients, informers and the daemon.
 func setup(ctx context.Context, rc *rest.Config, cfg *config.Config, o options, exec *executor.Executor, log *slog.Logger) (*daemon.Daemon, *kube.Pods, error) {
 	counter := &kube.APICounter{}
@@ -153,7 +157,8 @@ func setup(ctx context.Context, rc *rest.Config, cfg *config.Config, o options, 
 		return nil, nil, err
 	}
 	d.OnAdded = rec.Enqueue
-	go rec.Run(ctx, 2)
+	reconciling.Add(1)
+	go func() { defer reconciling.Done(); rec.Run(ctx, 2) }()
 	return d, pods, nil
 }
 
@@ -193,5 +198,6 @@ func serve(ctx context.Context, d *daemon.Daemon, socket string, log *slog.Logge
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	reconciling.Wait() // a plug in progress finishes (or is undone at the next start)
 	return nil
 }

@@ -85,7 +85,9 @@ func (e *Executor) delOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 	if err := e.fault("del:before:" + a.IfName); err != nil {
 		return err
 	}
-	if err := e.cni.DelNetworkList(ctx, list, runtimeConf(sb.ContainerID, netns, a, args)); err != nil {
+	dctx, cancel := delegateContext(ctx)
+	defer cancel()
+	if err := e.cni.DelNetworkList(dctx, list, runtimeConf(sb.ContainerID, netns, a, args)); err != nil {
 		return err
 	}
 	return e.fault("del:after:" + a.IfName)

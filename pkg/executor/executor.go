@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -167,7 +168,9 @@ func (e *Executor) addOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 	if err := e.fault("add:before:" + a.IfName); err != nil {
 		return nil, err
 	}
-	r, err := e.cni.AddNetworkList(ctx, list, runtimeConf(sb.ContainerID, sb.NetNS, a, args))
+	dctx, cancel := delegateContext(ctx)
+	defer cancel()
+	r, err := e.cni.AddNetworkList(dctx, list, runtimeConf(sb.ContainerID, sb.NetNS, a, args))
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +182,17 @@ func (e *Executor) addOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 		return nil, fmt.Errorf("converting result: %w", err)
 	}
 	return res, nil
+}
+
+// DelegateTimeout bounds one delegate call.
+const DelegateTimeout = 5 * time.Minute
+
+// delegateContext detaches a delegate call from the caller's cancellation:
+// killing a plugin half-way (a runtime giving up, a daemon shutting down)
+// leaves what it had made without a name DEL can find, such as macvlan's
+// temporary link. A plugin may only be stopped by the long DelegateTimeout.
+func delegateContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), DelegateTimeout)
 }
 
 // rollback deletes every attachment of a failed ADD, newest first, and the
