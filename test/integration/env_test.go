@@ -93,6 +93,7 @@ type env struct {
 
 type envOpts struct {
 	extraConfig string // appended to the daemon config YAML
+	kubeconfig  string // the daemon's credentials (default: admin)
 	cniVersion  string // runtime's CNI version
 	noStart     bool
 }
@@ -112,7 +113,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 	cfg := fmt.Sprintf("clusterNetwork: %s\nconfDir: %s\nbinDirs: [%s]\ndeviceInfoDir: %s\n%s",
 		confDir, confDir, tools, filepath.Join(e.dir, "devinfo"), o.extraConfig)
 	var err error
-	e.daemon, err = harness.NewDaemon(filepath.Join(binDir, "rewired"), filepath.Join(e.dir, "daemon"), api.Kubeconfig, e.node, cfg)
+	if o.kubeconfig == "" {
+		o.kubeconfig = api.Kubeconfig
+	}
+	e.daemon, err = harness.NewDaemon(filepath.Join(binDir, "rewired"), filepath.Join(e.dir, "daemon"), o.kubeconfig, e.node, cfg)
 	must(t, err)
 	if o.cniVersion == "" {
 		o.cniVersion = "1.1.0"
