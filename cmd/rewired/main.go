@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/version"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
@@ -75,7 +77,10 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	cni := libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(o.stateDir, "cache"), nil)
+	// An explicit exec: libcni sets a nil one lazily, which races under
+	// concurrent requests.
+	pluginExec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	cni := libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(o.stateDir, "cache"), pluginExec)
 	exec := executor.New(cni, st, log)
 	if o.testFaults != "" {
 		in, err := fault.Parse(o.testFaults)

@@ -11,7 +11,9 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 )
@@ -32,7 +34,13 @@ func NewRuntime(binDirs []string, cacheDir, socket, cniVersion string) (*Runtime
 	if err != nil {
 		return nil, err
 	}
-	return &Runtime{CNI: libcni.NewCNIConfigWithCacheDir(binDirs, cacheDir, nil), Conf: list}, nil
+	return &Runtime{CNI: libcni.NewCNIConfigWithCacheDir(binDirs, cacheDir, PluginExec()), Conf: list}, nil
+}
+
+// PluginExec is libcni's default plugin exec, made explicitly: libcni
+// creates a missing one lazily, which races when calls run concurrently.
+func PluginExec() invoke.Exec {
+	return &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
 }
 
 // Pod is a sandbox the runtime networks.

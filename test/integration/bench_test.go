@@ -126,7 +126,7 @@ type directCaller struct {
 func (e *env) directDelegates(b *testing.B, nads []string) *directCaller {
 	cluster, err := libcni.ConfListFromBytes([]byte(e.clusterConf()))
 	must(b, err)
-	d := &directCaller{cni: libcni.NewCNIConfigWithCacheDir([]string{tools}, filepath.Join(e.dir, "direct-cache"), nil),
+	d := &directCaller{cni: libcni.NewCNIConfigWithCacheDir([]string{tools}, filepath.Join(e.dir, "direct-cache"), harness.PluginExec()),
 		lists: []*libcni.NetworkConfigList{cluster}}
 	for i := range nads {
 		conf, err := libcni.ConfFromBytes([]byte(e.macvlanRange(nads[i], fmt.Sprintf("172.%d.%d", 20+i, e.n), 10, 250)))

@@ -54,7 +54,11 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(tmp)
 	binDir = filepath.Join(tmp, "bin")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", binDir+"/", "./cmd/rewire", "./cmd/rewired")
+	args := []string{"build", "-trimpath", "-ldflags", "-s -w", "-o", binDir + "/"}
+	if os.Getenv("REWIRE_RACE") != "" {
+		args = append(args, "-race") // the daemon's races fail the tests too (see env.cleanup)
+	}
+	build := exec.Command("go", append(args, "./cmd/rewire", "./cmd/rewired")...)
 	build.Dir, build.Stdout, build.Stderr = root, os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Println("building rewire:", err)
@@ -162,6 +166,9 @@ func (e *env) makeMaster() {
 
 func (e *env) cleanup() {
 	e.daemon.Stop()
+	if strings.Contains(e.daemon.Log(), "WARNING: DATA RACE") {
+		e.t.Errorf("data race in rewired:\n%s", e.daemon.Log())
+	}
 	if e.t.Failed() {
 		e.t.Logf("rewired log:\n%s", tail(e.daemon.Log(), 60))
 	}
