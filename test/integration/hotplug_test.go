@@ -260,3 +260,29 @@ func TestHotplugDuringAPIOutage(t *testing.T) {
 	must(t, e.rt.Del(ctx, p))
 	e.assertNoLeaks()
 }
+
+// Hot-plugged attachments are ordinary records: CHECK checks them and GC
+// removes them with a stale sandbox.
+func TestHotplugCoveredByCheckAndGC(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.createNAD("default", "mv", e.macvlanConf("mv", "192.168.30"), nil)
+	live := e.newPod("default", "hot-live", nil)
+	stale := e.newPod("default", "hot-stale", nil)
+	ctx := context.Background()
+	for _, p := range []*harness.Pod{live, stale} {
+		_, err := e.rt.Add(ctx, p)
+		must(t, err)
+		setNetworks(t, p, "mv")
+		waitLinks(t, p, "net1", func(l map[string]harness.Link) bool { return hasAddrIn("192.168.30.")(l["net1"]) })
+	}
+	must(t, e.rt.Check(ctx, live))
+	must(t, e.rt.GC(ctx, live))
+	if links, _ := podLinks(t, stale); len(links) != 0 {
+		t.Errorf("GC left the stale sandbox's interfaces: %v", keys(links))
+	}
+	if n := len(e.allocations()); n != 2 {
+		t.Errorf("want the live pod's 2 IPs allocated after GC, have %v", e.allocations())
+	}
+	must(t, e.rt.Del(ctx, live))
+	e.assertNoLeaks()
+}
