@@ -32,6 +32,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/devinfo"
 	"github.com/rewire-cni/rewire/pkg/executor"
 	"github.com/rewire-cni/rewire/pkg/fault"
+	"github.com/rewire-cni/rewire/pkg/install"
 	"github.com/rewire-cni/rewire/pkg/kube"
 	"github.com/rewire-cni/rewire/pkg/orphans"
 	"github.com/rewire-cni/rewire/pkg/podresources"
@@ -44,6 +45,13 @@ type options struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "install" {
+		if err := runInstall(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "rewired install:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	host, _ := os.Hostname()
 	if n := os.Getenv("NODE_NAME"); n != "" {
@@ -61,6 +69,28 @@ func main() {
 		fmt.Fprintln(os.Stderr, "rewired:", err)
 		os.Exit(1)
 	}
+}
+
+// runInstall is "rewired install": put the plugin and Rewire's CNI config on
+// the host (the DaemonSet's init step).
+func runInstall(args []string) error {
+	self, _ := os.Executable()
+	o := install.Options{}
+	fs := flag.NewFlagSet("install", flag.ContinueOnError)
+	fs.StringVar(&o.Plugin, "plugin", filepath.Join(filepath.Dir(self), "rewire"), "the rewire plugin binary to install")
+	fs.StringVar(&o.BinDir, "bin-dir", "/opt/cni/bin", "the host's CNI bin dir")
+	fs.StringVar(&o.ConfDir, "conf-dir", "/etc/cni/net.d", "the host's CNI conf dir")
+	fs.StringVar(&o.ConfName, "conf-name", "00-rewire.conflist", "Rewire's config file (sorts first)")
+	fs.StringVar(&o.Socket, "socket-path", wire.DefaultSocket, "the daemon socket, as seen on the host")
+	fs.StringVar(&o.CNIVersion, "cni-version", "1.1.0", "cniVersion of Rewire's config")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := install.Run(o); err != nil {
+		return err
+	}
+	fmt.Printf("installed %s and %s\n", filepath.Join(o.BinDir, "rewire"), filepath.Join(o.ConfDir, o.ConfName))
+	return nil
 }
 
 func run(o options) error {

@@ -1,0 +1,49 @@
+package install
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+)
+
+func TestRunInstallsAtomicallyAndFirst(t *testing.T) {
+	dir := t.TempDir()
+	plugin := filepath.Join(dir, "src-rewire")
+	body := []byte("#!/bin/true\n")
+	if err := os.WriteFile(plugin, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin, conf := filepath.Join(dir, "bin"), filepath.Join(dir, "net.d")
+	os.MkdirAll(conf, 0o755)
+	os.WriteFile(filepath.Join(conf, "10-flannel.conflist"), []byte(`{"cniVersion":"1.0.0","name":"cbr0","plugins":[{"type":"bridge"}]}`), 0o644)
+	o := Options{Plugin: plugin, BinDir: bin, ConfDir: conf, Socket: "/run/rewire/rewire.sock"}
+	for range 2 { // idempotent
+		if err := Run(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := os.Stat(filepath.Join(bin, "rewire"))
+	if err != nil || st.Mode().Perm() != 0o755 {
+		t.Fatalf("plugin: %v %v", st, err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(bin, "rewire")); !bytes.Equal(got, body) {
+		t.Error("plugin content differs")
+	}
+	files, _ := libcni.ConfFiles(conf, []string{".conf", ".conflist", ".json"})
+	if len(files) != 2 || filepath.Base(files[0]) != "00-rewire.conflist" {
+		t.Fatalf("Rewire's config must sort first: %v", files)
+	}
+	list, err := libcni.ConfListFromFile(files[0])
+	if err != nil || list.Plugins[0].Network.Type != "rewire" || !list.Plugins[0].Network.Capabilities["portMappings"] {
+		t.Errorf("config: %+v %v", list, err)
+	}
+	for _, d := range []string{bin, conf} {
+		tmps, _ := filepath.Glob(filepath.Join(d, ".*"))
+		if len(tmps) != 0 {
+			t.Errorf("temp files left: %v", tmps)
+		}
+	}
+}
