@@ -4,12 +4,18 @@ export PATH := /usr/local/go/bin:$(PATH)
 TOOLS = $(shell hack/build-tools.sh)
 LDFLAGS = -s -w
 
-.PHONY: all build tools test race unit integration bench fuzz soak demo fmt vet clean
+.PHONY: all build image tools test race unit integration bench fuzz soak demo fmt vet clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/rewire ./cmd/rewired
+
+# The container image as a tarball, built without Docker (tools/image):
+# ctr -n k8s.io images import bin/rewire-image.tar, or push it with crane.
+IMAGE ?= rewire:dev
+image: build
+	cd tools && $(GO) run ./image -bin ../bin -tag $(IMAGE) -o ../bin/rewire-image.tar
 
 # etcd, kube-apiserver, kubectl and the reference CNI plugins, cached by hash.
 tools:
@@ -18,6 +24,7 @@ tools:
 # Unit and integration tests (real netns, real plugins, real kube-apiserver).
 test: vet
 	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) test -race -count=1 ./...
+	cd tools && $(GO) test -count=1 ./image/
 
 # The soak and hot-plug tests with rewired itself built with -race (a data
 # race in the daemon fails the test; about 2 minutes).

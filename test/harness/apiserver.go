@@ -94,7 +94,7 @@ func (a *APIServer) startAPIServer(etcdURL string, port int) error {
 		"--service-account-signing-key-file", key, "--token-auth-file", tokens,
 		"--authorization-mode", "RBAC", "--service-cluster-ip-range", "10.96.0.0/16",
 		"--endpoint-reconciler-type", "none", "--disable-admission-plugins", "ServiceAccount",
-		"--enable-priority-and-fairness=false", "--v", "1"}
+		"--enable-priority-and-fairness=false", "--allow-privileged=true", "--v", "1"}
 	if a.apiserver, err = startProcess(filepath.Join(a.Dir, "apiserver.log"), a.apiserverArgs...); err != nil {
 		return err
 	}

@@ -19,9 +19,9 @@ import (
 	"github.com/rewire-cni/rewire/test/harness"
 )
 
-// The RBAC of deploy/ (applied with kubectl apply -k, as users do) is enough
-// for everything rewired does — ADD with network-status and Events, and
-// hot-plug — and grants nothing more.
+// deploy/ applies as users apply it (kubectl apply -k: the API server
+// validates every object), and its RBAC is enough for everything rewired does
+// — ADD with network-status and Events, and hot-plug — and grants nothing more.
 func TestDeployRBACIsSufficientAndLeast(t *testing.T) {
 	root, _ := filepath.Abs("../..")
 	out, err := exec.Command(filepath.Join(tools, "kubectl"), "--kubeconfig", api.Kubeconfig, "apply", "-k", filepath.Join(root, "deploy")).CombinedOutput()
