@@ -129,14 +129,12 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 		d.OnAdded(ref.Namespace, ref.Name)
 	}
 	d.Log.Debug("ADD", "pod", ref, "containerID", req.ContainerID, "attachments", len(specs),
-		"planMs", ms(planned.Sub(start)), "execMs", ms(time.Since(planned)))
+		"planMs", ms(planned.Sub(start)), "totalMs", ms(time.Since(start)))
 	out, err := results[0].GetAsVersion(conf.CNIVersion)
 	if err != nil {
 		return nil, fmt.Errorf("converting result to %s: %w", conf.CNIVersion, err)
 	}
-	b, err := json.Marshal(out)
-	d.Log.Debug("ADD total", "totalMs", ms(time.Since(start)))
-	return b, err
+	return json.Marshal(out)
 }
 
 // plan computes the attachments and resolves devices and device-info files.
