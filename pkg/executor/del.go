@@ -13,12 +13,6 @@ import (
 	"github.com/rewire-cni/rewire/pkg/store"
 )
 
-// DelReport tells what a DEL could not identify (a damaged record whose
-// attachments were not all in libcni's cache).
-type DelReport struct {
-	Unidentified string
-}
-
 // Del removes every attachment recorded for the container, whatever the
 // current NADs or pod say. Every delegate is attempted; the error lists each
 // that failed, and those stay recorded so a retried DEL tries them again.
@@ -66,6 +60,9 @@ func (e *Executor) delAttachments(ctx context.Context, sb *store.Sandbox, netns 
 			continue
 		}
 		sb.Remove(a.IfName)
+		if i == 0 && len(errs) == 0 {
+			break // the record is removed below
+		}
 		if err := e.store.Put(sb); err != nil {
 			// The attachment stays recorded; a second DEL of it is harmless.
 			e.log.Warn("updating record after DEL", "containerID", sb.ContainerID, "err", err)
