@@ -195,19 +195,27 @@ func (d *Daemon) CatchUp(sandboxes []*store.Sandbox, cached func(namespace, name
 		if pod == nil || string(pod.UID) != sb.PodUID {
 			continue
 		}
-		specs, results, err := storedResults(sb)
+		value, err := recordedStatus(sb)
 		if err != nil {
 			d.Log.Warn("stored results unreadable", "containerID", sb.ContainerID, "err", err)
 			continue
 		}
-		list, _ := Statuses(specs, results)
-		value, err := netstatus.Marshal(list)
-		if err == nil && pod.Annotations[netstatus.Annotation] != value {
+		if pod.Annotations[netstatus.Annotation] != value {
 			d.Status.Set(sb.PodNamespace, sb.PodName, pod.UID, value)
 			n++
 		}
 	}
 	return n
+}
+
+// recordedStatus is the network-status annotation of a sandbox as recorded.
+func recordedStatus(sb *store.Sandbox) (string, error) {
+	specs, results, err := storedResults(sb)
+	if err != nil {
+		return "", err
+	}
+	list, _ := Statuses(specs, results)
+	return netstatus.Marshal(list)
 }
 
 func storedResults(sb *store.Sandbox) ([]attachment.Spec, []*current.Result, error) {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/kube"
-	"github.com/rewire-cni/rewire/pkg/netstatus"
 	"github.com/rewire-cni/rewire/pkg/planner"
 	"github.com/rewire-cni/rewire/pkg/podresources"
 	"github.com/rewire-cni/rewire/pkg/selection"
@@ -220,13 +219,12 @@ func same(recorded, want attachment.Spec) bool {
 
 // publish queues the network-status of the sandbox as recorded.
 func (r *Reconciler) publish(ref podRef, sb *store.Sandbox) {
-	specs, results, err := storedResults(sb)
+	value, err := recordedStatus(sb)
 	if err != nil {
 		r.d.Log.Error("stored results unreadable", "containerID", sb.ContainerID, "err", err)
 		return
 	}
-	list, _ := Statuses(specs, results)
-	if value, err := netstatus.Marshal(list); err == nil && r.d.Status != nil {
+	if r.d.Status != nil {
 		r.d.Status.Set(ref.Namespace, ref.Name, ref.UID, value)
 	}
 }

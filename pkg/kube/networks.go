@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,8 +26,6 @@ type Networks struct {
 
 	mu     sync.Mutex
 	parsed map[string]parsedNet
-	// Reads counts API reads made because the cache lacked a NAD.
-	Reads atomic.Int64
 }
 
 type parsedNet struct {
@@ -72,7 +69,6 @@ func (n *Networks) Lookup(namespace, name string) (*planner.Network, error) {
 	}
 	if !ok {
 		// Not in the cache: the NAD may have been created an instant ago.
-		n.Reads.Add(1)
 		u, err := n.client.Resource(nad.GVR).Namespace(namespace).Get(context.Background(), name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("NetworkAttachmentDefinition %s not found", key)

@@ -6,7 +6,6 @@ package kube
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,8 +34,6 @@ type Pods struct {
 	client   metadata.Interface
 	informer cache.SharedIndexInformer
 	wait     time.Duration
-	// Reads counts API reads made because the cache did not have a pod.
-	Reads atomic.Int64
 }
 
 // NewPods watches the metadata of the pods bound to nodeName.
@@ -90,7 +87,6 @@ func (p *Pods) Get(ctx context.Context, namespace, name string, uid types.UID) (
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	p.Reads.Add(1)
 	m, err := p.client.Resource(podsGVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("pod %s/%s not found", namespace, name)
