@@ -1,0 +1,198 @@
+package handover
+
+import (
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// podNS makes a netns with a veth "eth0" holding 10.9.0.5/24 and a default
+// route via 10.9.0.1, plus "net1" (192.168.9.5/24) standing for a secondary
+// network whose routes must never move.
+func podNS(t *testing.T) ns.NetNS {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	n, err := testutils.NewNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close(); _ = testutils.UnmountNS(n) })
+	must(t, n.Do(func(ns.NetNS) error {
+		addVeth(t, "eth0", "10.9.0.5/24")
+		addVeth(t, "net1", "192.168.9.5/24")
+		l, _ := netlink.LinkByName("eth0")
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP("10.9.0.1")})
+	}))
+	return n
+}
+
+func addVeth(t *testing.T, name, cidr string) {
+	t.Helper()
+	must(t, netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}))
+	for _, n := range []string{name, name + "p"} {
+		l, err := netlink.LinkByName(n)
+		must(t, err)
+		must(t, netlink.LinkSetUp(l))
+	}
+	l, _ := netlink.LinkByName(name)
+	a, err := netlink.ParseAddr(cidr)
+	must(t, err)
+	must(t, netlink.AddrAdd(l, a))
+}
+
+// routes lists "table dst via gw dev" of every IPv4 route outside local.
+func routes(t *testing.T, n ns.NetNS) []string {
+	t.Helper()
+	var out []string
+	must(t, n.Do(func(ns.NetNS) error {
+		rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+		for _, r := range rs {
+			if r.Table == unix.RT_TABLE_LOCAL {
+				continue
+			}
+			l, _ := netlink.LinkByIndex(r.LinkIndex)
+			dst := "default"
+			if r.Dst != nil && r.Dst.String() != "0.0.0.0/0" {
+				dst = r.Dst.String()
+			}
+			s := table(r.Table) + " " + dst
+			if r.Gw != nil {
+				s += " via " + r.Gw.String()
+			}
+			out = append(out, s+" dev "+l.Attrs().Name)
+		}
+		return err
+	}))
+	sort.Strings(out)
+	return out
+}
+
+func table(id int) string {
+	if id == unix.RT_TABLE_MAIN {
+		return "main"
+	}
+	return "pin"
+}
+
+func TestPinCutRename(t *testing.T) {
+	n := podNS(t)
+	must(t, Pin(n.Path(), "eth0"))
+	want := []string{"main 192.168.9.0/24 dev net1", "pin 10.9.0.0/24 dev eth0", "pin default via 10.9.0.1 dev eth0"}
+	assertRoutes(t, n, want)
+	pinned, err := Pinned(n.Path())
+	must(t, err)
+	if !pinned {
+		t.Fatal("no pin rule after Pin")
+	}
+	must(t, Pin(n.Path(), "eth0")) // idempotent
+	assertRoutes(t, n, want)
+
+	// The new interface comes up ptp-style with the same address.
+	must(t, n.Do(func(ns.NetNS) error {
+		addVeth(t, "rwsw0", "10.9.0.5/24")
+		l, _ := netlink.LinkByName("rwsw0")
+		_, sub, _ := net.ParseCIDR("10.9.0.0/24")
+		must(t, netlink.RouteDel(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: sub, Scope: netlink.SCOPE_NOWHERE}))
+		must(t, netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: net.ParseIP("10.9.0.1"), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}))
+		must(t, netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: sub, Gw: net.ParseIP("10.9.0.1")}))
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP("10.9.0.1")})
+	}))
+	must(t, Cut(n.Path()))
+	must(t, Cut(n.Path())) // idempotent
+	if pinned, _ := Pinned(n.Path()); pinned {
+		t.Fatal("pin rule left after Cut")
+	}
+	must(t, n.Do(func(ns.NetNS) error {
+		l, _ := netlink.LinkByName("eth0")
+		return netlink.LinkDel(l)
+	}))
+	must(t, Rename(n.Path(), "rwsw0", "eth0"))
+	must(t, Rename(n.Path(), "rwsw0", "eth0")) // idempotent
+	// The kernel's prefix route that ptp had replaced does not come back.
+	assertRoutes(t, n, []string{"main 10.9.0.0/24 via 10.9.0.1 dev eth0", "main 10.9.0.1/32 dev eth0",
+		"main 192.168.9.0/24 dev net1", "main default via 10.9.0.1 dev eth0"})
+	must(t, HasAddresses(n.Path(), "eth0", []net.IP{net.ParseIP("10.9.0.5")}))
+	if err := HasAddresses(n.Path(), "eth0", []net.IP{net.ParseIP("10.9.0.6")}); err == nil {
+		t.Fatal("HasAddresses found an address eth0 lacks")
+	}
+}
+
+func TestUnpinRestores(t *testing.T) {
+	n := podNS(t)
+	before := routes(t, n)
+	must(t, Pin(n.Path(), "eth0"))
+	must(t, Unpin(n.Path()))
+	must(t, Unpin(n.Path())) // idempotent
+	assertRoutes(t, n, before)
+	if pinned, _ := Pinned(n.Path()); pinned {
+		t.Fatal("pin rule left after Unpin")
+	}
+}
+
+func TestRenameRefusesToClobber(t *testing.T) {
+	n := podNS(t)
+	err := Rename(n.Path(), "net1", "eth0")
+	if err == nil || !strings.Contains(err.Error(), "eth0 exists") {
+		t.Fatalf("Rename onto an existing name: %v", err)
+	}
+	if err := Rename(n.Path(), "nope", "other"); err == nil {
+		t.Fatal("Rename of a missing link without the target succeeded")
+	}
+}
+
+func TestAnnounceSendsGratuitousARP(t *testing.T) {
+	n := podNS(t)
+	// Listen on the peer of eth0 for the ARP.
+	got := make(chan []byte, 1)
+	must(t, n.Do(func(ns.NetNS) error {
+		peer, err := netlink.LinkByName("eth0p")
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, int(htons(unix.ETH_P_ARP)))
+		if err != nil {
+			return err
+		}
+		must(t, unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: peer.Attrs().Index}))
+		must(t, unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2}))
+		go func() {
+			defer unix.Close(fd)
+			buf := make([]byte, 64)
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				got <- nil
+				return
+			}
+			got <- buf[:n]
+		}()
+		return nil
+	}))
+	must(t, Announce(n.Path(), "eth0", []net.IP{net.ParseIP("10.9.0.5")}))
+	p := <-got
+	if len(p) < 28 || !net.IP(p[14:18]).Equal(net.ParseIP("10.9.0.5")) || !net.IP(p[24:28]).Equal(net.ParseIP("10.9.0.5")) {
+		t.Fatalf("no gratuitous ARP for 10.9.0.5 seen on the peer: % x", p)
+	}
+}
+
+func assertRoutes(t *testing.T, n ns.NetNS, want []string) {
+	t.Helper()
+	if got := routes(t, n); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("routes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
