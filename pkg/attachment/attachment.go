@@ -16,8 +16,13 @@ type Spec struct {
 	// Network names the network: "namespace/name" of a NAD, or the CNI
 	// network name of a cluster network read from a file.
 	Network string `json:"network"`
-	// IfName is the interface name inside the pod.
+	// IfName is the interface name the delegate was called with (CNI_IFNAME):
+	// its IPAM allocation and libcni's cache are keyed by it.
 	IfName string `json:"ifName"`
+	// LinkName is the interface's name in the pod when Rewire renamed it
+	// after adding it (a live switch adds the new primary under a temporary
+	// name and then gives it the old primary's name); empty otherwise.
+	LinkName string `json:"linkName,omitempty"`
 	// Primary marks the pod's default (cluster) network.
 	Primary bool `json:"primary,omitempty"`
 	// Config is the exact CNI config list handed to libcni.
@@ -35,6 +40,14 @@ type Spec struct {
 	// Selection is the canonical selection element the attachment was made
 	// from (interface name aside): a change of it re-plugs the interface.
 	Selection string `json:"selection,omitempty"`
+}
+
+// Link is the name of the interface in the pod.
+func (s *Spec) Link() string {
+	if s.LinkName != "" {
+		return s.LinkName
+	}
+	return s.IfName
 }
 
 // ConfList parses Config.

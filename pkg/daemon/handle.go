@@ -228,6 +228,7 @@ func Statuses(specs []attachment.Spec, results []*current.Result) ([]netstatus.S
 	parts := make([]string, len(specs))
 	for i, s := range specs {
 		st := netstatus.FromResult(s.Network, s.IfName, s.Primary, results[i])
+		st.Interface = s.Link()
 		switch {
 		case len(s.DefaultRoute) > 0:
 			st.Gateway = s.DefaultRoute
@@ -238,7 +239,7 @@ func Statuses(specs []attachment.Spec, results []*current.Result) ([]netstatus.S
 			st.DeviceInfo, _ = devinfo.Load(path)
 		}
 		list[i] = st
-		parts[i] = fmt.Sprintf("%s %v from %s", s.IfName, st.IPs, s.Network)
+		parts[i] = fmt.Sprintf("%s %v from %s", st.Interface, st.IPs, s.Network)
 	}
 	return list, "Added " + strings.Join(parts, "; ")
 }

@@ -30,25 +30,29 @@ const (
 	ReasonInterfaceRejected     = "InterfaceRejected"
 )
 
-// Reconciler makes the secondary interfaces of running pods follow their
-// k8s.v1.cni.cncf.io/networks annotation: it plugs new networks, unplugs
-// removed ones and swaps the network behind an interface whose selection
-// changed. The primary network is never touched here. Work on one pod is
-// serialised with its CNI requests by the executor's sandbox lock.
+// Reconciler makes the interfaces of running pods follow their annotations:
+// for k8s.v1.cni.cncf.io/networks it plugs new networks, unplugs removed ones
+// and swaps the network behind an interface whose selection changed; for
+// v1.multus-cni.io/default-network it switches the primary network live
+// (switch.go). Work on one pod is serialised with its CNI requests by the
+// executor's sandbox lock.
 type Reconciler struct {
 	d     *Daemon
 	cache func(namespace, name string) *kube.Pod
 	queue workqueue.TypedRateLimitingInterface[string]
 
 	mu       sync.Mutex
-	rejected map[string]string // pod -> annotation value last rejected (one Event per value)
+	rejected map[rejection]string // annotation value last rejected (one Event per value)
 }
+
+// rejection keys the rejected annotation values: a pod and an annotation.
+type rejection struct{ pod, annotation string }
 
 // NewReconciler returns a reconciler for the daemon's pods; cache reads a pod
 // from the informer.
 func NewReconciler(d *Daemon, cache func(namespace, name string) *kube.Pod) *Reconciler {
 	return &Reconciler{
-		d: d, cache: cache, rejected: map[string]string{},
+		d: d, cache: cache, rejected: map[rejection]string{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "hotplug"}),
@@ -63,14 +67,16 @@ func (r *Reconciler) Watch(informer cache.SharedIndexInformer) error {
 		UpdateFunc: func(oldObj, newObj interface{}) {
 			o, ok1 := oldObj.(*metav1.PartialObjectMetadata)
 			n, ok2 := newObj.(*metav1.PartialObjectMetadata)
-			if ok1 && ok2 && o.Annotations[selection.NetworksAnnotation] != n.Annotations[selection.NetworksAnnotation] {
+			if ok1 && ok2 && (o.Annotations[selection.NetworksAnnotation] != n.Annotations[selection.NetworksAnnotation] ||
+				o.Annotations[selection.DefaultNetworkAnnotation] != n.Annotations[selection.DefaultNetworkAnnotation]) {
 				r.enqueueObj(newObj)
 			}
 		},
 		DeleteFunc: func(obj interface{}) {
 			if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 				r.mu.Lock()
-				delete(r.rejected, key)
+				delete(r.rejected, rejection{key, selection.NetworksAnnotation})
+				delete(r.rejected, rejection{key, selection.DefaultNetworkAnnotation})
 				r.mu.Unlock()
 			}
 		},
@@ -100,8 +106,9 @@ func (r *Reconciler) Run(ctx context.Context, workers int) {
 	})
 }
 
-// Reconcile brings one pod's secondary attachments in line with its
-// annotation. It returns an error only when a retry can help.
+// Reconcile brings one pod's attachments in line with its annotations: the
+// primary first, then the secondaries. It returns an error only when a retry
+// can help.
 func (r *Reconciler) Reconcile(ctx context.Context, namespace, name string) error {
 	pod := r.cache(namespace, name)
 	if pod == nil {
@@ -117,16 +124,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, namespace, name string) erro
 		return err
 	}
 	ref := podRef{Namespace: namespace, Name: name, UID: pod.UID}
+	if err := r.switchPrimary(ctx, ref, pod, sb); err != nil {
+		return err
+	}
 	desired, err := r.desired(ctx, pod, sb)
 	var planErr *planner.Error
 	if errors.As(err, &planErr) {
-		r.reject(ref, pod.Annotations[selection.NetworksAnnotation], err)
+		r.reject(ref, pod, selection.NetworksAnnotation, ReasonInterfaceRejected, err)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	r.forgetRejection(ref)
+	r.forgetRejection(ref, selection.NetworksAnnotation)
 	changed, err := r.apply(ctx, ref, sb, desired)
 	if changed {
 		r.publish(ref, sb)
@@ -229,20 +239,30 @@ func (r *Reconciler) publish(ref podRef, sb *store.Sandbox) {
 	}
 }
 
-// reject records one InterfaceRejected Event per rejected annotation value.
-func (r *Reconciler) reject(ref podRef, value string, err error) {
+// reject records one warning Event per rejected value of an annotation.
+func (r *Reconciler) reject(ref podRef, pod *kube.Pod, annotation, reason string, err error) {
+	key, value := rejection{ref.String(), annotation}, pod.Annotations[annotation]
 	r.mu.Lock()
-	seen := r.rejected[ref.String()] == value
-	r.rejected[ref.String()] = value
+	_, seen := r.rejected[key]
+	seen = seen && r.rejected[key] == value
+	r.rejected[key] = value
 	r.mu.Unlock()
 	if !seen {
-		r.d.event(ref, kube.EventWarning, ReasonInterfaceRejected, err.Error())
+		r.d.event(ref, kube.EventWarning, reason, err.Error())
 	}
 }
 
-func (r *Reconciler) forgetRejection(ref podRef) {
+// wasRejected reports whether the annotation's current value was rejected.
+func (r *Reconciler) wasRejected(ref podRef, pod *kube.Pod, annotation string) bool {
 	r.mu.Lock()
-	delete(r.rejected, ref.String())
+	defer r.mu.Unlock()
+	v, ok := r.rejected[rejection{ref.String(), annotation}]
+	return ok && v == pod.Annotations[annotation]
+}
+
+func (r *Reconciler) forgetRejection(ref podRef, annotation string) {
+	r.mu.Lock()
+	delete(r.rejected, rejection{ref.String(), annotation})
 	r.mu.Unlock()
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/handover"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
 
@@ -46,6 +47,11 @@ func (e *Executor) delLocked(ctx context.Context, containerID, netns string, arg
 	if args == nil {
 		args = sb.Args
 	}
+	if sb.Switch != nil && netns != "" {
+		if err := handover.Cut(netns); err != nil {
+			e.log.Warn("removing the pin of an unfinished switch", "containerID", containerID, "err", err)
+		}
+	}
 	return e.delAttachments(ctx, sb, netns, args)
 }
 
@@ -81,6 +87,12 @@ func (e *Executor) delOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 	}
 	if err := e.fault("del:before:" + a.IfName); err != nil {
 		return err
+	}
+	if a.LinkName != "" && a.LinkName != a.IfName && netns != "" {
+		// The plugin finds its interface by the name it created it with.
+		if err := handover.Rename(netns, a.LinkName, a.IfName); err != nil {
+			e.log.Warn("renaming interface back before DEL", "containerID", sb.ContainerID, "interface", a.LinkName, "err", err)
+		}
 	}
 	dctx, cancel := delegateContext(ctx)
 	defer cancel()

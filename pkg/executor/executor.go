@@ -18,6 +18,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/handover"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
 
@@ -226,6 +227,14 @@ func (e *Executor) Recover(ctx context.Context) (int, error) {
 			}
 			continue
 		}
+		if sb.Switch != nil {
+			n++
+			if err := e.ResumeSwitch(ctx, sb); err != nil {
+				errs = append(errs, fmt.Errorf("container %s: %w", id, err))
+				e.indexPod(sb)
+				continue
+			}
+		}
 		for _, a := range sb.Specs() {
 			if st := sb.Find(a.IfName).State; st != store.Added {
 				n++
@@ -285,7 +294,12 @@ func (e *Executor) Check(ctx context.Context, containerID, netns string, args []
 	for i := range sb.Attachments {
 		a := &sb.Attachments[i]
 		list, err := a.ConfList()
-		if err == nil {
+		switch {
+		case err != nil:
+		case a.LinkName != "" && a.LinkName != a.IfName:
+			// The plugin would look for its own name: check what it made.
+			err = handover.HasAddresses(netns, a.LinkName, podIPs(a))
+		default:
 			err = e.cni.CheckNetworkList(ctx, list, runtimeConf(containerID, netns, a, args))
 		}
 		if err != nil && !unsupportedCheck(list) {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -22,17 +23,6 @@ func Announce(netns, link string, ips []net.IP) error {
 		}
 		return announce(l.Attrs().Index, l.Attrs().HardwareAddr, ips)
 	})
-}
-
-// AnnounceVia sends the same gratuitous ARP from a host-side link (for
-// example A's bridge, answering for X with the host's MAC) in the current
-// namespace.
-func AnnounceVia(link string, ips []net.IP) error {
-	l, err := netlink.LinkByName(link)
-	if err != nil {
-		return fmt.Errorf("interface %s: %w", link, err)
-	}
-	return announce(l.Attrs().Index, l.Attrs().HardwareAddr, ips)
 }
 
 func announce(index int, mac net.HardwareAddr, ips []net.IP) error {
@@ -72,3 +62,30 @@ func garp(mac net.HardwareAddr, ip net.IP) []byte {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// ProxyNeighbours keeps the L2 neighbours of a host bridge reaching ips
+// after the pod left that bridge for a routed network: when the host now
+// routes the addresses through another interface, proxy ARP is enabled on
+// the bridge and a gratuitous ARP with the bridge's MAC tells the neighbours
+// to send through the host. It reports whether it did so. Runs in the
+// current (host) namespace.
+func ProxyNeighbours(bridge string, ips []net.IP) (bool, error) {
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return false, fmt.Errorf("bridge %s: %w", bridge, err)
+	}
+	var moved []net.IP
+	for _, ip := range ips {
+		routes, err := netlink.RouteGet(ip)
+		if err == nil && len(routes) > 0 && routes[0].LinkIndex != br.Attrs().Index && ip.To4() != nil {
+			moved = append(moved, ip)
+		}
+	}
+	if len(moved) == 0 {
+		return false, nil
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+bridge+"/proxy_arp", []byte("1"), 0o644); err != nil {
+		return false, fmt.Errorf("enabling proxy ARP on %s: %w", bridge, err)
+	}
+	return true, announce(br.Attrs().Index, br.Attrs().HardwareAddr, moved)
+}

@@ -127,8 +127,7 @@ func Pinned(netns string) (bool, error) {
 	return found, err
 }
 
-// Rename gives link "from" the name "to", keeping its routes (a link must be
-// down to be renamed, which drops them; they are put back at once). It is
+// Rename gives link "from" the name "to", keeping its routes. It is
 // idempotent: done when "from" is gone and "to" exists. It refuses when both
 // exist, since "to" would then be someone else's interface.
 func Rename(netns, from, to string) error {
@@ -147,7 +146,18 @@ func Rename(netns, from, to string) error {
 	})
 }
 
+// rename renames a link in place where the kernel allows renaming a link
+// that is up (Linux 6.2 and later: no packet is lost); older kernels need it
+// down, which drops its routes and neighbours for a moment; the routes are
+// put back at once.
 func rename(l netlink.Link, to string) error {
+	err := netlink.LinkSetName(l, to)
+	if !errors.Is(err, unix.EBUSY) {
+		if err != nil {
+			return fmt.Errorf("renaming %s to %s: %w", l.Attrs().Name, to, err)
+		}
+		return nil
+	}
 	name := l.Attrs().Name
 	routes, err := allRoutes(l.Attrs().Index)
 	if err != nil {

@@ -71,7 +71,7 @@ var capabilityOf = map[string]string{
 // Plan computes the pod's attachments: the primary first, then the default
 // networks, then the networks of the annotation in their order.
 func Plan(in Input) ([]attachment.Spec, error) {
-	primary, err := planPrimary(in)
+	primary, err := Primary(in)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +114,10 @@ func Secondaries(in Input, recorded []attachment.Spec) ([]attachment.Spec, error
 	return specs, checkDefaultRoute(specs)
 }
 
-func planPrimary(in Input) (attachment.Spec, error) {
+// Primary plans the pod's primary attachment: the default-network
+// annotation's network when set (subject to namespace isolation), else the
+// cluster network.
+func Primary(in Input) (attachment.Spec, error) {
 	s := attachment.Spec{IfName: in.IfName, Primary: true, CapabilityArgs: in.RuntimeArgs}
 	override, err := selection.ParseDefaultNetwork(in.Pod.Annotations[selection.DefaultNetworkAnnotation], in.Pod.Namespace)
 	if err != nil {
@@ -255,6 +258,11 @@ func injectArgs(s *attachment.Spec, e selection.Element) error {
 // network, and gives the others the lowest free netN (N >= 1).
 func assignIfNames(specs []attachment.Spec, primary string, recorded []attachment.Spec) error {
 	used := map[string]string{primary: "the primary network"}
+	for _, r := range recorded {
+		if r.Primary {
+			used[r.IfName] = "the primary network" // its temporary name after a switch
+		}
+	}
 	for _, s := range specs {
 		if s.IfName == "" {
 			continue

@@ -59,6 +59,27 @@ type Sandbox struct {
 	// incomplete by a crash is rolled back at restart.
 	Complete    bool         `json:"complete"`
 	Attachments []Attachment `json:"attachments"`
+	// Switch is set while the primary network is being switched.
+	Switch *Switch `json:"switch,omitempty"`
+}
+
+// Switch records a live primary-network switch in progress: the attachment
+// it moves away from and the one it adds (by CNI interface name). Until the
+// new attachment is Added the switch is undone after a crash; from then on
+// it is finished.
+type Switch struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// Primary returns the primary attachment (nil when none is recorded).
+func (s *Sandbox) Primary() *Attachment {
+	for i := range s.Attachments {
+		if s.Attachments[i].Primary {
+			return &s.Attachments[i]
+		}
+	}
+	return nil
 }
 
 // Find returns the attachment with the given interface name.

@@ -144,7 +144,7 @@ func (e *env) watched() []string {
 
 func (e *env) clusterConf() string {
 	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":"cluster-%d","plugins":[
-	  {"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,
+	  {"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,"capabilities":{"ips":true},
 	   "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"%s.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}]}},
 	  {"type":"portmap","capabilities":{"portMappings":true},"snat":false}]}`,
 		e.n, e.bridge, e.ipamDir, e.subnet)

@@ -1,0 +1,89 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/executor"
+	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/planner"
+	"github.com/rewire-cni/rewire/pkg/selection"
+	"github.com/rewire-cni/rewire/pkg/store"
+)
+
+// Live switch Event reasons.
+const (
+	ReasonNetworkSwitched = "NetworkSwitched"
+	ReasonSwitchRejected  = "SwitchRejected"
+	ReasonSwitchFailed    = "SwitchFailed"
+)
+
+// switchPrimary moves a running pod to the primary network its
+// default-network annotation asks for (the cluster network when it has
+// none), keeping its IP addresses. A refused or undone switch is reported
+// once per annotation value and not retried; a switch that failed after the
+// cut-over is finished by a retry. The caller holds the sandbox lock.
+func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Pod, sb *store.Sandbox) error {
+	if sb.Switch != nil {
+		err := r.d.Exec.ResumeSwitch(ctx, sb)
+		r.publish(ref, sb)
+		return err
+	}
+	cur := sb.Primary()
+	if cur == nil {
+		return nil
+	}
+	want, err := r.d.planPrimary(pod, sb.IfName, cur.CapabilityArgs)
+	var planErr *planner.Error
+	switch {
+	case errors.As(err, &planErr):
+		r.reject(ref, pod, selection.DefaultNetworkAnnotation, ReasonSwitchRejected, err)
+		return nil
+	case err != nil:
+		return err
+	case want.Network == cur.Network:
+		r.forgetRejection(ref, selection.DefaultNetworkAnnotation)
+		return nil
+	case r.wasRejected(ref, pod, selection.DefaultNetworkAnnotation):
+		return nil
+	}
+	from, start := cur.Network, time.Now()
+	_, err = r.d.Exec.Switch(ctx, sb, want)
+	var refused *executor.SwitchRefused
+	var aborted *executor.SwitchAborted
+	switch {
+	case errors.As(err, &refused):
+		r.reject(ref, pod, selection.DefaultNetworkAnnotation, ReasonSwitchRejected, err)
+		return nil
+	case errors.As(err, &aborted):
+		r.reject(ref, pod, selection.DefaultNetworkAnnotation, ReasonSwitchFailed, err)
+		return nil
+	case err != nil:
+		r.d.event(ref, kube.EventWarning, ReasonSwitchFailed, err.Error())
+		if p := sb.Primary(); p != nil && p.Network == want.Network {
+			r.publish(ref, sb) // committed: the pod already works on the new network
+		}
+		return err
+	}
+	took := time.Since(start)
+	r.d.Log.Info("switched primary network", "pod", ref, "from", from, "to", want.Network, "ms", ms(took))
+	r.d.event(ref, kube.EventNormal, ReasonNetworkSwitched, fmt.Sprintf("Switched %s from %s to %s keeping %v in %.1f ms",
+		sb.IfName, from, want.Network, sb.Primary().CapabilityArgs["ips"], ms(took)))
+	r.publish(ref, sb)
+	return nil
+}
+
+// planPrimary plans the primary attachment of a running pod.
+func (d *Daemon) planPrimary(pod *kube.Pod, ifName string, runtimeArgs map[string]interface{}) (attachment.Spec, error) {
+	cluster, err := d.ClusterNetwork()
+	if err != nil {
+		return attachment.Spec{}, err
+	}
+	return planner.Primary(planner.Input{
+		Pod:    planner.Pod{Namespace: pod.Namespace, Name: pod.Name, Annotations: pod.Annotations},
+		Config: d.Config, ClusterNetwork: cluster, IfName: ifName, RuntimeArgs: runtimeArgs, Lookup: d.Networks,
+	})
+}

@@ -1,0 +1,268 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/handover"
+	"github.com/rewire-cni/rewire/pkg/nad"
+	"github.com/rewire-cni/rewire/pkg/store"
+)
+
+// SwitchRefused is returned when a switch cannot be done at all; nothing
+// was changed.
+type SwitchRefused struct{ Reason string }
+
+func (s *SwitchRefused) Error() string { return "switch refused: " + s.Reason }
+
+// SwitchAborted is returned when a switch failed before the cut-over and was
+// undone: the pod is still on its old primary network.
+type SwitchAborted struct{ Err error }
+
+func (s *SwitchAborted) Error() string {
+	return fmt.Sprintf("switch failed before the cut-over, the pod stays on its primary network: %v", s.Err)
+}
+func (s *SwitchAborted) Unwrap() error { return s.Err }
+
+// Switch moves the sandbox's primary network to spec without a restart,
+// keeping the primary IP addresses (make-before-break); the caller holds
+// Lock. The old primary's routes are pinned in a side table, the new network
+// is added under a temporary interface name asking its IPAM for the same
+// addresses (the "ips" capability), traffic is cut over by removing the pin
+// rule, the addresses are announced, the old attachment is deleted with its
+// exact config and interface name, and the new interface takes its name.
+//
+// Before the new network is added, any failure is undone (SwitchAborted).
+// After it, the switch only goes forward: an error leaves the pod on the new
+// network with the rest recorded for ResumeSwitch.
+func (e *Executor) Switch(ctx context.Context, sb *store.Sandbox, spec attachment.Spec) (*current.Result, error) {
+	if sb.Switch != nil {
+		return nil, errors.New("a switch of this pod is still being finished")
+	}
+	from := sb.Primary()
+	if from == nil || from.State != store.Added {
+		return nil, &SwitchRefused{Reason: "the pod has no primary attachment recorded"}
+	}
+	ips, err := podAddresses(from)
+	if err != nil {
+		return nil, err
+	}
+	if err := canOwn(spec, ips); err != nil {
+		return nil, err
+	}
+	spec.IfName, spec.LinkName, spec.Primary = tempName(sb), "", false
+	spec.CapabilityArgs = withIPs(from.CapabilityArgs, ips)
+	sb.Switch = &store.Switch{From: from.IfName, To: spec.IfName}
+	sb.Attachments = append(sb.Attachments, store.Attachment{Spec: spec, State: store.Adding})
+	if err := e.store.Put(sb); err != nil {
+		sb.Switch = nil
+		sb.Remove(spec.IfName)
+		return nil, err
+	}
+	res, err := e.pinAndAdd(ctx, sb, from.Link())
+	if err != nil {
+		if aerr := e.abortSwitch(context.WithoutCancel(ctx), sb); aerr != nil {
+			return nil, fmt.Errorf("%w; undoing it: %v", err, aerr)
+		}
+		return nil, &SwitchAborted{Err: err}
+	}
+	return res, e.finishSwitch(context.WithoutCancel(ctx), sb)
+}
+
+// ResumeSwitch finishes a switch a crash or an error interrupted: it is
+// undone when the new network was never fully added, finished otherwise.
+// The caller holds Lock.
+func (e *Executor) ResumeSwitch(ctx context.Context, sb *store.Sandbox) error {
+	if sb.Switch == nil {
+		return nil
+	}
+	if to := sb.Find(sb.Switch.To); to == nil || to.State != store.Added {
+		e.log.Info("undoing interrupted switch", "containerID", sb.ContainerID, "to", sb.Switch.To)
+		return e.abortSwitch(ctx, sb)
+	}
+	e.log.Info("finishing interrupted switch", "containerID", sb.ContainerID, "from", sb.Switch.From, "to", sb.Switch.To)
+	return e.finishSwitch(ctx, sb)
+}
+
+// pinAndAdd pins the old primary's routes and adds the new network. On
+// success the new attachment becomes the primary (the commit point).
+func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink string) (*current.Result, error) {
+	if err := e.fault("switch:pin"); err != nil {
+		return nil, err
+	}
+	if err := handover.Pin(sb.NetNS, oldLink); err != nil {
+		return nil, fmt.Errorf("pinning the routes of %s: %w", oldLink, err)
+	}
+	to := sb.Find(sb.Switch.To)
+	res, err := e.addOne(ctx, sb, to, sb.Args)
+	if err != nil {
+		return nil, &AttachError{Network: to.Network, IfName: to.IfName, Err: err}
+	}
+	if to.Result, err = res.MarshalJSON(); err != nil {
+		return nil, err
+	}
+	to.State, to.Primary = store.Added, true
+	sb.Find(sb.Switch.From).Primary = false
+	return res, e.store.Put(sb)
+}
+
+// abortSwitch deletes the new attachment and gives the old one its routes
+// back. A failure keeps the switch recorded (retried by ResumeSwitch).
+func (e *Executor) abortSwitch(ctx context.Context, sb *store.Sandbox) error {
+	if to := sb.Find(sb.Switch.To); to != nil {
+		if err := e.delOne(ctx, sb, to, sb.NetNS, sb.Args); err != nil {
+			return &AttachError{Network: to.Network, IfName: to.IfName, Err: err}
+		}
+		sb.Remove(sb.Switch.To)
+	}
+	if err := handover.Unpin(sb.NetNS); err != nil {
+		return errors.Join(err, e.store.Put(sb))
+	}
+	if from := sb.Find(sb.Switch.From); from != nil {
+		from.Primary = true
+	}
+	sb.Switch = nil
+	return e.store.Put(sb)
+}
+
+// finishSwitch cuts traffic over to the new primary, deletes the old one and
+// renames the new interface. Each step is idempotent.
+func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
+	to := sb.Find(sb.Switch.To)
+	if err := e.fault("switch:cut"); err != nil {
+		return err
+	}
+	if err := handover.Cut(sb.NetNS); err != nil {
+		return fmt.Errorf("cutting over to %s: %w", to.Network, err)
+	}
+	if err := handover.Announce(sb.NetNS, to.Link(), podIPs(to)); err != nil {
+		e.log.Warn("announcing the kept addresses", "containerID", sb.ContainerID, "err", err)
+	}
+	if from := sb.Find(sb.Switch.From); from != nil {
+		e.proxyNeighbours(sb, from)
+	}
+	if err := e.fault("switch:cut-over"); err != nil {
+		return err
+	}
+	if from := sb.Find(sb.Switch.From); from != nil {
+		if err := e.Unplug(ctx, sb, from.IfName); err != nil {
+			return fmt.Errorf("the pod works on %s; deleting the old primary: %w", to.Network, err)
+		}
+		to = sb.Find(sb.Switch.To)
+	}
+	if err := e.fault("switch:renaming"); err != nil {
+		return err
+	}
+	if to.LinkName == "" {
+		to.LinkName = sb.IfName
+		if err := e.store.Put(sb); err != nil {
+			return err
+		}
+	}
+	if err := handover.Rename(sb.NetNS, to.IfName, to.LinkName); err != nil {
+		return fmt.Errorf("the pod works on %s; naming its interface: %w", to.Network, err)
+	}
+	sb.Switch = nil
+	return e.Reorder(sb, nil)
+}
+
+// proxyNeighbours keeps pods on the old primary's bridge reaching the moved
+// addresses through the host (see handover.ProxyNeighbours).
+func (e *Executor) proxyNeighbours(sb *store.Sandbox, old *store.Attachment) {
+	var res current.Result
+	if err := json.Unmarshal(old.Result, &res); err != nil {
+		return
+	}
+	for _, iface := range res.Interfaces {
+		if iface.Sandbox != "" || !isBridge(iface.Name) {
+			continue
+		}
+		if done, err := handover.ProxyNeighbours(iface.Name, podIPs(old)); err != nil {
+			e.log.Warn("proxying ARP for moved addresses", "containerID", sb.ContainerID, "bridge", iface.Name, "err", err)
+		} else if done {
+			e.log.Debug("proxy ARP for moved addresses", "containerID", sb.ContainerID, "bridge", iface.Name)
+		}
+	}
+}
+
+// podAddresses returns the addresses of the attachment's pod interface.
+func podAddresses(a *store.Attachment) ([]*net.IPNet, error) {
+	var res current.Result
+	if err := json.Unmarshal(a.Result, &res); err != nil {
+		return nil, fmt.Errorf("stored result of %s: %w", a.IfName, err)
+	}
+	var out []*net.IPNet
+	for _, ip := range res.IPs {
+		if ip.Interface != nil && *ip.Interface < len(res.Interfaces) && res.Interfaces[*ip.Interface].Name != a.IfName {
+			continue
+		}
+		ipn := ip.Address
+		out = append(out, &ipn)
+	}
+	if len(out) == 0 {
+		return nil, &SwitchRefused{Reason: fmt.Sprintf("the primary network %s gave the pod no IP address to keep", a.Network)}
+	}
+	return out, nil
+}
+
+// canOwn refuses a target network that cannot be asked for given addresses.
+func canOwn(spec attachment.Spec, ips []*net.IPNet) error {
+	list, err := spec.ConfList()
+	if err != nil {
+		return &SwitchRefused{Reason: err.Error()}
+	}
+	if !nad.Capabilities(list)["ips"] {
+		return &SwitchRefused{Reason: fmt.Sprintf("network %s cannot take over %v: none of its plugins declares the \"ips\" capability", spec.Network, ips)}
+	}
+	return nil
+}
+
+// withIPs returns the runtime arguments of the old primary with "ips" set
+// to the addresses the new network must hand out.
+func withIPs(args map[string]interface{}, ips []*net.IPNet) map[string]interface{} {
+	out := map[string]interface{}{}
+	for k, v := range args {
+		out[k] = v
+	}
+	list := make([]string, len(ips))
+	for i, ip := range ips {
+		list[i] = ip.String()
+	}
+	out["ips"] = list
+	return out
+}
+
+// tempName is the first of rwsw0…rwsw9 that no attachment of the sandbox
+// uses as CNI or link name.
+func tempName(sb *store.Sandbox) string {
+	used := map[string]bool{sb.IfName: true}
+	for _, a := range sb.Attachments {
+		used[a.IfName], used[a.Link()] = true, true
+	}
+	for i := 0; ; i++ {
+		if name := fmt.Sprintf("rwsw%d", i); !used[name] {
+			return name
+		}
+	}
+}
+
+func podIPs(a *store.Attachment) []net.IP {
+	nets, _ := podAddresses(a)
+	ips := make([]net.IP, len(nets))
+	for i, n := range nets {
+		ips[i] = n.IP
+	}
+	return ips
+}
+
+func isBridge(name string) bool {
+	_, err := os.Stat("/sys/class/net/" + name + "/bridge")
+	return err == nil
+}

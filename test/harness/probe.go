@@ -1,0 +1,387 @@
+package harness
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+)
+
+// Client is a network namespace linked to the host by a veth pair: "<name>"
+// on the host, "<name>c" in the client.
+type Client struct {
+	NS   ns.NetNS
+	host string
+}
+
+// NewClient makes a client outside the node's pod networks that reaches the
+// pod subnet through the host, as a pod on another node does: its own /24
+// (subnet is the prefix, "10.251.3"), a default route via the host.
+func NewClient(name, subnet string) (*Client, error) {
+	return newClient(name, subnet+".2/24", subnet+".1", func(host netlink.Link) error {
+		return upWithAddr(host.Attrs().Name, subnet+".1/24")
+	})
+}
+
+// NewBridgeClient makes a client attached to a host bridge with address
+// cidr, as a pod on that bridge on the same node is: it reaches the bridge's
+// other members directly over L2.
+func NewBridgeClient(name, bridge, cidr string) (*Client, error) {
+	return newClient(name, cidr, "", func(host netlink.Link) error {
+		br, err := netlink.LinkByName(bridge)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetMaster(host, br); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(host)
+	})
+}
+
+func newClient(name, cidr, gw string, hostSide func(netlink.Link) error) (*Client, error) {
+	n, err := testutils.NewNS()
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{NS: n, host: name}
+	err = hostDo(func() error {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "c"}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("client veth: %w", err)
+		}
+		host, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		if err := hostSide(host); err != nil {
+			return err
+		}
+		peer, err := netlink.LinkByName(name + "c")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetNsFd(peer, int(n.Fd()))
+	})
+	if err == nil {
+		err = n.Do(func(ns.NetNS) error {
+			lo, _ := netlink.LinkByName("lo")
+			_ = netlink.LinkSetUp(lo)
+			if err := upWithAddr(name+"c", cidr); err != nil || gw == "" {
+				return err
+			}
+			l, _ := netlink.LinkByName(name + "c")
+			return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(gw)})
+		})
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Close removes the client's links and netns.
+func (c *Client) Close() {
+	_ = hostDo(func() error {
+		if l, err := netlink.LinkByName(c.host); err == nil {
+			_ = netlink.LinkDel(l)
+		}
+		return nil
+	})
+	_ = c.NS.Close()
+	_ = testutils.UnmountNS(c.NS)
+}
+
+func hostDo(f func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return f()
+}
+
+func upWithAddr(link, cidr string) error {
+	l, err := netlink.LinkByName(link)
+	if err != nil {
+		return err
+	}
+	a, err := netlink.ParseAddr(cidr)
+	if err != nil {
+		return err
+	}
+	if err := netlink.AddrAdd(l, a); err != nil {
+		return fmt.Errorf("%s: adding %s: %w", link, cidr, err)
+	}
+	return netlink.LinkSetUp(l)
+}
+
+// Echo serves UDP and TCP echo on port inside a pod netns until Close.
+type Echo struct {
+	udp *net.UDPConn
+	tcp net.Listener
+	wg  sync.WaitGroup
+}
+
+// StartEcho starts the servers inside netns, listening on every address.
+func StartEcho(netns ns.NetNS, port int) (*Echo, error) {
+	e := &Echo{}
+	err := netns.Do(func(ns.NetNS) error {
+		var err error
+		if e.udp, err = net.ListenUDP("udp4", &net.UDPAddr{Port: port}); err != nil {
+			return err
+		}
+		e.tcp, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+		return err
+	})
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	e.wg.Add(2)
+	go func() {
+		defer e.wg.Done()
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := e.udp.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			_, _ = e.udp.WriteToUDP(buf[:n], from)
+		}
+	}()
+	go func() {
+		defer e.wg.Done()
+		for {
+			c, err := e.tcp.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	return e, nil
+}
+
+// Close stops the servers.
+func (e *Echo) Close() {
+	if e.udp != nil {
+		e.udp.Close()
+	}
+	if e.tcp != nil {
+		e.tcp.Close()
+	}
+	e.wg.Wait()
+}
+
+// ProbeStats is what a Prober saw.
+type ProbeStats struct {
+	Sent, Received int
+	// MaxGap is the longest time between two consecutive replies.
+	MaxGap time.Duration
+	// GapEnd is when the longest gap ended.
+	GapEnd time.Time
+}
+
+// Lost is the number of probes never answered.
+func (s ProbeStats) Lost() int { return s.Sent - s.Received }
+
+func (s ProbeStats) String() string {
+	return fmt.Sprintf("%d sent, %d lost, longest gap %.1f ms", s.Sent, s.Lost(), float64(s.MaxGap.Microseconds())/1000)
+}
+
+// Prober sends a numbered UDP probe every interval from a client netns to an
+// echo server and records the replies.
+type Prober struct {
+	conn *net.UDPConn
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu        sync.Mutex
+	sent      int
+	got       map[uint32]bool
+	last      time.Time
+	maxGap    time.Duration
+	gapEnd    time.Time
+	sendError error
+}
+
+// StartProber starts probing target ("ip:port") from netns.
+func StartProber(netns ns.NetNS, target string, interval time.Duration) (*Prober, error) {
+	raddr, err := net.ResolveUDPAddr("udp4", target)
+	if err != nil {
+		return nil, err
+	}
+	p := &Prober{stop: make(chan struct{}), got: map[uint32]bool{}}
+	if err := netns.Do(func(ns.NetNS) error {
+		p.conn, err = net.DialUDP("udp4", nil, raddr)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	p.wg.Add(2)
+	go p.send(interval)
+	go p.receive()
+	return p, nil
+}
+
+func (p *Prober) send(interval time.Duration) {
+	defer p.wg.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	buf := make([]byte, 8)
+	for seq := uint32(0); ; seq++ {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		binary.BigEndian.PutUint32(buf, seq)
+		p.mu.Lock()
+		p.sent++
+		p.mu.Unlock()
+		if _, err := p.conn.Write(buf); err != nil {
+			p.mu.Lock()
+			p.sendError = err
+			p.mu.Unlock()
+		}
+	}
+}
+
+func (p *Prober) receive() {
+	defer p.wg.Done()
+	buf := make([]byte, 64)
+	for {
+		n, err := p.conn.Read(buf)
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil || n < 4 {
+			continue // an ICMP error while a route is missing: the probe is lost
+		}
+		now := time.Now()
+		p.mu.Lock()
+		p.got[binary.BigEndian.Uint32(buf)] = true
+		if !p.last.IsZero() && now.Sub(p.last) > p.maxGap {
+			p.maxGap, p.gapEnd = now.Sub(p.last), now
+		}
+		p.last = now
+		p.mu.Unlock()
+	}
+}
+
+// Stats returns what was seen so far.
+func (p *Prober) Stats() ProbeStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return ProbeStats{Sent: p.sent, Received: len(p.got), MaxGap: p.maxGap, GapEnd: p.gapEnd}
+}
+
+// Stop stops sending, waits briefly for late replies and returns the stats.
+func (p *Prober) Stop() ProbeStats {
+	close(p.stop)
+	time.Sleep(50 * time.Millisecond)
+	p.conn.Close()
+	p.wg.Wait()
+	return p.Stats()
+}
+
+// Stream keeps a TCP connection busy: it writes a numbered 8-byte message
+// every interval and checks each echo.
+type Stream struct {
+	conn net.Conn
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu     sync.Mutex
+	echoed int
+	err    error
+}
+
+// StartStream connects from netns to target and starts the exchange.
+func StartStream(netns ns.NetNS, target string, interval time.Duration) (*Stream, error) {
+	s := &Stream{stop: make(chan struct{})}
+	if err := netns.Do(func(ns.NetNS) error {
+		var err error
+		s.conn, err = net.DialTimeout("tcp4", target, 5*time.Second)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	s.wg.Add(2)
+	go s.write(interval)
+	go s.read()
+	return s, nil
+}
+
+func (s *Stream) write(interval time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	buf := make([]byte, 8)
+	for i := uint64(0); ; i++ {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		binary.BigEndian.PutUint64(buf, i)
+		_ = s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := s.conn.Write(buf); err != nil {
+			s.fail(err)
+			return
+		}
+	}
+}
+
+func (s *Stream) read() {
+	defer s.wg.Done()
+	buf := make([]byte, 8)
+	for want := uint64(0); ; want++ {
+		if _, err := io.ReadFull(s.conn, buf); err != nil {
+			select {
+			case <-s.stop:
+			default:
+				s.fail(err)
+			}
+			return
+		}
+		if got := binary.BigEndian.Uint64(buf); got != want {
+			s.fail(fmt.Errorf("stream out of order: got message %d, want %d", got, want))
+			return
+		}
+		s.mu.Lock()
+		s.echoed++
+		s.mu.Unlock()
+	}
+}
+
+func (s *Stream) fail(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+}
+
+// Echoed is the number of messages echoed so far, and the first error.
+func (s *Stream) Echoed() (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.echoed, s.err
+}
+
+// Stop closes the connection and returns the count and the first error.
+func (s *Stream) Stop() (int, error) {
+	close(s.stop)
+	time.Sleep(20 * time.Millisecond)
+	s.conn.Close()
+	s.wg.Wait()
+	return s.Echoed()
+}

@@ -1,0 +1,274 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/rewire-cni/rewire/pkg/handover"
+	"github.com/rewire-cni/rewire/pkg/selection"
+	"github.com/rewire-cni/rewire/test/harness"
+)
+
+// ptpConf is network B of the live switch: ptp + host-local on the env's
+// cluster subnet with its own allocation directory (host-local keeps one per
+// network name), accepting requested IPs.
+func (e *env) ptpConf(name string) string {
+	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{"type":"ptp","ipMasq":false,"capabilities":{"ips":true},
+	  "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"%s.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}]}}]}`,
+		name, e.ipamDir, e.subnet)
+}
+
+// setDefaultNetwork patches the pod's default-network annotation ("" removes it).
+func setDefaultNetwork(t testing.TB, p *harness.Pod, value string) {
+	t.Helper()
+	var v interface{} = value
+	if value == "" {
+		v = nil
+	}
+	body, _ := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{
+		"annotations": map[string]interface{}{selection.DefaultNetworkAnnotation: v}}})
+	_, err := api.Client.CoreV1().Pods(p.Namespace).Patch(context.Background(), p.Name, types.MergePatchType, body, metav1.PatchOptions{})
+	must(t, err)
+}
+
+// waitEvents waits until the pod has n Events with the reason and returns
+// their messages.
+func waitEvents(t testing.TB, p *harness.Pod, reason string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var msgs []string
+	for time.Now().Before(deadline) {
+		evs, err := api.Client.CoreV1().Events(p.Namespace).List(context.Background(), metav1.ListOptions{
+			FieldSelector: "involvedObject.name=" + p.Name + ",reason=" + reason})
+		must(t, err)
+		msgs = msgs[:0]
+		for _, ev := range evs.Items {
+			msgs = append(msgs, ev.Message)
+		}
+		if len(msgs) >= n {
+			return msgs
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pod %s/%s: %d %s events, want %d: %q", p.Namespace, p.Name, len(msgs), reason, n, msgs)
+	return nil
+}
+
+// primaryIP is the pod's address from the runtime's ADD result.
+func primaryIP(t testing.TB, r interface{}) string {
+	t.Helper()
+	res, err := current.NewResultFromResult(r.(*current.Result))
+	must(t, err)
+	if len(res.IPs) == 0 {
+		t.Fatal("ADD result has no IP")
+	}
+	return res.IPs[0].Address.IP.String()
+}
+
+// traffic is a 1 kHz UDP probe and a TCP stream to the pod from one client.
+type traffic struct {
+	client *harness.Client
+	probe  *harness.Prober
+	stream *harness.Stream
+}
+
+// startEcho serves UDP and TCP echo on port 7777 inside the pod.
+func startEcho(t testing.TB, p *harness.Pod) {
+	t.Helper()
+	echo, err := harness.StartEcho(p.NetNS, 7777)
+	must(t, err)
+	t.Cleanup(echo.Close)
+}
+
+// startTraffic starts probing the pod at ip from client (closed at cleanup,
+// or earlier by stop).
+func startTraffic(t testing.TB, client *harness.Client, ip string) *traffic {
+	t.Helper()
+	t.Cleanup(client.Close)
+	tr := &traffic{client: client}
+	var err error
+	target := ip + ":7777"
+	tr.stream, err = harness.StartStream(client.NS, target, time.Millisecond)
+	must(t, err)
+	tr.probe, err = harness.StartProber(client.NS, target, time.Millisecond)
+	must(t, err)
+	tr.waitFlowing(t)
+	return tr
+}
+
+// stop ends the traffic, removes the client and returns what it saw.
+func (tr *traffic) stop() (harness.ProbeStats, int, error) {
+	stats := tr.probe.Stop()
+	n, err := tr.stream.Stop()
+	tr.client.Close()
+	return stats, n, err
+}
+
+// far reaches the pod through the host (as from another node); near sits on
+// A's bridge next to the pod (as a pod on the same node).
+func farClient(t testing.TB, e *env) *harness.Client {
+	c, err := harness.NewClient(fmt.Sprintf("rwcl%d", e.n), fmt.Sprintf("10.251.%d", e.n))
+	must(t, err)
+	return c
+}
+
+func nearClient(t testing.TB, e *env) *harness.Client {
+	c, err := harness.NewBridgeClient(fmt.Sprintf("rwnb%d", e.n), e.bridge, e.subnet+".250/24")
+	must(t, err)
+	return c
+}
+
+// waitFlowing waits until both the probe and the stream get new replies.
+func (tr *traffic) waitFlowing(t testing.TB) {
+	t.Helper()
+	p0, s0 := tr.probe.Stats().Received, echoed(t, tr.stream)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if tr.probe.Stats().Received > p0+20 && echoed(t, tr.stream) > s0+20 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("traffic to the pod is not flowing: probe %s, stream %d echoed", tr.probe.Stats(), echoed(t, tr.stream))
+}
+
+func echoed(t testing.TB, s *harness.Stream) int {
+	t.Helper()
+	n, err := s.Echoed()
+	if err != nil {
+		t.Fatalf("TCP connection to the pod broke: %v", err)
+	}
+	return n
+}
+
+// assertPrimary checks the pod after a switch: one interface eth0 holding
+// ip, default route through it, no pin left, the network-status primary and
+// host-local's allocation held by network holder and not by released.
+func (e *env) assertPrimary(t testing.TB, p *harness.Pod, ip, network, holder, released string) {
+	t.Helper()
+	links, err := harness.Links(p.NetNS)
+	must(t, err)
+	delete(links, "lo")
+	if len(links) != 1 || len(links["eth0"].Addrs) != 1 || !strings.HasPrefix(links["eth0"].Addrs[0], ip+"/") {
+		t.Fatalf("pod interfaces after the switch: %+v, want only eth0 with %s", links, ip)
+	}
+	if dev, err := harness.DefaultRouteDev(p.NetNS); err != nil || dev != "eth0" {
+		t.Fatalf("default route via %q (%v), want eth0", dev, err)
+	}
+	if pinned, err := handover.Pinned(p.NetNS.Path()); err != nil || pinned {
+		t.Fatalf("pin rule left in the pod (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.ipamDir, holder, ip)); err != nil {
+		t.Fatalf("host-local of %s does not hold %s: %v", holder, ip, err)
+	}
+	if _, err := os.Stat(filepath.Join(e.ipamDir, released, ip)); !os.IsNotExist(err) {
+		t.Fatalf("host-local of %s still holds %s (%v)", released, ip, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := networkStatus(t, p)
+		if len(st) == 1 && st[0].Name == network && st[0].Interface == "eth0" && st[0].Default &&
+			len(st[0].IPs) == 1 && st[0].IPs[0] == ip {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("network-status %+v, want %s on eth0 with %s", st, network, ip)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// macvlanOnBridge is network B': macvlan on the env's master veth, whose
+// peer joins A's bridge, so that B' shares A's L2 segment and subnet.
+func (e *env) macvlanOnBridge(t testing.TB, name string) string {
+	hostDo(t, func() error {
+		br, err := netlink.LinkByName(e.bridge)
+		if err != nil {
+			return err
+		}
+		peer, err := netlink.LinkByName(e.master + "p")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetMaster(peer, br)
+	})
+	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{"type":"macvlan","master":%q,"mode":"bridge","capabilities":{"ips":true},
+	  "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"%s.0/24","gateway":"%s.1"}]],"routes":[{"dst":"0.0.0.0/0"}]}}]}`,
+		name, e.master, e.ipamDir, e.subnet, e.subnet)
+}
+
+func hostDo(t testing.TB, f func() error) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	must(t, f())
+}
+
+// TestSwitch moves a running pod from A (bridge) to B and back with traffic
+// flowing from a client through the host and from a neighbour on A's bridge:
+// the TCP connection must survive, the pod must end with one eth0 holding
+// its IP, A's and B's host-local must hold and release it, nothing may leak.
+// Probe losses are reported (their targets live in BenchmarkSwitch).
+func TestSwitch(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		conf func(e *env, name string) string
+	}{
+		{"bridge-ptp", func(e *env, name string) string { return e.ptpConf(name) }},
+		{"bridge-macvlan", func(e *env, name string) string { return e.macvlanOnBridge(t, name) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOpts{})
+			cluster, b := fmt.Sprintf("cluster-%d", e.n), fmt.Sprintf("b-%d", e.n)
+			p := e.newPod("default", "sw-"+tc.name, nil)
+			ctx := context.Background()
+			r, err := e.rt.Add(ctx, p)
+			must(t, err)
+			ip := primaryIP(t, r)
+			e.createNAD("default", "net-b", tc.conf(e, b), nil)
+			startEcho(t, p)
+			far := startTraffic(t, farClient(t, e), ip)
+			near := startTraffic(t, nearClient(t, e), ip)
+
+			setDefaultNetwork(t, p, "net-b")
+			t.Logf("A->B: %s", waitEvents(t, p, "NetworkSwitched", 1)[0])
+			e.assertPrimary(t, p, ip, "default/net-b", b, cluster)
+			far.waitFlowing(t)
+			near.waitFlowing(t)
+			must(t, e.rt.Check(ctx, p))
+
+			setDefaultNetwork(t, p, "")
+			t.Logf("B->A: %s", waitEvents(t, p, "NetworkSwitched", 2)[1])
+			e.assertPrimary(t, p, ip, cluster, cluster, b)
+			far.waitFlowing(t)
+			near.waitFlowing(t)
+			must(t, e.rt.Check(ctx, p))
+
+			for _, c := range []struct {
+				name string
+				tr   *traffic
+			}{{"through the host", far}, {"on A's bridge", near}} {
+				stats, n, err := c.tr.stop()
+				t.Logf("client %s, 1 kHz UDP probe over two switches: %s; TCP: %d messages echoed", c.name, stats, n)
+				if err != nil {
+					t.Errorf("client %s: TCP connection did not survive: %v", c.name, err)
+				}
+			}
+			must(t, e.rt.Del(ctx, p))
+			e.assertNoLeaks()
+		})
+	}
+}
