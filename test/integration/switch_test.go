@@ -154,16 +154,29 @@ func echoed(t testing.TB, s *harness.Stream) int {
 	return n
 }
 
-// assertPrimary checks the pod after a switch: one interface eth0 holding
-// ip, default route through it, no pin left, the network-status primary and
-// host-local's allocation held by network holder and not by released.
+// assertPrimary waits until the pod's network-status shows network as its
+// primary on eth0 with ip, then checks the pod: one interface eth0 holding
+// ip, the default route through it, no pin left, and host-local's allocation
+// held by network holder and not by released.
 func (e *env) assertPrimary(t testing.TB, p *harness.Pod, ip, network, holder, released string) {
 	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st := networkStatus(t, p)
+		if len(st) == 1 && st[0].Name == network && st[0].Interface == "eth0" && st[0].Default &&
+			len(st[0].IPs) == 1 && st[0].IPs[0] == ip {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("network-status %+v, want %s on eth0 with %s", st, network, ip)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	links, err := harness.Links(p.NetNS)
 	must(t, err)
 	delete(links, "lo")
 	if len(links) != 1 || len(links["eth0"].Addrs) != 1 || !strings.HasPrefix(links["eth0"].Addrs[0], ip+"/") {
-		t.Fatalf("pod interfaces after the switch: %+v, want only eth0 with %s", links, ip)
+		t.Fatalf("pod interfaces: %+v, want only eth0 with %s", links, ip)
 	}
 	if dev, err := harness.DefaultRouteDev(p.NetNS); err != nil || dev != "eth0" {
 		t.Fatalf("default route via %q (%v), want eth0", dev, err)
@@ -176,18 +189,6 @@ func (e *env) assertPrimary(t testing.TB, p *harness.Pod, ip, network, holder, r
 	}
 	if _, err := os.Stat(filepath.Join(e.ipamDir, released, ip)); !os.IsNotExist(err) {
 		t.Fatalf("host-local of %s still holds %s (%v)", released, ip, err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := networkStatus(t, p)
-		if len(st) == 1 && st[0].Name == network && st[0].Interface == "eth0" && st[0].Default &&
-			len(st[0].IPs) == 1 && st[0].IPs[0] == ip {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("network-status %+v, want %s on eth0 with %s", st, network, ip)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -270,5 +271,99 @@ func TestSwitch(t *testing.T) {
 			must(t, e.rt.Del(ctx, p))
 			e.assertNoLeaks()
 		})
+	}
+}
+
+// assertOnA checks that a refused or undone switch left the pod as it was:
+// eth0 on the cluster network holding ip, nothing of B, no pin.
+func (e *env) assertOnA(t testing.TB, p *harness.Pod, ip, b string) {
+	t.Helper()
+	e.assertPrimary(t, p, ip, fmt.Sprintf("cluster-%d", e.n), fmt.Sprintf("cluster-%d", e.n), b)
+}
+
+// A switch that cannot be done leaves the pod untouched and says why.
+func TestSwitchRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name, config, annotation, reason, msg string
+		nad                                   func(e *env, name string) string
+	}{
+		{name: "no-ips-capability", annotation: "net-b", reason: "SwitchRejected", msg: `declares the "ips" capability`,
+			nad: func(e *env, name string) string { return strings.Replace(e.ptpConf(name), `"capabilities":{"ips":true},`, "", 1) }},
+		{name: "outside-b-range", annotation: "net-b", reason: "SwitchFailed", msg: "the pod stays on its primary network",
+			nad: func(e *env, name string) string {
+				return strings.Replace(e.ptpConf(name), e.subnet+".0/24", fmt.Sprintf("10.252.%d.0/24", e.n), 1)
+			}},
+		{name: "namespace-isolation", config: "namespaceIsolation: true\n", annotation: "other/net-b", reason: "SwitchRejected",
+			msg: "namespace isolation", nad: func(e *env, name string) string { return e.ptpConf(name) }},
+		{name: "unknown-network", annotation: "nope", reason: "SwitchRejected", msg: "not found",
+			nad: func(e *env, name string) string { return e.ptpConf(name) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOpts{extraConfig: tc.config})
+			b := fmt.Sprintf("b-%d", e.n)
+			ns, _, _ := strings.Cut(tc.annotation, "/")
+			if !strings.Contains(tc.annotation, "/") {
+				ns = "default"
+			}
+			e.createNAD(ns, "net-b", tc.nad(e, b), nil)
+			p := e.newPod("default", "refused-"+tc.name, nil)
+			r, err := e.rt.Add(context.Background(), p)
+			must(t, err)
+			ip := primaryIP(t, r)
+			setDefaultNetwork(t, p, tc.annotation)
+			if msg := waitEvents(t, p, tc.reason, 1)[0]; !strings.Contains(msg, tc.msg) {
+				t.Fatalf("%s event %q does not say %q", tc.reason, msg, tc.msg)
+			}
+			e.assertOnA(t, p, ip, b)
+			must(t, e.rt.Check(context.Background(), p))
+			must(t, e.rt.Del(context.Background(), p))
+			e.assertNoLeaks()
+		})
+	}
+}
+
+// A crash (SIGKILL) or a failure at every step of a switch. A failure before
+// the new network is in place leaves the pod on A; after it, on B. A crash
+// is recovered at restart and the switch, still wanted by the annotation, is
+// done again. Either way the pod ends on exactly one working primary and
+// nothing leaks after DEL.
+func TestFaultsDuringSwitch(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	cluster, b := fmt.Sprintf("cluster-%d", e.n), fmt.Sprintf("b-%d", e.n)
+	e.createNAD("default", "net-b", e.ptpConf(b), nil)
+	steps := []struct {
+		step      string
+		committed bool // the new primary is in place when the step runs
+	}{
+		{"switch:pin", false}, {"add:before:rwsw0", false}, {"add:after:rwsw0", false},
+		{"switch:cut", true}, {"switch:cut-over", true}, {"del:before:eth0", true}, {"del:after:eth0", true},
+		{"switch:renaming", true},
+	}
+	for i, s := range steps {
+		for _, action := range actions {
+			t.Run(s.step+"="+action, func(t *testing.T) {
+				p := e.newPod("default", fmt.Sprintf("sf-%d-%s", i, action), nil)
+				e.restart(t, "")
+				r, err := e.rt.Add(context.Background(), p)
+				must(t, err)
+				ip := primaryIP(t, r)
+				e.restart(t, s.step+"="+action)
+				setDefaultNetwork(t, p, "net-b")
+				switch {
+				case action == "kill":
+					waitDead(t, e.daemon)
+					e.restart(t, "")
+					e.assertPrimary(t, p, ip, "default/net-b", b, cluster)
+				case s.committed: // retried until finished
+					e.assertPrimary(t, p, ip, "default/net-b", b, cluster)
+				default:
+					waitEvents(t, p, "SwitchFailed", 1)
+					e.assertOnA(t, p, ip, b)
+				}
+				must(t, e.rt.Check(context.Background(), p))
+				must(t, e.rt.Del(context.Background(), p))
+				e.assertNoLeaks()
+			})
+		}
 	}
 }
