@@ -288,7 +288,9 @@ func TestSwitchRefused(t *testing.T) {
 		nad                                   func(e *env, name string) string
 	}{
 		{name: "no-ips-capability", annotation: "net-b", reason: "SwitchRejected", msg: `declares the "ips" capability`,
-			nad: func(e *env, name string) string { return strings.Replace(e.ptpConf(name), `"capabilities":{"ips":true},`, "", 1) }},
+			nad: func(e *env, name string) string {
+				return strings.Replace(e.ptpConf(name), `"capabilities":{"ips":true},`, "", 1)
+			}},
 		{name: "outside-b-range", annotation: "net-b", reason: "SwitchFailed", msg: "the pod stays on its primary network",
 			nad: func(e *env, name string) string {
 				return strings.Replace(e.ptpConf(name), e.subnet+".0/24", fmt.Sprintf("10.252.%d.0/24", e.n), 1)
