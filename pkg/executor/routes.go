@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
@@ -26,7 +27,7 @@ func ApplyDefaultRoute(netns string, specs []attachment.Spec) error {
 		return nil
 	}
 	return ns.WithNetNSPath(netns, func(ns.NetNS) error {
-		link, err := netlink.LinkByName(owner.IfName)
+		link, err := netlinksafe.LinkByName(owner.IfName)
 		if err != nil {
 			return fmt.Errorf("interface %s: %w", owner.IfName, err)
 		}
@@ -44,7 +45,7 @@ func setDefault(link netlink.Link, gw net.IP) error {
 	if gw.To4() == nil {
 		family = netlink.FAMILY_V6
 	}
-	routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
+	routes, err := netlinksafe.RouteListFiltered(family, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return fmt.Errorf("listing routes: %w", err)
 	}

@@ -94,6 +94,7 @@ func (e *Executor) ResumeSwitch(ctx context.Context, sb *store.Sandbox) error {
 // pinAndAdd pins the old primary's routes and adds the new network. On
 // success the new attachment becomes the primary (the commit point).
 func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink string) (*current.Result, error) {
+	e.log.Debug("switch step", "containerID", sb.ContainerID, "step", "switch:pin")
 	if err := e.fault("switch:pin"); err != nil {
 		return nil, err
 	}
@@ -136,6 +137,7 @@ func (e *Executor) abortSwitch(ctx context.Context, sb *store.Sandbox) error {
 // renames the new interface. Each step is idempotent.
 func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 	to := sb.Find(sb.Switch.To)
+	e.log.Debug("switch step", "containerID", sb.ContainerID, "step", "switch:cut")
 	if err := e.fault("switch:cut"); err != nil {
 		return err
 	}
@@ -146,8 +148,9 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 		e.log.Warn("announcing the kept addresses", "containerID", sb.ContainerID, "err", err)
 	}
 	if from := sb.Find(sb.Switch.From); from != nil {
-		e.proxyNeighbours(sb, from)
+		e.handOffHost(sb, from)
 	}
+	e.log.Debug("switch step", "containerID", sb.ContainerID, "step", "switch:cut-over")
 	if err := e.fault("switch:cut-over"); err != nil {
 		return err
 	}
@@ -157,6 +160,7 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 		}
 		to = sb.Find(sb.Switch.To)
 	}
+	e.log.Debug("switch step", "containerID", sb.ContainerID, "step", "switch:renaming")
 	if err := e.fault("switch:renaming"); err != nil {
 		return err
 	}
@@ -173,22 +177,33 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 	return e.Reorder(sb, nil)
 }
 
-// proxyNeighbours keeps pods on the old primary's bridge reaching the moved
-// addresses through the host (see handover.ProxyNeighbours).
-func (e *Executor) proxyNeighbours(sb *store.Sandbox, old *store.Attachment) {
+// handOffHost prepares the host for the old primary's removal: neighbours
+// on its bridge are answered by the host for the moved addresses (see
+// handover.ProxyNeighbours), and its host routes to them are withdrawn so
+// that inbound traffic takes the new network's route before the old link
+// goes (see handover.WithdrawHostRoutes). Failures are logged: the switch
+// itself is done.
+func (e *Executor) handOffHost(sb *store.Sandbox, old *store.Attachment) {
 	var res current.Result
 	if err := json.Unmarshal(old.Result, &res); err != nil {
 		return
 	}
+	ips := podIPs(old)
+	var links []string
 	for _, iface := range res.Interfaces {
-		if iface.Sandbox != "" || !isBridge(iface.Name) {
+		if iface.Sandbox != "" {
 			continue
 		}
-		if done, err := handover.ProxyNeighbours(iface.Name, podIPs(old)); err != nil {
-			e.log.Warn("proxying ARP for moved addresses", "containerID", sb.ContainerID, "bridge", iface.Name, "err", err)
-		} else if done {
-			e.log.Debug("proxy ARP for moved addresses", "containerID", sb.ContainerID, "bridge", iface.Name)
+		links = append(links, iface.Name)
+		if !isBridge(iface.Name) {
+			continue
 		}
+		if _, err := handover.ProxyNeighbours(iface.Name, ips); err != nil {
+			e.log.Warn("proxying ARP for moved addresses", "containerID", sb.ContainerID, "bridge", iface.Name, "err", err)
+		}
+	}
+	if err := handover.WithdrawHostRoutes(links, ips); err != nil {
+		e.log.Warn("withdrawing host routes of the old primary", "containerID", sb.ContainerID, "err", err)
 	}
 }
 

@@ -2,10 +2,12 @@ package handover
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -17,7 +19,7 @@ import (
 // it does no harm there. Links without a MAC (no ARP) are skipped.
 func Announce(netns, link string, ips []net.IP) error {
 	return ns.WithNetNSPath(netns, func(ns.NetNS) error {
-		l, err := netlink.LinkByName(link)
+		l, err := netlinksafe.LinkByName(link)
 		if err != nil {
 			return fmt.Errorf("interface %s: %w", link, err)
 		}
@@ -70,7 +72,7 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // to send through the host. It reports whether it did so. Runs in the
 // current (host) namespace.
 func ProxyNeighbours(bridge string, ips []net.IP) (bool, error) {
-	br, err := netlink.LinkByName(bridge)
+	br, err := netlinksafe.LinkByName(bridge)
 	if err != nil {
 		return false, fmt.Errorf("bridge %s: %w", bridge, err)
 	}
@@ -88,4 +90,39 @@ func ProxyNeighbours(bridge string, ips []net.IP) (bool, error) {
 		return false, fmt.Errorf("enabling proxy ARP on %s: %w", bridge, err)
 	}
 	return true, announce(br.Attrs().Index, br.Attrs().HardwareAddr, moved)
+}
+
+// WithdrawHostRoutes removes the host routes to exactly the given addresses
+// through the given host-side links (a routed network's "X/32 dev veth"),
+// so that inbound traffic follows the new network's route before the old
+// link is deleted: deleting a link drops what is sent to it for as long as
+// the kernel takes to close it. Runs in the current (host) namespace; routes
+// already gone are fine.
+func WithdrawHostRoutes(links []string, ips []net.IP) error {
+	var errs []error
+	for _, name := range links {
+		l, err := netlinksafe.LinkByName(name)
+		if err != nil {
+			continue // gone already
+		}
+		for _, ip := range ips {
+			bits := 128
+			if ip.To4() != nil {
+				bits = 32
+			}
+			routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{
+				LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)},
+			}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			for i := range routes {
+				if err := netlink.RouteDel(&routes[i]); err != nil && !missing(err) {
+					errs = append(errs, fmt.Errorf("withdrawing host route %s: %w", routes[i], err))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

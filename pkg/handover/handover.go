@@ -23,6 +23,7 @@ import (
 	"os"
 	"sort"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -44,7 +45,7 @@ var families = []int{netlink.FAMILY_V4, netlink.FAMILY_V6}
 // removed from main, so no lookup ever misses.
 func Pin(netns, link string) error {
 	return ns.WithNetNSPath(netns, func(ns.NetNS) error {
-		l, err := netlink.LinkByName(link)
+		l, err := netlinksafe.LinkByName(link)
 		if err != nil {
 			return fmt.Errorf("interface %s: %w", link, err)
 		}
@@ -114,7 +115,7 @@ func Pinned(netns string) (bool, error) {
 	found := false
 	err := ns.WithNetNSPath(netns, func(ns.NetNS) error {
 		for _, fam := range families {
-			rules, err := netlink.RuleList(fam)
+			rules, err := netlinksafe.RuleList(fam)
 			if err != nil {
 				return fmt.Errorf("listing rules: %w", err)
 			}
@@ -132,8 +133,8 @@ func Pinned(netns string) (bool, error) {
 // exist, since "to" would then be someone else's interface.
 func Rename(netns, from, to string) error {
 	return ns.WithNetNSPath(netns, func(ns.NetNS) error {
-		l, err := netlink.LinkByName(from)
-		_, toErr := netlink.LinkByName(to)
+		l, err := netlinksafe.LinkByName(from)
+		_, toErr := netlinksafe.LinkByName(to)
 		switch {
 		case err != nil && toErr == nil:
 			return nil
@@ -236,7 +237,7 @@ func linkRoutes(link, family, table int) ([]netlink.Route, error) {
 		filter.Table = unix.RT_TABLE_UNSPEC
 		mask &^= netlink.RT_FILTER_TABLE
 	}
-	routes, err := netlink.RouteListFiltered(family, filter, mask)
+	routes, err := netlinksafe.RouteListFiltered(family, filter, mask)
 	if err != nil {
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}
@@ -303,11 +304,11 @@ func missing(err error) bool {
 // ips (the CHECK of an interface that no longer has its plugin's name).
 func HasAddresses(netns, link string, ips []net.IP) error {
 	return ns.WithNetNSPath(netns, func(ns.NetNS) error {
-		l, err := netlink.LinkByName(link)
+		l, err := netlinksafe.LinkByName(link)
 		if err != nil {
 			return fmt.Errorf("interface %s: %w", link, err)
 		}
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_ALL)
 		if err != nil {
 			return fmt.Errorf("interface %s: listing addresses: %w", link, err)
 		}

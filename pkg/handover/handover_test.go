@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
@@ -29,7 +30,7 @@ func podNS(t *testing.T) ns.NetNS {
 	must(t, n.Do(func(ns.NetNS) error {
 		addVeth(t, "eth0", "10.9.0.5/24")
 		addVeth(t, "net1", "192.168.9.5/24")
-		l, _ := netlink.LinkByName("eth0")
+		l, _ := netlinksafe.LinkByName("eth0")
 		return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP("10.9.0.1")})
 	}))
 	return n
@@ -39,11 +40,11 @@ func addVeth(t *testing.T, name, cidr string) {
 	t.Helper()
 	must(t, netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}))
 	for _, n := range []string{name, name + "p"} {
-		l, err := netlink.LinkByName(n)
+		l, err := netlinksafe.LinkByName(n)
 		must(t, err)
 		must(t, netlink.LinkSetUp(l))
 	}
-	l, _ := netlink.LinkByName(name)
+	l, _ := netlinksafe.LinkByName(name)
 	a, err := netlink.ParseAddr(cidr)
 	must(t, err)
 	must(t, netlink.AddrAdd(l, a))
@@ -54,7 +55,7 @@ func routes(t *testing.T, n ns.NetNS) []string {
 	t.Helper()
 	var out []string
 	must(t, n.Do(func(ns.NetNS) error {
-		rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+		rs, err := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 		for _, r := range rs {
 			if r.Table == unix.RT_TABLE_LOCAL {
 				continue
@@ -99,7 +100,7 @@ func TestPinCutRename(t *testing.T) {
 	// The new interface comes up ptp-style with the same address.
 	must(t, n.Do(func(ns.NetNS) error {
 		addVeth(t, "rwsw0", "10.9.0.5/24")
-		l, _ := netlink.LinkByName("rwsw0")
+		l, _ := netlinksafe.LinkByName("rwsw0")
 		_, sub, _ := net.ParseCIDR("10.9.0.0/24")
 		must(t, netlink.RouteDel(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: sub, Scope: netlink.SCOPE_NOWHERE}))
 		must(t, netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: net.ParseIP("10.9.0.1"), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}))
@@ -112,7 +113,7 @@ func TestPinCutRename(t *testing.T) {
 		t.Fatal("pin rule left after Cut")
 	}
 	must(t, n.Do(func(ns.NetNS) error {
-		l, _ := netlink.LinkByName("eth0")
+		l, _ := netlinksafe.LinkByName("eth0")
 		return netlink.LinkDel(l)
 	}))
 	must(t, Rename(n.Path(), "rwsw0", "eth0"))
@@ -154,7 +155,7 @@ func TestAnnounceSendsGratuitousARP(t *testing.T) {
 	// Listen on the peer of eth0 for the ARP.
 	got := make(chan []byte, 1)
 	must(t, n.Do(func(ns.NetNS) error {
-		peer, err := netlink.LinkByName("eth0p")
+		peer, err := netlinksafe.LinkByName("eth0p")
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
@@ -203,7 +204,7 @@ func makeMaster() error {
 		return fmt.Errorf("creating veth %s: %w", master, err)
 	}
 	for _, n := range []string{master, master + "p"} {
-		l, err := netlink.LinkByName(n)
+		l, err := netlinksafe.LinkByName(n)
 		if err != nil {
 			return err
 		}
@@ -218,7 +219,7 @@ func deleteLinks(names ...string) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	for _, n := range names {
-		if l, err := netlink.LinkByName(n); err == nil {
+		if l, err := netlinksafe.LinkByName(n); err == nil {
 			_ = netlink.LinkDel(l)
 		}
 	}

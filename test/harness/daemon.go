@@ -72,6 +72,9 @@ func (d *Daemon) WaitReady(timeout time.Duration) error {
 	}
 }
 
+// Running reports whether the daemon process is alive.
+func (d *Daemon) Running() bool { return d.proc != nil && !d.proc.exited() }
+
 // Stop sends SIGTERM and waits.
 func (d *Daemon) Stop() { d.proc.stop() }
 

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
@@ -36,7 +37,7 @@ func NewClient(name, subnet string) (*Client, error) {
 // other members directly over L2.
 func NewBridgeClient(name, bridge, cidr string) (*Client, error) {
 	return newClient(name, cidr, "", func(host netlink.Link) error {
-		br, err := netlink.LinkByName(bridge)
+		br, err := netlinksafe.LinkByName(bridge)
 		if err != nil {
 			return err
 		}
@@ -58,14 +59,14 @@ func newClient(name, cidr, gw string, hostSide func(netlink.Link) error) (*Clien
 		if err := netlink.LinkAdd(veth); err != nil {
 			return fmt.Errorf("client veth: %w", err)
 		}
-		host, err := netlink.LinkByName(name)
+		host, err := netlinksafe.LinkByName(name)
 		if err != nil {
 			return err
 		}
 		if err := hostSide(host); err != nil {
 			return err
 		}
-		peer, err := netlink.LinkByName(name + "c")
+		peer, err := netlinksafe.LinkByName(name + "c")
 		if err != nil {
 			return err
 		}
@@ -73,12 +74,12 @@ func newClient(name, cidr, gw string, hostSide func(netlink.Link) error) (*Clien
 	})
 	if err == nil {
 		err = n.Do(func(ns.NetNS) error {
-			lo, _ := netlink.LinkByName("lo")
+			lo, _ := netlinksafe.LinkByName("lo")
 			_ = netlink.LinkSetUp(lo)
 			if err := upWithAddr(name+"c", cidr); err != nil || gw == "" {
 				return err
 			}
-			l, _ := netlink.LinkByName(name + "c")
+			l, _ := netlinksafe.LinkByName(name + "c")
 			return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(gw)})
 		})
 	}
@@ -92,7 +93,7 @@ func newClient(name, cidr, gw string, hostSide func(netlink.Link) error) (*Clien
 // Close removes the client's links and netns.
 func (c *Client) Close() {
 	_ = hostDo(func() error {
-		if l, err := netlink.LinkByName(c.host); err == nil {
+		if l, err := netlinksafe.LinkByName(c.host); err == nil {
 			_ = netlink.LinkDel(l)
 		}
 		return nil
@@ -108,7 +109,7 @@ func hostDo(f func() error) error {
 }
 
 func upWithAddr(link, cidr string) error {
-	l, err := netlink.LinkByName(link)
+	l, err := netlinksafe.LinkByName(link)
 	if err != nil {
 		return err
 	}
@@ -187,6 +188,8 @@ type ProbeStats struct {
 	MaxGap time.Duration
 	// GapEnd is when the longest gap ended.
 	GapEnd time.Time
+	// LostAt are the send times of the lost probes.
+	LostAt []time.Time
 }
 
 // Lost is the number of probes never answered.
@@ -203,13 +206,10 @@ type Prober struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
-	mu        sync.Mutex
-	sent      int
-	got       map[uint32]bool
-	last      time.Time
-	maxGap    time.Duration
-	gapEnd    time.Time
-	sendError error
+	mu       sync.Mutex
+	sentAt   []time.Time // by sequence number
+	got      map[uint32]bool
+	arrivals []time.Time
 }
 
 // StartProber starts probing target ("ip:port") from netns.
@@ -244,13 +244,9 @@ func (p *Prober) send(interval time.Duration) {
 		}
 		binary.BigEndian.PutUint32(buf, seq)
 		p.mu.Lock()
-		p.sent++
+		p.sentAt = append(p.sentAt, time.Now())
 		p.mu.Unlock()
-		if _, err := p.conn.Write(buf); err != nil {
-			p.mu.Lock()
-			p.sendError = err
-			p.mu.Unlock()
-		}
+		_, _ = p.conn.Write(buf) // a send error (no route) is a lost probe
 	}
 }
 
@@ -268,19 +264,43 @@ func (p *Prober) receive() {
 		now := time.Now()
 		p.mu.Lock()
 		p.got[binary.BigEndian.Uint32(buf)] = true
-		if !p.last.IsZero() && now.Sub(p.last) > p.maxGap {
-			p.maxGap, p.gapEnd = now.Sub(p.last), now
-		}
-		p.last = now
+		p.arrivals = append(p.arrivals, now)
 		p.mu.Unlock()
 	}
 }
 
 // Stats returns what was seen so far.
-func (p *Prober) Stats() ProbeStats {
+func (p *Prober) Stats() ProbeStats { return p.Window(time.Time{}, time.Now()) }
+
+// Window returns what was seen between from and to: the probes sent in it
+// (those sent in its last 10 ms only once they had time to come back), and
+// the longest time without a reply inside it.
+func (p *Prober) Window(from, to time.Time) ProbeStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return ProbeStats{Sent: p.sent, Received: len(p.got), MaxGap: p.maxGap, GapEnd: p.gapEnd}
+	var st ProbeStats
+	for seq, at := range p.sentAt {
+		if at.Before(from) || at.After(to) || (to.Sub(at) < 10*time.Millisecond && time.Since(at) < 10*time.Millisecond) {
+			continue
+		}
+		st.Sent++
+		if p.got[uint32(seq)] {
+			st.Received++
+		} else {
+			st.LostAt = append(st.LostAt, at)
+		}
+	}
+	last := time.Time{}
+	for _, at := range p.arrivals {
+		if at.Before(from) || at.After(to) {
+			continue
+		}
+		if !last.IsZero() && at.Sub(last) > st.MaxGap {
+			st.MaxGap, st.GapEnd = at.Sub(last), at
+		}
+		last = at
+	}
+	return st
 }
 
 // Stop stops sending, waits briefly for late replies and returns the stats.

@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 )
@@ -101,6 +102,7 @@ func (r *Runtime) GC(ctx context.Context, live ...*Pod) error {
 // Link is an interface as seen inside a netns.
 type Link struct {
 	Name  string
+	Index int
 	MAC   string
 	Addrs []string // CIDR strings
 	Up    bool
@@ -110,7 +112,7 @@ type Link struct {
 func Links(netns ns.NetNS) (map[string]Link, error) {
 	out := map[string]Link{}
 	err := netns.Do(func(ns.NetNS) error {
-		links, err := netlink.LinkList()
+		links, err := netlinksafe.LinkList()
 		if err != nil {
 			return err
 		}
@@ -119,11 +121,11 @@ func Links(netns ns.NetNS) (map[string]Link, error) {
 			if a.Name == "lo" {
 				continue
 			}
-			addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+			addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_ALL)
 			if err != nil {
 				return err
 			}
-			link := Link{Name: a.Name, MAC: a.HardwareAddr.String(), Up: a.Flags&1 != 0}
+			link := Link{Name: a.Name, Index: a.Index, MAC: a.HardwareAddr.String(), Up: a.Flags&1 != 0}
 			for _, ad := range addrs {
 				if ad.IP.IsLinkLocalUnicast() {
 					continue
@@ -141,7 +143,7 @@ func Links(netns ns.NetNS) (map[string]Link, error) {
 func DefaultRouteDev(netns ns.NetNS) (string, error) {
 	dev := ""
 	err := netns.Do(func(ns.NetNS) error {
-		routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+		routes, err := netlinksafe.RouteList(nil, netlink.FAMILY_V4)
 		if err != nil {
 			return err
 		}
@@ -198,7 +200,7 @@ func TakeSnapshot(dirs ...string) (Snapshot, error) {
 func (s *Snapshot) network() error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	links, err := netlink.LinkList()
+	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return err
 	}
@@ -207,7 +209,7 @@ func (s *Snapshot) network() error {
 		names[l.Attrs().Index] = l.Attrs().Name
 		s.Links = append(s.Links, l.Attrs().Name)
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := netlinksafe.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return err
 	}
@@ -216,7 +218,7 @@ func (s *Snapshot) network() error {
 			s.Addrs = append(s.Addrs, names[a.LinkIndex]+" "+a.IPNet.String())
 		}
 	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
+	routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return err
 	}
@@ -225,7 +227,7 @@ func (s *Snapshot) network() error {
 			s.Routes = append(s.Routes, fmt.Sprintf("%s %v via %v table %d", names[r.LinkIndex], r.Dst, r.Gw, r.Table))
 		}
 	}
-	rules, err := netlink.RuleList(netlink.FAMILY_ALL)
+	rules, err := netlinksafe.RuleList(netlink.FAMILY_ALL)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
@@ -158,7 +159,7 @@ func (e *env) makeMaster() {
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: e.master}, PeerName: e.master + "p"}
 	must(e.t, netlink.LinkAdd(veth))
 	for _, name := range []string{e.master, e.master + "p"} {
-		l, err := netlink.LinkByName(name)
+		l, err := netlinksafe.LinkByName(name)
 		must(e.t, err)
 		must(e.t, netlink.LinkSetUp(l))
 	}
@@ -175,7 +176,7 @@ func (e *env) cleanup() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	for _, name := range []string{e.master, e.bridge} {
-		if l, err := netlink.LinkByName(name); err == nil {
+		if l, err := netlinksafe.LinkByName(name); err == nil {
 			_ = netlink.LinkDel(l)
 		}
 	}
@@ -242,13 +243,19 @@ func (e *env) newPod(namespace, name string, annotations map[string]string) *har
 	must(e.t, err)
 	netns, err := testutils.NewNS()
 	must(e.t, err)
+	hp := &harness.Pod{Namespace: namespace, Name: name, UID: string(created.UID),
+		ContainerID: fmt.Sprintf("c%d-%d-%s", os.Getpid(), e.n, name), NetNS: netns}
 	e.t.Cleanup(func() {
+		if e.t.Failed() && e.daemon.Running() {
+			// Leave nothing behind for the next test: the netns may outlive
+			// this test (orphaned sockets hold it) with its host-side links.
+			_ = e.rt.Del(context.Background(), hp)
+		}
 		_ = netns.Close()
 		_ = testutils.UnmountNS(netns)
 		_ = api.Client.CoreV1().Pods(namespace).Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
-	return &harness.Pod{Namespace: namespace, Name: name, UID: string(created.UID),
-		ContainerID: fmt.Sprintf("c%d-%d-%s", os.Getpid(), e.n, name), NetNS: netns}
+	return hp
 }
 
 // networkStatus waits for the pod's network-status annotation.
@@ -313,7 +320,7 @@ func itoa(n int) string { return fmt.Sprint(n) }
 func deleteLink(name string) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if l, err := netlink.LinkByName(name); err == nil {
+	if l, err := netlinksafe.LinkByName(name); err == nil {
 		_ = netlink.LinkDel(l)
 	}
 }

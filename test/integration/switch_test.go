@@ -12,6 +12,7 @@ import (
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -196,11 +197,11 @@ func (e *env) assertPrimary(t testing.TB, p *harness.Pod, ip, network, holder, r
 // peer joins A's bridge, so that B' shares A's L2 segment and subnet.
 func (e *env) macvlanOnBridge(t testing.TB, name string) string {
 	hostDo(t, func() error {
-		br, err := netlink.LinkByName(e.bridge)
+		br, err := netlinksafe.LinkByName(e.bridge)
 		if err != nil {
 			return err
 		}
-		peer, err := netlink.LinkByName(e.master + "p")
+		peer, err := netlinksafe.LinkByName(e.master + "p")
 		if err != nil {
 			return err
 		}
@@ -218,19 +219,22 @@ func hostDo(t testing.TB, f func() error) {
 	must(t, f())
 }
 
+// switchScenarios are the networks B a pod on A (bridge) switches to.
+var switchScenarios = []struct {
+	name string
+	conf func(t testing.TB, e *env, name string) string
+}{
+	{"bridge-ptp", func(_ testing.TB, e *env, name string) string { return e.ptpConf(name) }},
+	{"bridge-macvlan", func(t testing.TB, e *env, name string) string { return e.macvlanOnBridge(t, name) }},
+}
+
 // TestSwitch moves a running pod from A (bridge) to B and back with traffic
 // flowing from a client through the host and from a neighbour on A's bridge:
 // the TCP connection must survive, the pod must end with one eth0 holding
 // its IP, A's and B's host-local must hold and release it, nothing may leak.
 // Probe losses are reported (their targets live in BenchmarkSwitch).
 func TestSwitch(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		conf func(e *env, name string) string
-	}{
-		{"bridge-ptp", func(e *env, name string) string { return e.ptpConf(name) }},
-		{"bridge-macvlan", func(e *env, name string) string { return e.macvlanOnBridge(t, name) }},
-	} {
+	for _, tc := range switchScenarios {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, envOpts{})
 			cluster, b := fmt.Sprintf("cluster-%d", e.n), fmt.Sprintf("b-%d", e.n)
@@ -239,7 +243,7 @@ func TestSwitch(t *testing.T) {
 			r, err := e.rt.Add(ctx, p)
 			must(t, err)
 			ip := primaryIP(t, r)
-			e.createNAD("default", "net-b", tc.conf(e, b), nil)
+			e.createNAD("default", "net-b", tc.conf(t, e, b), nil)
 			startEcho(t, p)
 			far := startTraffic(t, farClient(t, e), ip)
 			near := startTraffic(t, nearClient(t, e), ip)
