@@ -50,6 +50,9 @@ type Config struct {
 	// PodWait is how long an ADD waits for the pod to reach the informer
 	// cache before falling back to one API read.
 	PodWait Duration `json:"podWait,omitempty"`
+	// SwitchDrainTimeout bounds how long a re-addressing switch keeps the
+	// old primary for connections on its address (default 5m).
+	SwitchDrainTimeout Duration `json:"switchDrainTimeout,omitempty"`
 }
 
 // Duration is a time.Duration written as "2s" in the config file.
@@ -119,6 +122,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AddedInterfaceEvents == nil {
 		c.AddedInterfaceEvents = &t
+	}
+	if c.SwitchDrainTimeout.Duration == 0 {
+		c.SwitchDrainTimeout.Duration = 5 * time.Minute
 	}
 	if c.PodWait.Duration == 0 {
 		c.PodWait.Duration = 2 * time.Second

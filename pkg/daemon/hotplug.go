@@ -182,8 +182,8 @@ func (r *Reconciler) apply(ctx context.Context, ref podRef, sb *store.Sandbox, d
 	changed := false
 	var errs []error
 	for _, a := range sb.Specs() {
-		if a.Primary || same(a, want[a.IfName]) {
-			continue
+		if a.Primary || same(a, want[a.IfName]) || sb.Switch != nil && a.IfName == sb.Switch.From {
+			continue // the primary, and the old primary of a draining switch
 		}
 		if err := r.d.Exec.Unplug(ctx, sb, a.IfName); err != nil {
 			r.d.event(ref, kube.EventWarning, ReasonInterfaceRemoveFailed, err.Error())

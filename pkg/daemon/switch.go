@@ -19,7 +19,18 @@ const (
 	ReasonNetworkSwitched = "NetworkSwitched"
 	ReasonSwitchRejected  = "SwitchRejected"
 	ReasonSwitchFailed    = "SwitchFailed"
+	ReasonSwitchDraining  = "SwitchDraining"
 )
+
+// SwitchModeAnnotation chooses how a pod's primary network is switched:
+// "keep-ip" (the default) hands the pod's IP addresses over to the new
+// network; "readdress" gives the pod new addresses from the new network and
+// keeps the old interface for connections on the old addresses until they
+// end or switchDrainTimeout passes.
+const SwitchModeAnnotation = "rewire.io/switch-mode"
+
+// drainPoll is how often a draining switch checks its connections.
+const drainPoll = time.Second
 
 // switchPrimary moves a running pod to the primary network its
 // default-network annotation asks for (the cluster network when it has
@@ -29,7 +40,13 @@ const (
 func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Pod, sb *store.Sandbox) error {
 	if sb.Switch != nil {
 		err := r.d.Exec.ResumeSwitch(ctx, sb)
+		if r.draining(ref, err) {
+			return nil
+		}
 		r.publish(ref, sb)
+		if err == nil {
+			r.d.event(ref, kube.EventNormal, ReasonNetworkSwitched, fmt.Sprintf("Switched %s to %s", sb.IfName, sb.Primary().Network))
+		}
 		return err
 	}
 	cur := sb.Primary()
@@ -50,8 +67,18 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 	case r.wasRejected(ref, pod, selection.DefaultNetworkAnnotation):
 		return nil
 	}
+	opts := executor.SwitchOptions{DrainTimeout: r.d.Config.SwitchDrainTimeout.Duration}
+	switch mode := pod.Annotations[SwitchModeAnnotation]; mode {
+	case "", "keep-ip":
+	case "readdress":
+		opts.Readdress = true
+	default:
+		r.reject(ref, pod, selection.DefaultNetworkAnnotation, ReasonSwitchRejected,
+			fmt.Errorf("%s: unknown mode %q (want keep-ip or readdress)", SwitchModeAnnotation, mode))
+		return nil
+	}
 	from, start := cur.Network, time.Now()
-	_, err = r.d.Exec.Switch(ctx, sb, want)
+	_, err = r.d.Exec.Switch(ctx, sb, want, opts)
 	var refused *executor.SwitchRefused
 	var aborted *executor.SwitchAborted
 	switch {
@@ -60,6 +87,10 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 		return nil
 	case errors.As(err, &aborted):
 		r.reject(ref, pod, selection.DefaultNetworkAnnotation, ReasonSwitchFailed, err)
+		return nil
+	case r.draining(ref, err):
+		r.publish(ref, sb) // both attachments, the new one as default
+		r.d.event(ref, kube.EventNormal, ReasonSwitchDraining, "New connections use "+want.Network+"; "+err.Error())
 		return nil
 	case err != nil:
 		r.d.event(ref, kube.EventWarning, ReasonSwitchFailed, err.Error())
@@ -74,6 +105,17 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 		sb.IfName, from, want.Network, sb.Primary().CapabilityArgs["ips"], ms(took)))
 	r.publish(ref, sb)
 	return nil
+}
+
+// draining reports whether err says a re-addressing switch is draining;
+// then the pod is checked again after drainPoll.
+func (r *Reconciler) draining(ref podRef, err error) bool {
+	var d *executor.Draining
+	if !errors.As(err, &d) {
+		return false
+	}
+	r.queue.AddAfter(ref.String(), drainPoll)
+	return true
 }
 
 // planPrimary plans the primary attachment of a running pod.

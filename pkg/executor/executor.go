@@ -229,7 +229,8 @@ func (e *Executor) Recover(ctx context.Context) (int, error) {
 		}
 		if sb.Switch != nil {
 			n++
-			if err := e.ResumeSwitch(ctx, sb); err != nil {
+			var draining *Draining
+			if err := e.ResumeSwitch(ctx, sb); err != nil && !errors.As(err, &draining) {
 				errs = append(errs, fmt.Errorf("container %s: %w", id, err))
 				e.indexPod(sb)
 				continue

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
@@ -21,6 +22,28 @@ import (
 type SwitchRefused struct{ Reason string }
 
 func (s *SwitchRefused) Error() string { return "switch refused: " + s.Reason }
+
+// SwitchOptions choose how a switch hands over.
+type SwitchOptions struct {
+	// Readdress gives the new network its own addresses instead of the
+	// pod's: connections on the old addresses keep flowing through the old
+	// interface (a source rule) until none is left or DrainTimeout passed,
+	// while new connections use the new network.
+	Readdress    bool
+	DrainTimeout time.Duration
+}
+
+// Draining is returned by Switch and ResumeSwitch while a re-addressing
+// switch waits for the connections on the old addresses: the pod works on
+// the new network; call ResumeSwitch again later.
+type Draining struct {
+	Connections int
+	Until       time.Time
+}
+
+func (d *Draining) Error() string {
+	return fmt.Sprintf("draining: %d connections on the old addresses, at most until %s", d.Connections, d.Until.Format(time.RFC3339))
+}
 
 // SwitchAborted is returned when a switch failed before the cut-over and was
 // undone: the pod is still on its old primary network.
@@ -41,8 +64,9 @@ func (s *SwitchAborted) Unwrap() error { return s.Err }
 //
 // Before the new network is added, any failure is undone (SwitchAborted).
 // After it, the switch only goes forward: an error leaves the pod on the new
-// network with the rest recorded for ResumeSwitch.
-func (e *Executor) Switch(ctx context.Context, sb *store.Sandbox, spec attachment.Spec) (*current.Result, error) {
+// network with the rest recorded for ResumeSwitch. With opts.Readdress the
+// old attachment stays until its connections are drained (Draining).
+func (e *Executor) Switch(ctx context.Context, sb *store.Sandbox, spec attachment.Spec, opts SwitchOptions) (*current.Result, error) {
 	if sb.Switch != nil {
 		return nil, errors.New("a switch of this pod is still being finished")
 	}
@@ -54,19 +78,28 @@ func (e *Executor) Switch(ctx context.Context, sb *store.Sandbox, spec attachmen
 	if err != nil {
 		return nil, err
 	}
-	if err := canOwn(spec, ips); err != nil {
-		return nil, err
+	var pinFrom []net.IP
+	if opts.Readdress {
+		pinFrom = podIPs(from)
+		spec.CapabilityArgs = withIPs(from.CapabilityArgs, nil)
+	} else {
+		if err := canOwn(spec, ips); err != nil {
+			return nil, err
+		}
+		spec.CapabilityArgs = withIPs(from.CapabilityArgs, ips)
 	}
 	spec.IfName, spec.LinkName, spec.Primary = tempName(sb), "", false
-	spec.CapabilityArgs = withIPs(from.CapabilityArgs, ips)
-	sb.Switch = &store.Switch{From: from.IfName, To: spec.IfName}
+	sb.Switch = &store.Switch{From: from.IfName, To: spec.IfName, Readdress: opts.Readdress}
+	if opts.Readdress {
+		sb.Switch.DrainUntil = time.Now().Add(opts.DrainTimeout)
+	}
 	sb.Attachments = append(sb.Attachments, store.Attachment{Spec: spec, State: store.Adding})
 	if err := e.store.Put(sb); err != nil {
 		sb.Switch = nil
 		sb.Remove(spec.IfName)
 		return nil, err
 	}
-	res, err := e.pinAndAdd(ctx, sb, from.Link())
+	res, err := e.pinAndAdd(ctx, sb, from.Link(), pinFrom)
 	if err != nil {
 		if aerr := e.abortSwitch(context.WithoutCancel(ctx), sb); aerr != nil {
 			return nil, fmt.Errorf("%w; undoing it: %v", err, aerr)
@@ -93,12 +126,12 @@ func (e *Executor) ResumeSwitch(ctx context.Context, sb *store.Sandbox) error {
 
 // pinAndAdd pins the old primary's routes and adds the new network. On
 // success the new attachment becomes the primary (the commit point).
-func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink string) (*current.Result, error) {
+func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink string, from []net.IP) (*current.Result, error) {
 	e.log.Debug("switch step", "containerID", sb.ContainerID, "step", "switch:pin")
 	if err := e.fault("switch:pin"); err != nil {
 		return nil, err
 	}
-	if err := handover.Pin(sb.NetNS, oldLink); err != nil {
+	if err := handover.Pin(sb.NetNS, oldLink, from...); err != nil {
 		return nil, fmt.Errorf("pinning the routes of %s: %w", oldLink, err)
 	}
 	to := sb.Find(sb.Switch.To)
@@ -111,7 +144,7 @@ func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink str
 	}
 	to.State, to.Primary = store.Added, true
 	sb.Find(sb.Switch.From).Primary = false
-	return res, e.store.Put(sb)
+	return res, e.Reorder(sb, nil) // stores the record, the new primary first
 }
 
 // abortSwitch deletes the new attachment and gives the old one its routes
@@ -137,6 +170,11 @@ func (e *Executor) abortSwitch(ctx context.Context, sb *store.Sandbox) error {
 // renames the new interface. Each step is idempotent.
 func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 	to := sb.Find(sb.Switch.To)
+	if sb.Switch.Readdress {
+		if err := e.drained(sb); err != nil {
+			return err
+		}
+	}
 	e.log.Debug("switch step", "containerID", sb.ContainerID, "step", "switch:cut")
 	if err := e.fault("switch:cut"); err != nil {
 		return err
@@ -144,10 +182,10 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 	if err := handover.Cut(sb.NetNS); err != nil {
 		return fmt.Errorf("cutting over to %s: %w", to.Network, err)
 	}
-	if err := handover.Announce(sb.NetNS, to.Link(), podIPs(to)); err != nil {
-		e.log.Warn("announcing the kept addresses", "containerID", sb.ContainerID, "err", err)
-	}
-	if from := sb.Find(sb.Switch.From); from != nil {
+	if from := sb.Find(sb.Switch.From); from != nil && !sb.Switch.Readdress {
+		if err := handover.Announce(sb.NetNS, to.Link(), podIPs(to)); err != nil {
+			e.log.Warn("announcing the kept addresses", "containerID", sb.ContainerID, "err", err)
+		}
 		e.handOffHost(sb, from)
 	}
 	e.log.Debug("switch step", "containerID", sb.ContainerID, "step", "switch:cut-over")
@@ -175,6 +213,26 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 	}
 	sb.Switch = nil
 	return e.Reorder(sb, nil)
+}
+
+// drained returns a Draining error while connections use the old
+// attachment's addresses and the drain timeout has not passed.
+func (e *Executor) drained(sb *store.Sandbox) error {
+	from := sb.Find(sb.Switch.From)
+	if from == nil {
+		return nil
+	}
+	n, err := handover.Connections(sb.NetNS, podIPs(from))
+	if err != nil {
+		return err
+	}
+	if n > 0 && time.Now().Before(sb.Switch.DrainUntil) {
+		return &Draining{Connections: n, Until: sb.Switch.DrainUntil}
+	}
+	if n > 0 {
+		e.log.Info("drain timeout: removing the old primary with connections open", "containerID", sb.ContainerID, "connections", n)
+	}
+	return nil
 }
 
 // handOffHost prepares the host for the old primary's removal: neighbours
@@ -240,11 +298,15 @@ func canOwn(spec attachment.Spec, ips []*net.IPNet) error {
 }
 
 // withIPs returns the runtime arguments of the old primary with "ips" set
-// to the addresses the new network must hand out.
+// to the addresses the new network must hand out (none: no "ips").
 func withIPs(args map[string]interface{}, ips []*net.IPNet) map[string]interface{} {
 	out := map[string]interface{}{}
 	for k, v := range args {
 		out[k] = v
+	}
+	delete(out, "ips")
+	if len(ips) == 0 {
+		return out
 	}
 	list := make([]string, len(ips))
 	for i, ip := range ips {

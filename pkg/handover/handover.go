@@ -40,10 +40,12 @@ const (
 var families = []int{netlink.FAMILY_V4, netlink.FAMILY_V6}
 
 // Pin moves every main-table route through link into the pin table and adds
-// the pin rule for each address family that had one. Routes of other
-// interfaces stay in main. The copy and the rule exist before anything is
-// removed from main, so no lookup ever misses.
-func Pin(netns, link string) error {
+// the pin rule for each address family that had one: for all traffic, or
+// when from is given, only for traffic from those addresses (a re-addressing
+// switch keeps the old address on the old interface while everything else
+// moves). Routes of other interfaces stay in main. The copy and the rule
+// exist before anything is removed from main, so no lookup ever misses.
+func Pin(netns, link string, from ...net.IP) error {
 	return ns.WithNetNSPath(netns, func(ns.NetNS) error {
 		l, err := netlinksafe.LinkByName(link)
 		if err != nil {
@@ -60,7 +62,7 @@ func Pin(netns, link string) error {
 			if err := copyRoutes(routes, Table); err != nil {
 				return err
 			}
-			if err := addRule(fam); err != nil {
+			if err := addRules(fam, from); err != nil {
 				return err
 			}
 			if err := delRoutes(routes); err != nil {
@@ -95,9 +97,17 @@ func Cut(netns string) error {
 
 func cut() error {
 	for _, fam := range families {
-		r := pinRule(fam)
-		if err := netlink.RuleDel(r); err != nil && !missing(err) {
-			return fmt.Errorf("removing pin rule: %w", err)
+		rules, err := netlinksafe.RuleList(fam)
+		if err != nil {
+			return fmt.Errorf("listing rules: %w", err)
+		}
+		for i := range rules {
+			if rules[i].Table != Table {
+				continue
+			}
+			if err := netlink.RuleDel(&rules[i]); err != nil && !missing(err) {
+				return fmt.Errorf("removing pin rule: %w", err)
+			}
 		}
 		routes, err := linkRoutes(0, fam, Table)
 		if err != nil {
@@ -283,17 +293,37 @@ func sortForAdd(routes []netlink.Route) {
 	sort.SliceStable(routes, func(i, j int) bool { return routes[i].Scope > routes[j].Scope })
 }
 
+// addRules adds the pin rule of a family: one for all traffic, or one per
+// source address of that family.
+func addRules(family int, from []net.IP) error {
+	var rules []*netlink.Rule
+	for _, ip := range from {
+		if (ip.To4() != nil) != (family == netlink.FAMILY_V4) {
+			continue
+		}
+		r := pinRule(family)
+		bits := 8 * len(ip)
+		if ip.To4() != nil {
+			ip, bits = ip.To4(), 32
+		}
+		r.Src = &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)}
+		rules = append(rules, r)
+	}
+	if len(from) == 0 {
+		rules = append(rules, pinRule(family))
+	}
+	for _, r := range rules {
+		if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("adding pin rule: %w", err)
+		}
+	}
+	return nil
+}
+
 func pinRule(family int) *netlink.Rule {
 	r := netlink.NewRule()
 	r.Family, r.Table, r.Priority = family, Table, RulePriority
 	return r
-}
-
-func addRule(family int) error {
-	if err := netlink.RuleAdd(pinRule(family)); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("adding pin rule: %w", err)
-	}
-	return nil
 }
 
 func missing(err error) bool {

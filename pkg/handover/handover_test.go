@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -28,6 +29,9 @@ func podNS(t *testing.T) ns.NetNS {
 	}
 	t.Cleanup(func() { _ = n.Close(); _ = testutils.UnmountNS(n) })
 	must(t, n.Do(func(ns.NetNS) error {
+		lo, err := netlinksafe.LinkByName("lo")
+		must(t, err)
+		must(t, netlink.LinkSetUp(lo))
 		addVeth(t, "eth0", "10.9.0.5/24")
 		addVeth(t, "net1", "192.168.9.5/24")
 		l, _ := netlinksafe.LinkByName("eth0")
@@ -195,5 +199,58 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestConnectionsAndSourcePin(t *testing.T) {
+	n := podNS(t)
+	// Only traffic from 10.9.0.5 stays on eth0's routes.
+	must(t, Pin(n.Path(), "eth0", net.ParseIP("10.9.0.5")))
+	var rules []netlink.Rule
+	must(t, n.Do(func(ns.NetNS) error {
+		var err error
+		rules, err = netlinksafe.RuleList(netlink.FAMILY_V4)
+		return err
+	}))
+	found := false
+	for _, r := range rules {
+		found = found || (r.Table == Table && r.Src != nil && r.Src.String() == "10.9.0.5/32")
+	}
+	if !found {
+		t.Fatalf("no source pin rule: %+v", rules)
+	}
+	count := func() int {
+		c, err := Connections(n.Path(), []net.IP{net.ParseIP("10.9.0.5")})
+		must(t, err)
+		return c
+	}
+	if c := count(); c != 0 {
+		t.Fatalf("%d connections before any", c)
+	}
+	var ln net.Listener
+	var conn net.Conn
+	must(t, n.Do(func(ns.NetNS) error {
+		var err error
+		if ln, err = net.Listen("tcp4", "10.9.0.5:0"); err != nil {
+			return err
+		}
+		conn, err = net.DialTimeout("tcp4", ln.Addr().String(), 5*time.Second)
+		return err
+	}))
+	defer ln.Close()
+	peer, err := ln.Accept()
+	must(t, err)
+	// Both ends of the connection are local to 10.9.0.5; the listener is not counted.
+	if c := count(); c != 2 {
+		t.Fatalf("%d connections on 10.9.0.5, want 2", c)
+	}
+	conn.Close()
+	peer.Close()
+	if c := count(); c != 0 {
+		t.Fatalf("%d connections after closing", c)
+	}
+	must(t, Cut(n.Path()))
+	if pinned, _ := Pinned(n.Path()); pinned {
+		t.Fatal("source pin rule left after Cut")
 	}
 }

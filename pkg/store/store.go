@@ -70,6 +70,10 @@ type Sandbox struct {
 type Switch struct {
 	From string `json:"from"`
 	To   string `json:"to"`
+	// Readdress: the new network has its own addresses and the old
+	// attachment stays for connections on its addresses until DrainUntil.
+	Readdress  bool      `json:"readdress,omitempty"`
+	DrainUntil time.Time `json:"drainUntil,omitzero"`
 }
 
 // Primary returns the primary attachment (nil when none is recorded).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,6 +14,7 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -133,12 +135,15 @@ func nearClient(t testing.TB, e *env) *harness.Client {
 }
 
 // waitFlowing waits until both the probe and the stream get new replies.
-func (tr *traffic) waitFlowing(t testing.TB) {
+func (tr *traffic) waitFlowing(t testing.TB) { tr.wait(t, true) }
+
+// wait waits until the stream, and the probe if asked, get new replies.
+func (tr *traffic) wait(t testing.TB, probe bool) {
 	t.Helper()
 	p0, s0 := tr.probe.Stats().Received, echoed(t, tr.stream)
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		if tr.probe.Stats().Received > p0+20 && echoed(t, tr.stream) > s0+20 {
+		if (!probe || tr.probe.Stats().Received > p0+20) && echoed(t, tr.stream) > s0+20 {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -371,5 +376,116 @@ func TestFaultsDuringSwitch(t *testing.T) {
 				e.assertNoLeaks()
 			})
 		}
+	}
+}
+
+// readdressConf is a network that cannot own the pod's IP: ptp on its own
+// subnet, no "ips" capability.
+func (e *env) readdressConf(name string) string {
+	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{"type":"ptp","ipMasq":false,
+	  "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"10.253.%d.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}]}}]}`,
+		name, e.ipamDir, e.n)
+}
+
+// sourceSeen dials from the pod to a listener in the client and returns the
+// source address the client saw: the address new connections use.
+func sourceSeen(t testing.TB, p *harness.Pod, c *harness.Client, clientIP string) string {
+	t.Helper()
+	var ln net.Listener
+	must(t, c.NS.Do(func(ns.NetNS) error {
+		var err error
+		ln, err = net.Listen("tcp4", clientIP+":0")
+		return err
+	}))
+	defer ln.Close()
+	var conn net.Conn
+	must(t, p.NetNS.Do(func(ns.NetNS) error {
+		var err error
+		conn, err = net.DialTimeout("tcp4", ln.Addr().String(), 5*time.Second)
+		return err
+	}))
+	defer conn.Close()
+	peer, err := ln.Accept()
+	must(t, err)
+	defer peer.Close()
+	host, _, _ := net.SplitHostPort(peer.RemoteAddr().String())
+	return host
+}
+
+// The re-addressing switch: B cannot own the pod's IP X, so the pod gets a
+// new IP Y from B. Connections on X keep flowing through A while new ones
+// use B; A goes once no connection uses X (or at the drain timeout), and
+// network-status shows both meanwhile.
+func TestSwitchReaddress(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		config      string
+		closeStream bool // end the connection on X (else the drain timeout ends it)
+		restart     bool // restart the daemon while draining
+	}{
+		{"drained", "", true, false},
+		{"drain-timeout", "switchDrainTimeout: 1s\n", false, false},
+		{"restart-while-draining", "", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOpts{extraConfig: tc.config})
+			cluster, r := fmt.Sprintf("cluster-%d", e.n), fmt.Sprintf("r-%d", e.n)
+			e.createNAD("default", "net-r", e.readdressConf(r), nil)
+			p := e.newPod("default", "readdress-"+tc.name, map[string]string{"rewire.io/switch-mode": "readdress"})
+			ctx := context.Background()
+			res, err := e.rt.Add(ctx, p)
+			must(t, err)
+			x := primaryIP(t, res)
+			startEcho(t, p)
+			client := farClient(t, e)
+			onX := startTraffic(t, client, x)
+
+			setDefaultNetwork(t, p, "net-r")
+			t.Logf("draining: %s", waitEvents(t, p, "SwitchDraining", 1)[0])
+			st := networkStatus(t, p)
+			for deadline := time.Now().Add(10 * time.Second); len(st) != 2 && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+				st = networkStatus(t, p)
+			}
+			if len(st) != 2 || st[0].Name != "default/net-r" || !st[0].Default || st[1].Name != cluster || st[1].Default ||
+				st[1].Interface != "eth0" || st[1].IPs[0] != x {
+				t.Fatalf("network-status while draining: %+v", st)
+			}
+			y := st[0].IPs[0]
+			if !strings.HasPrefix(y, fmt.Sprintf("10.253.%d.", e.n)) {
+				t.Fatalf("new address %s is not from B", y)
+			}
+			if got := sourceSeen(t, p, client, fmt.Sprintf("10.251.%d.2", e.n)); got != y {
+				t.Fatalf("a new connection from the pod comes from %s, want %s", got, y)
+			}
+			// The old connection still works through A. (UDP on X does not: a
+			// server bound to the wildcard address answers from the address
+			// the route picks, Y; see docs/live-switch.md.)
+			onX.wait(t, false)
+			onY, err := harness.StartStream(client.NS, y+":7777", time.Millisecond)
+			must(t, err)
+			if tc.restart {
+				e.restart(t, "")
+				onX.wait(t, false)
+			}
+			if tc.closeStream {
+				_, _ = onX.stream.Stop()
+			}
+			t.Logf("done: %s", waitEvents(t, p, "NetworkSwitched", 1)[0])
+			e.assertPrimary(t, p, y, "default/net-r", r, cluster)
+			if _, err := os.Stat(filepath.Join(e.ipamDir, cluster, x)); !os.IsNotExist(err) {
+				t.Fatalf("A still holds %s after the drain", x)
+			}
+			if n, err := onY.Stop(); err != nil || n == 0 {
+				t.Fatalf("connection on the new address: %d echoed, %v", n, err)
+			}
+			if !tc.closeStream {
+				_, _ = onX.stream.Stop()
+			}
+			onX.probe.Stop()
+			client.Close()
+			must(t, e.rt.Del(ctx, p))
+			e.assertNoLeaks()
+		})
 	}
 }
