@@ -424,7 +424,7 @@ func TestSwitchReaddress(t *testing.T) {
 		restart     bool // restart the daemon while draining
 	}{
 		{"drained", "", true, false},
-		{"drain-timeout", "switchDrainTimeout: 1s\n", false, false},
+		{"drain-timeout", "switchDrainTimeout: 4s\n", false, false},
 		{"restart-while-draining", "", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
