@@ -27,12 +27,14 @@ type soakPod struct {
 	p        *harness.Pod
 	added    bool
 	networks []string
+	switched bool // default-network names soak-sw (a live switch when running)
 }
 
-// TestSoak runs a seeded random mix of ADDs, DELs and annotation edits from
-// three workers (each owning some pods, as a runtime serialises one sandbox)
-// while the daemon is killed (mid-operation) or restarted now and then. At the end every pod
-// must match its annotation and, once all are deleted, nothing may be left.
+// TestSoak runs a seeded random mix of ADDs, DELs, networks edits (hot-plug)
+// and default-network edits (live switches) from three workers (each owning
+// some pods, as a runtime serialises one sandbox) while the daemon is killed
+// (mid-operation) or restarted now and then. At the end every pod must match
+// its annotations and, once all are deleted, nothing may be left.
 func TestSoak(t *testing.T) {
 	seed := *soakSeed
 	if seed == 0 {
@@ -41,6 +43,7 @@ func TestSoak(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.createNAD("default", "soak-a", e.macvlanRange("soak-a", "192.168.41", 2, 254), nil)
 	e.createNAD("default", "soak-b", e.macvlanRange("soak-b", "192.168.42", 2, 254), nil)
+	e.createNAD("default", "soak-sw", e.ptpConf("soak-sw"), nil)
 	const workers, perWorker = 3, 4
 	pods := make([][]*soakPod, workers)
 	for w := range workers {
@@ -79,7 +82,15 @@ func TestSoak(t *testing.T) {
 		for _, sp := range ws {
 			if sp.added {
 				want := 1 + len(sp.networks)
-				waitLinks(t, sp.p, fmt.Sprintf("%d interfaces (seed %d)", want, seed), func(l map[string]harness.Link) bool { return len(l) == want })
+				waitLinks(t, sp.p, fmt.Sprintf("%d interfaces and eth0 (seed %d)", want, seed), func(l map[string]harness.Link) bool {
+					_, eth0 := l["eth0"]
+					return len(l) == want && eth0
+				})
+				primary := fmt.Sprintf("cluster-%d", e.n)
+				if sp.switched {
+					primary = "default/soak-sw"
+				}
+				waitPrimary(t, sp.p, primary, seed)
 				must(t, retry11(func() error { return e.rt.Del(context.Background(), sp.p) }))
 			}
 		}
@@ -101,10 +112,35 @@ func soakOp(t *testing.T, e *env, rng *rand.Rand, sp *soakPod) error {
 	case r < 3:
 		sp.added = false
 		return retry11(func() error { return e.rt.Del(ctx, sp.p) })
+	case r < 5:
+		sp.switched = !sp.switched
+		target := ""
+		if sp.switched {
+			target = "soak-sw"
+		}
+		setDefaultNetwork(t, sp.p, target)
+		return nil
 	default:
 		sp.networks = randomNetworks(rng)
 		setNetworks(t, sp.p, strings.Join(sp.networks, ","))
 		return nil
+	}
+}
+
+// waitPrimary waits until the pod's network-status names network as its
+// primary.
+func waitPrimary(t testing.TB, p *harness.Pod, network string, seed int64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := networkStatus(t, p)
+		if len(st) > 0 && st[0].Name == network && st[0].Default && st[0].Interface == "eth0" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("seed %d: pod %s: network-status %+v, want primary %s", seed, p.Name, st, network)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
