@@ -9,7 +9,7 @@ LDFLAGS = -s -w
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/rewire ./cmd/rewired
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/rewire ./cmd/rewired ./cmd/kubectl-rewire
 
 # The container image as a tarball, built without Docker (tools/image):
 # ctr -n k8s.io images import bin/rewire-image.tar, or push it with crane.

@@ -21,15 +21,6 @@ import (
 	"github.com/rewire-cni/rewire/pkg/store"
 )
 
-// Hot-plug Event reasons.
-const (
-	ReasonInterfaceAdded        = "InterfaceAdded"
-	ReasonInterfaceRemoved      = "InterfaceRemoved"
-	ReasonInterfaceAddFailed    = "InterfaceAddFailed"
-	ReasonInterfaceRemoveFailed = "InterfaceRemoveFailed"
-	ReasonInterfaceRejected     = "InterfaceRejected"
-)
-
 // Reconciler makes the interfaces of running pods follow their annotations:
 // for k8s.v1.cni.cncf.io/networks it plugs new networks, unplugs removed ones
 // and swaps the network behind an interface whose selection changed; for
@@ -130,7 +121,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, namespace, name string) erro
 	desired, err := r.desired(ctx, pod, sb)
 	var planErr *planner.Error
 	if errors.As(err, &planErr) {
-		r.reject(ref, pod, selection.NetworksAnnotation, ReasonInterfaceRejected, err)
+		r.reject(ref, pod, selection.NetworksAnnotation, kube.ReasonInterfaceRejected, err)
 		return nil
 	}
 	if err != nil {
@@ -186,12 +177,12 @@ func (r *Reconciler) apply(ctx context.Context, ref podRef, sb *store.Sandbox, d
 			continue // the primary, and the old primary of a draining switch
 		}
 		if err := r.d.Exec.Unplug(ctx, sb, a.IfName); err != nil {
-			r.d.event(ref, kube.EventWarning, ReasonInterfaceRemoveFailed, err.Error())
+			r.d.event(ref, kube.EventWarning, kube.ReasonInterfaceRemoveFailed, err.Error())
 			errs = append(errs, err)
 			continue
 		}
 		changed, removed[a.IfName] = true, a
-		r.d.event(ref, kube.EventNormal, ReasonInterfaceRemoved, fmt.Sprintf("Removed %s from %s", a.IfName, a.Network))
+		r.d.event(ref, kube.EventNormal, kube.ReasonInterfaceRemoved, fmt.Sprintf("Removed %s from %s", a.IfName, a.Network))
 	}
 	for _, s := range desired {
 		if sb.Find(s.IfName) != nil {
@@ -204,7 +195,7 @@ func (r *Reconciler) apply(ctx context.Context, ref podRef, sb *store.Sandbox, d
 		res, err := r.d.Exec.Plug(ctx, sb, s)
 		if err != nil {
 			err = fmt.Errorf("network %s (interface %s): %w", s.Network, s.IfName, err)
-			r.d.event(ref, kube.EventWarning, ReasonInterfaceAddFailed, err.Error())
+			r.d.event(ref, kube.EventWarning, kube.ReasonInterfaceAddFailed, err.Error())
 			errs = append(errs, err)
 			if old, ok := removed[s.IfName]; ok {
 				if _, rerr := r.d.Exec.Plug(ctx, sb, old); rerr != nil {
@@ -214,7 +205,7 @@ func (r *Reconciler) apply(ctx context.Context, ref podRef, sb *store.Sandbox, d
 			continue
 		}
 		changed = true
-		r.d.event(ref, kube.EventNormal, ReasonInterfaceAdded, fmt.Sprintf("Added %s %v from %s", s.IfName, ipsOf(res), s.Network))
+		r.d.event(ref, kube.EventNormal, kube.ReasonInterfaceAdded, fmt.Sprintf("Added %s %v from %s", s.IfName, ipsOf(res), s.Network))
 	}
 	if changed {
 		errs = append(errs, r.d.Exec.Reorder(sb, order))

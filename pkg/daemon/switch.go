@@ -14,21 +14,6 @@ import (
 	"github.com/rewire-cni/rewire/pkg/store"
 )
 
-// Live switch Event reasons.
-const (
-	ReasonNetworkSwitched = "NetworkSwitched"
-	ReasonSwitchRejected  = "SwitchRejected"
-	ReasonSwitchFailed    = "SwitchFailed"
-	ReasonSwitchDraining  = "SwitchDraining"
-)
-
-// SwitchModeAnnotation chooses how a pod's primary network is switched:
-// "keep-ip" (the default) hands the pod's IP addresses over to the new
-// network; "readdress" gives the pod new addresses from the new network and
-// keeps the old interface for connections on the old addresses until they
-// end or switchDrainTimeout passes.
-const SwitchModeAnnotation = "rewire.io/switch-mode"
-
 // drainPoll is how often a draining switch checks its connections.
 const drainPoll = time.Second
 
@@ -45,7 +30,7 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 		}
 		r.publish(ref, sb)
 		if err == nil {
-			r.d.event(ref, kube.EventNormal, ReasonNetworkSwitched, fmt.Sprintf("Switched %s to %s", sb.IfName, sb.Primary().Network))
+			r.d.event(ref, kube.EventNormal, kube.ReasonNetworkSwitched, fmt.Sprintf("Switched %s to %s", sb.IfName, sb.Primary().Network))
 		}
 		return err
 	}
@@ -57,7 +42,7 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 	var planErr *planner.Error
 	switch {
 	case errors.As(err, &planErr):
-		r.reject(ref, pod, selection.DefaultNetworkAnnotation, ReasonSwitchRejected, err)
+		r.reject(ref, pod, selection.DefaultNetworkAnnotation, kube.ReasonSwitchRejected, err)
 		return nil
 	case err != nil:
 		return err
@@ -68,13 +53,13 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 		return nil
 	}
 	opts := executor.SwitchOptions{DrainTimeout: r.d.Config.SwitchDrainTimeout.Duration}
-	switch mode := pod.Annotations[SwitchModeAnnotation]; mode {
+	switch mode := pod.Annotations[selection.SwitchModeAnnotation]; mode {
 	case "", "keep-ip":
 	case "readdress":
 		opts.Readdress = true
 	default:
-		r.reject(ref, pod, selection.DefaultNetworkAnnotation, ReasonSwitchRejected,
-			fmt.Errorf("%s: unknown mode %q (want keep-ip or readdress)", SwitchModeAnnotation, mode))
+		r.reject(ref, pod, selection.DefaultNetworkAnnotation, kube.ReasonSwitchRejected,
+			fmt.Errorf("%s: unknown mode %q (want keep-ip or readdress)", selection.SwitchModeAnnotation, mode))
 		return nil
 	}
 	from, start := cur.Network, time.Now()
@@ -83,17 +68,17 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 	var aborted *executor.SwitchAborted
 	switch {
 	case errors.As(err, &refused):
-		r.reject(ref, pod, selection.DefaultNetworkAnnotation, ReasonSwitchRejected, err)
+		r.reject(ref, pod, selection.DefaultNetworkAnnotation, kube.ReasonSwitchRejected, err)
 		return nil
 	case errors.As(err, &aborted):
-		r.reject(ref, pod, selection.DefaultNetworkAnnotation, ReasonSwitchFailed, err)
+		r.reject(ref, pod, selection.DefaultNetworkAnnotation, kube.ReasonSwitchFailed, err)
 		return nil
 	case r.draining(ref, err):
 		r.publish(ref, sb) // both attachments, the new one as default
-		r.d.event(ref, kube.EventNormal, ReasonSwitchDraining, "New connections use "+want.Network+"; "+err.Error())
+		r.d.event(ref, kube.EventNormal, kube.ReasonSwitchDraining, "New connections use "+want.Network+"; "+err.Error())
 		return nil
 	case err != nil:
-		r.d.event(ref, kube.EventWarning, ReasonSwitchFailed, err.Error())
+		r.d.event(ref, kube.EventWarning, kube.ReasonSwitchFailed, err.Error())
 		if p := sb.Primary(); p != nil && p.Network == want.Network {
 			r.publish(ref, sb) // committed: the pod already works on the new network
 		}
@@ -101,7 +86,7 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 	}
 	took := time.Since(start)
 	r.d.Log.Info("switched primary network", "pod", ref, "from", from, "to", want.Network, "ms", ms(took))
-	r.d.event(ref, kube.EventNormal, ReasonNetworkSwitched, fmt.Sprintf("Switched %s from %s to %s keeping %v in %.1f ms",
+	r.d.event(ref, kube.EventNormal, kube.ReasonNetworkSwitched, fmt.Sprintf("Switched %s from %s to %s keeping %v in %.1f ms",
 		sb.IfName, from, want.Network, sb.Primary().CapabilityArgs["ips"], ms(took)))
 	r.publish(ref, sb)
 	return nil

@@ -21,6 +21,19 @@ const (
 	ReasonAddedInterface = "AddedInterface"
 	ReasonAddFailed      = "NetworkAddFailed"
 	ReasonDelIncomplete  = "NetworkDeleteIncomplete"
+
+	// Hot-plug (the networks annotation of a running pod).
+	ReasonInterfaceAdded        = "InterfaceAdded"
+	ReasonInterfaceRemoved      = "InterfaceRemoved"
+	ReasonInterfaceAddFailed    = "InterfaceAddFailed"
+	ReasonInterfaceRemoveFailed = "InterfaceRemoveFailed"
+	ReasonInterfaceRejected     = "InterfaceRejected"
+
+	// Live switch (the default-network annotation of a running pod).
+	ReasonNetworkSwitched = "NetworkSwitched"
+	ReasonSwitchRejected  = "SwitchRejected"
+	ReasonSwitchFailed    = "SwitchFailed"
+	ReasonSwitchDraining  = "SwitchDraining"
 )
 
 var eventsGVR = schema.GroupVersionResource{Version: "v1", Resource: "events"}

@@ -18,6 +18,13 @@ import (
 const (
 	NetworksAnnotation       = "k8s.v1.cni.cncf.io/networks"
 	DefaultNetworkAnnotation = "v1.multus-cni.io/default-network"
+	// SwitchModeAnnotation (Rewire's own) chooses how the primary network
+	// of a running pod is switched when DefaultNetworkAnnotation changes:
+	// "keep-ip" (the default) hands the pod's addresses over to the new
+	// network; "readdress" gives the pod new addresses from the new network
+	// and keeps the old interface for connections on the old addresses
+	// until they end or the daemon's switchDrainTimeout passes.
+	SwitchModeAnnotation = "rewire.io/switch-mode"
 )
 
 // PortMapping is one entry of the portMappings capability.

@@ -59,7 +59,7 @@ func run(m *testing.M) int {
 	if os.Getenv("REWIRE_RACE") != "" {
 		args = append(args, "-race") // the daemon's races fail the tests too (see env.cleanup)
 	}
-	build := exec.Command("go", append(args, "./cmd/rewire", "./cmd/rewired")...)
+	build := exec.Command("go", append(args, "./cmd/rewire", "./cmd/rewired", "./cmd/kubectl-rewire")...)
 	build.Dir, build.Stdout, build.Stderr = root, os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Println("building rewire:", err)

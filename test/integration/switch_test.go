@@ -431,7 +431,7 @@ func TestSwitchReaddress(t *testing.T) {
 			e := newEnv(t, envOpts{extraConfig: tc.config})
 			cluster, r := fmt.Sprintf("cluster-%d", e.n), fmt.Sprintf("r-%d", e.n)
 			e.createNAD("default", "net-r", e.readdressConf(r), nil)
-			p := e.newPod("default", "readdress-"+tc.name, map[string]string{"rewire.io/switch-mode": "readdress"})
+			p := e.newPod("default", "readdress-"+tc.name, map[string]string{selection.SwitchModeAnnotation: "readdress"})
 			ctx := context.Background()
 			res, err := e.rt.Add(ctx, p)
 			must(t, err)
