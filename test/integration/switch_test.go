@@ -259,6 +259,9 @@ func TestSwitch(t *testing.T) {
 			far.waitFlowing(t)
 			near.waitFlowing(t)
 			must(t, e.rt.Check(ctx, p))
+			// GC with the pod valid keeps B's allocation (keyed by its CNI name).
+			must(t, e.rt.GC(ctx, p))
+			e.assertPrimary(t, p, ip, "default/net-b", b, cluster)
 
 			setDefaultNetwork(t, p, "")
 			t.Logf("B->A: %s", waitEvents(t, p, "NetworkSwitched", 2)[1])
