@@ -41,7 +41,7 @@ import (
 )
 
 type options struct {
-	kubeconfig, nodeName, socket, stateDir, configFile, logLevel, testFaults string
+	kubeconfig, nodeName, socket, stateDir, configFile, logLevel, testFaults, metricsAddr string
 }
 
 func main() {
@@ -63,6 +63,7 @@ func main() {
 	flag.StringVar(&o.stateDir, "state-dir", "/var/lib/rewire", "attachment store and libcni cache directory")
 	flag.StringVar(&o.configFile, "config", "/etc/rewire/config.yaml", "daemon config file (YAML or JSON)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.StringVar(&o.metricsAddr, "metrics-addr", "", "also serve /metrics, /healthz and /readyz over TCP on this address (e.g. :9721; empty: only on the socket)")
 	flag.StringVar(&o.testFaults, "test-faults", "", "TESTS ONLY: STEP=kill|fail,... crash or fail at named steps")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -110,7 +111,7 @@ func run(o options) error {
 	// An explicit exec: libcni sets a nil one lazily, which races under
 	// concurrent requests.
 	pluginExec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
-	cni := libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(o.stateDir, "cache"), pluginExec)
+	cni := libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(o.stateDir, "cache"), executor.Timed(pluginExec))
 	exec := executor.New(cni, st, log)
 	if o.testFaults != "" {
 		in, err := fault.Parse(o.testFaults)
@@ -155,7 +156,22 @@ func run(o options) error {
 			log.Info("re-queued network-status after restart", "pods", n)
 		}
 	}()
+	if o.metricsAddr != "" {
+		go serveMetrics(ctx, d.MetricsServer(o.metricsAddr), log)
+	}
 	return serve(ctx, d, o.socket, log)
+}
+
+// serveMetrics serves the TCP metrics endpoint until ctx ends.
+func serveMetrics(ctx context.Context, srv *http.Server, log *slog.Logger) {
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	log.Info("serving metrics", "addr", srv.Addr)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("metrics endpoint", "err", err)
+	}
 }
 
 // reconciling ends when the hot-plug workers have finished their last pod.

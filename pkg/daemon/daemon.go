@@ -23,6 +23,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/devinfo"
 	"github.com/rewire-cni/rewire/pkg/executor"
 	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/metrics"
 	"github.com/rewire-cni/rewire/pkg/nad"
 	"github.com/rewire-cni/rewire/pkg/netstatus"
 	"github.com/rewire-cni/rewire/pkg/planner"
@@ -166,6 +167,9 @@ func (d *Daemon) statusLists() ([]*libcni.NetworkConfigList, error) {
 }
 
 func (d *Daemon) event(ref podRef, eventType, reason, msg string) {
+	if eventType == kube.EventWarning {
+		metrics.Failures.Inc(reason)
+	}
 	if d.Events != nil && ref.Name != "" {
 		d.Events.Pod(ref.Namespace, ref.Name, ref.UID, eventType, reason, msg)
 	}

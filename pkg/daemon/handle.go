@@ -16,6 +16,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/devinfo"
 	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/metrics"
 	"github.com/rewire-cni/rewire/pkg/netstatus"
 	"github.com/rewire-cni/rewire/pkg/planner"
 	"github.com/rewire-cni/rewire/pkg/podresources"
@@ -28,6 +29,25 @@ var supported = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.
 
 // Handle serves one CNI request and returns what the plugin must print.
 func (d *Daemon) Handle(ctx context.Context, req *wire.Request) *wire.Response {
+	start, command := time.Now(), req.Command
+	if !knownCommands[command] {
+		command = "other" // bounded label values
+	}
+	metrics.InFlight.Add(1, command)
+	resp := d.handle(ctx, req)
+	metrics.InFlight.Add(-1, command)
+	metrics.RequestSeconds.Observe(time.Since(start).Seconds(), command)
+	result := "ok"
+	if resp.ExitCode != 0 {
+		result = "error"
+	}
+	metrics.Requests.Inc(command, result)
+	return resp
+}
+
+var knownCommands = map[string]bool{"ADD": true, "DEL": true, "CHECK": true, "STATUS": true, "GC": true, "VERSION": true}
+
+func (d *Daemon) handle(ctx context.Context, req *wire.Request) *wire.Response {
 	conf, err := decodeConf(req.Config)
 	if err == nil {
 		err = checkVersion(conf.CNIVersion)

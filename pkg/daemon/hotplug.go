@@ -15,6 +15,7 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/metrics"
 	"github.com/rewire-cni/rewire/pkg/planner"
 	"github.com/rewire-cni/rewire/pkg/podresources"
 	"github.com/rewire-cni/rewire/pkg/selection"
@@ -89,6 +90,8 @@ func (r *Reconciler) Enqueue(namespace, name string) { r.queue.Add(namespace + "
 func (r *Reconciler) Run(ctx context.Context, workers int) {
 	kube.RunWorkers(ctx, r.queue, workers, func(ctx context.Context, key string) bool {
 		ns, name, _ := strings.Cut(key, "/")
+		metrics.InFlight.Add(1, "reconcile")
+		defer metrics.InFlight.Add(-1, "reconcile")
 		if err := r.Reconcile(ctx, ns, name); err != nil {
 			r.d.Log.Warn("hot-plug failed, will retry", "pod", key, "err", err)
 			return true
@@ -176,7 +179,9 @@ func (r *Reconciler) apply(ctx context.Context, ref podRef, sb *store.Sandbox, d
 		if a.Primary || same(a, want[a.IfName]) || sb.Switch != nil && a.IfName == sb.Switch.From {
 			continue // the primary, and the old primary of a draining switch
 		}
-		if err := r.d.Exec.Unplug(ctx, sb, a.IfName); err != nil {
+		err := r.d.Exec.Unplug(ctx, sb, a.IfName)
+		metrics.Reconciles.Inc("unplug", result(err))
+		if err != nil {
 			r.d.event(ref, kube.EventWarning, kube.ReasonInterfaceRemoveFailed, err.Error())
 			errs = append(errs, err)
 			continue
@@ -193,6 +198,7 @@ func (r *Reconciler) apply(ctx context.Context, ref podRef, sb *store.Sandbox, d
 			continue
 		}
 		res, err := r.d.Exec.Plug(ctx, sb, s)
+		metrics.Reconciles.Inc("plug", result(err))
 		if err != nil {
 			err = fmt.Errorf("network %s (interface %s): %w", s.Network, s.IfName, err)
 			r.d.event(ref, kube.EventWarning, kube.ReasonInterfaceAddFailed, err.Error())
@@ -255,6 +261,14 @@ func (r *Reconciler) forgetRejection(ref podRef, annotation string) {
 	r.mu.Lock()
 	delete(r.rejected, rejection{ref.String(), annotation})
 	r.mu.Unlock()
+}
+
+// result is the metrics label of an outcome.
+func result(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
 }
 
 func ipsOf(res *current.Result) []string {

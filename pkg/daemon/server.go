@@ -11,9 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rewire-cni/rewire/pkg/metrics"
 	"github.com/rewire-cni/rewire/pkg/wire"
 )
 
@@ -54,13 +56,8 @@ func (d *Daemon) Server() *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+wire.Path, d.serveCNI)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := d.Ready(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		io.WriteString(w, "ok\n")
-	})
+	mux.HandleFunc("GET /readyz", d.serveReady)
+	mux.HandleFunc("GET /metrics", d.serveMetrics)
 	mux.HandleFunc("GET /debug/api", func(w http.ResponseWriter, _ *http.Request) {
 		var counts map[string]int64
 		if d.APICounts != nil {
@@ -105,6 +102,34 @@ func peerUID(c net.Conn) int {
 		}
 	})
 	return uid
+}
+
+// serveReady answers 200 once ADD can be served (the cluster network exists).
+func (d *Daemon) serveReady(w http.ResponseWriter, _ *http.Request) {
+	if err := d.Ready(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	io.WriteString(w, "ok\n")
+}
+
+// serveMetrics writes the Prometheus metrics.
+func (d *Daemon) serveMetrics(w http.ResponseWriter, _ *http.Request) {
+	if n, err := d.Exec.Records(); err == nil {
+		metrics.StoreRecords.Set(float64(n))
+	}
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	metrics.Write(w)
+}
+
+// MetricsServer serves /metrics, /healthz and /readyz over TCP for
+// Prometheus and the kubelet's probes; nothing else is exposed there.
+func (d *Daemon) MetricsServer(addr string) *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", d.serveMetrics)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", d.serveReady)
+	return &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 }
 
 func (d *Daemon) serveCNI(w http.ResponseWriter, r *http.Request) {

@@ -9,6 +9,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/executor"
 	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/metrics"
 	"github.com/rewire-cni/rewire/pkg/planner"
 	"github.com/rewire-cni/rewire/pkg/selection"
 	"github.com/rewire-cni/rewire/pkg/store"
@@ -64,6 +65,7 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 	}
 	from, start := cur.Network, time.Now()
 	_, err = r.d.Exec.Switch(ctx, sb, want, opts)
+	metrics.Reconciles.Inc("switch", switchResult(err))
 	var refused *executor.SwitchRefused
 	var aborted *executor.SwitchAborted
 	switch {
@@ -85,11 +87,30 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 		return err
 	}
 	took := time.Since(start)
+	metrics.SwitchSeconds.Observe(took.Seconds())
 	r.d.Log.Info("switched primary network", "pod", ref, "from", from, "to", want.Network, "ms", ms(took))
 	r.d.event(ref, kube.EventNormal, kube.ReasonNetworkSwitched, fmt.Sprintf("Switched %s from %s to %s keeping %v in %.1f ms",
 		sb.IfName, from, want.Network, sb.Primary().CapabilityArgs["ips"], ms(took)))
 	r.publish(ref, sb)
 	return nil
+}
+
+// switchResult is the metrics label of a switch's outcome.
+func switchResult(err error) string {
+	var refused *executor.SwitchRefused
+	var aborted *executor.SwitchAborted
+	var draining *executor.Draining
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &refused):
+		return "refused"
+	case errors.As(err, &aborted):
+		return "aborted"
+	case errors.As(err, &draining):
+		return "draining"
+	}
+	return "error"
 }
 
 // draining reports whether err says a re-addressing switch is draining;

@@ -250,6 +250,12 @@ func (e *Executor) Recover(ctx context.Context) (int, error) {
 	return n, errors.Join(errs...)
 }
 
+// Records returns the number of sandbox records in the store.
+func (e *Executor) Records() (int, error) {
+	ids, err := e.store.IDs()
+	return len(ids), err
+}
+
 // Sandboxes returns every decodable record (for status catch-up and tools).
 func (e *Executor) Sandboxes() ([]*store.Sandbox, error) {
 	ids, err := e.store.IDs()

@@ -202,6 +202,15 @@ func writeServiceAccountKey(dir string) (string, error) {
 	return path, os.WriteFile(path, b, 0o600)
 }
 
+// FreePort returns a TCP port free on 127.0.0.1 right now.
+func FreePort() (int, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return 0, err
+	}
+	return ports[0], nil
+}
+
 func freePorts(n int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener

@@ -1,0 +1,225 @@
+// Package metrics holds rewired's Prometheus metrics and writes them in the
+// text exposition format. It is a few dozen lines of counters, gauges and
+// histograms with labels instead of the client library, which would add to
+// the daemon's memory for no feature used here.
+package metrics
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Rewire's metrics.
+var (
+	Requests = NewCounter("rewire_cni_requests_total",
+		"CNI requests served, by command and result (ok or error).", "command", "result")
+	RequestSeconds = NewHistogram("rewire_cni_request_duration_seconds",
+		"Time to serve a CNI request in the daemon, delegates included.", "command")
+	DelegateSeconds = NewHistogram("rewire_delegate_duration_seconds",
+		"Time of one delegate plugin execution, by plugin type and CNI command.", "plugin", "command")
+	InFlight = NewGauge("rewire_inflight_operations",
+		"Operations running now: CNI commands, hot-plug and switch reconciles.", "operation")
+	Reconciles = NewCounter("rewire_reconciles_total",
+		"Hot-plug (plug, unplug) and switch operations on running pods, by result.", "operation", "result")
+	SwitchSeconds = NewHistogram("rewire_switch_duration_seconds",
+		"Duration of completed live primary-network switches (first step to the old primary deleted).")
+	Failures = NewCounter("rewire_failures_total",
+		"Failures reported on pods, by Event reason.", "reason")
+	StoreRecords = NewGauge("rewire_store_records", "Sandbox records in the attachment store.")
+)
+
+// All lists the metrics in the order they are written.
+var All = []Writer{Requests, RequestSeconds, DelegateSeconds, InFlight, Reconciles, SwitchSeconds, Failures, StoreRecords}
+
+// Writer is a metric family that writes itself in the text format.
+type Writer interface{ Write(w io.Writer) }
+
+// Write writes every metric of All.
+func Write(w io.Writer) {
+	for _, m := range All {
+		m.Write(w)
+	}
+}
+
+// family is what every metric shares: name, help, label names, and the
+// series by their joined label values.
+type family struct {
+	name, help, kind string
+	labels           []string
+	mu               sync.Mutex
+	series           map[string][]string // key -> label values
+}
+
+func newFamily(name, help, kind string, labels []string) family {
+	return family{name: name, help: help, kind: kind, labels: labels, series: map[string][]string{}}
+}
+
+// key registers the label values of a series; the caller holds mu.
+func (f *family) key(values []string) string {
+	if len(values) != len(f.labels) {
+		panic(fmt.Sprintf("metric %s: %d label values for %d labels", f.name, len(values), len(f.labels)))
+	}
+	k := strings.Join(values, "\xff")
+	if _, ok := f.series[k]; !ok {
+		f.series[k] = append([]string(nil), values...)
+	}
+	return k
+}
+
+func (f *family) header(w io.Writer) {
+	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", f.name, f.help, f.name, f.kind)
+}
+
+// keys returns the series keys in a stable order.
+func (f *family) keys() []string {
+	keys := make([]string, 0, len(f.series))
+	for k := range f.series {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// labelString renders {a="x",b="y"} with extra pairs appended.
+func (f *family) labelString(values []string, extra ...string) string {
+	var parts []string
+	for i, l := range f.labels {
+		parts = append(parts, l+"="+strconv.Quote(values[i]))
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		parts = append(parts, extra[i]+"="+strconv.Quote(extra[i+1]))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "{" + strings.Join(parts, ",") + "}"
+}
+
+// Counter only goes up.
+type Counter struct {
+	family
+	values map[string]float64
+}
+
+// NewCounter makes a counter with the given label names.
+func NewCounter(name, help string, labels ...string) *Counter {
+	return &Counter{family: newFamily(name, help, "counter", labels), values: map[string]float64{}}
+}
+
+// Inc adds one to the series of the label values.
+func (c *Counter) Inc(values ...string) {
+	c.mu.Lock()
+	c.values[c.key(values)]++
+	c.mu.Unlock()
+}
+
+// Value returns a series' value (tests).
+func (c *Counter) Value(values ...string) float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.values[strings.Join(values, "\xff")]
+}
+
+// Write implements Writer.
+func (c *Counter) Write(w io.Writer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.header(w)
+	for _, k := range c.keys() {
+		fmt.Fprintf(w, "%s%s %s\n", c.name, c.labelString(c.series[k]), num(c.values[k]))
+	}
+}
+
+// Gauge goes up and down.
+type Gauge struct{ Counter }
+
+// NewGauge makes a gauge with the given label names.
+func NewGauge(name, help string, labels ...string) *Gauge {
+	g := &Gauge{Counter{family: newFamily(name, help, "gauge", labels), values: map[string]float64{}}}
+	return g
+}
+
+// Add adds delta (negative to lower it).
+func (g *Gauge) Add(delta float64, values ...string) {
+	g.mu.Lock()
+	g.values[g.key(values)] += delta
+	g.mu.Unlock()
+}
+
+// Set sets the series' value.
+func (g *Gauge) Set(v float64, values ...string) {
+	g.mu.Lock()
+	g.values[g.key(values)] = v
+	g.mu.Unlock()
+}
+
+// Buckets are the histograms' upper bounds in seconds: 1 ms to 60 s.
+var Buckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+
+// Histogram counts observations in Buckets.
+type Histogram struct {
+	family
+	counts map[string][]uint64 // per bucket, plus +Inf last
+	sums   map[string]float64
+}
+
+// NewHistogram makes a histogram with the given label names.
+func NewHistogram(name, help string, labels ...string) *Histogram {
+	return &Histogram{family: newFamily(name, help, "histogram", labels), counts: map[string][]uint64{}, sums: map[string]float64{}}
+}
+
+// Observe records one value (seconds).
+func (h *Histogram) Observe(v float64, values ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	k := h.key(values)
+	if h.counts[k] == nil {
+		h.counts[k] = make([]uint64, len(Buckets)+1)
+	}
+	i := sort.SearchFloat64s(Buckets, v) // first bound >= v
+	h.counts[k][i]++
+	h.sums[k] += v
+}
+
+// Count returns the number of observations of a series (tests).
+func (h *Histogram) Count(values ...string) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var n uint64
+	for _, c := range h.counts[strings.Join(values, "\xff")] {
+		n += c
+	}
+	return n
+}
+
+// Write implements Writer.
+func (h *Histogram) Write(w io.Writer) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.header(w)
+	for _, k := range h.keys() {
+		values := h.series[k]
+		var cum uint64
+		for i, c := range h.counts[k] {
+			cum += c
+			le := "+Inf"
+			if i < len(Buckets) {
+				le = num(Buckets[i])
+			}
+			fmt.Fprintf(w, "%s_bucket%s %d\n", h.name, h.labelString(values, "le", le), cum)
+		}
+		fmt.Fprintf(w, "%s_sum%s %s\n%s_count%s %d\n", h.name, h.labelString(values), num(h.sums[k]), h.name, h.labelString(values), cum)
+	}
+}
+
+func num(v float64) string {
+	if math.IsInf(v, 1) {
+		return "+Inf"
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
+}
