@@ -21,6 +21,8 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/version"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
@@ -34,6 +36,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/fault"
 	"github.com/rewire-cni/rewire/pkg/install"
 	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/migration"
 	"github.com/rewire-cni/rewire/pkg/orphans"
 	"github.com/rewire-cni/rewire/pkg/podresources"
 	"github.com/rewire-cni/rewire/pkg/store"
@@ -210,7 +213,24 @@ func setup(ctx context.Context, rc *rest.Config, cfg *config.Config, o options, 
 	d.OnAdded = rec.Enqueue
 	reconciling.Add(1)
 	go func() { defer reconciling.Done(); rec.Run(ctx, 2) }()
+	mig := migration.New(dyn, d.MigrationNode(o.nodeName, nodeLabels(ctx, meta, o.nodeName, log), pods, rec))
+	go func() {
+		if cache.WaitForCacheSync(ctx.Done(), pods.Synced, nets.Synced) {
+			mig.Run(ctx, 250*time.Millisecond)
+		}
+	}()
 	return d, pods, nil
+}
+
+// nodeLabels reads this node's labels once (for NetworkMigration node
+// selectors); without a Node object they are empty.
+func nodeLabels(ctx context.Context, meta metadata.Interface, node string, log *slog.Logger) map[string]string {
+	m, err := meta.Resource(schema.GroupVersionResource{Version: "v1", Resource: "nodes"}).Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		log.Info("no node labels (NetworkMigration node selectors see none)", "node", node, "err", err)
+		return nil
+	}
+	return m.Labels
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -34,8 +34,11 @@ type Reconciler struct {
 	queue workqueue.TypedRateLimitingInterface[string]
 
 	mu       sync.Mutex
-	rejected map[rejection]string // annotation value last rejected (one Event per value)
+	rejected map[rejection]rejected // annotation value last rejected (one Event per value)
 }
+
+// rejected is an annotation value and why it was rejected.
+type rejected struct{ value, reason string }
 
 // rejection keys the rejected annotation values: a pod and an annotation.
 type rejection struct{ pod, annotation string }
@@ -44,7 +47,7 @@ type rejection struct{ pod, annotation string }
 // from the informer.
 func NewReconciler(d *Daemon, cache func(namespace, name string) *kube.Pod) *Reconciler {
 	return &Reconciler{
-		d: d, cache: cache, rejected: map[rejection]string{},
+		d: d, cache: cache, rejected: map[rejection]rejected{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "hotplug"}),
@@ -240,21 +243,22 @@ func (r *Reconciler) publish(ref podRef, sb *store.Sandbox) {
 func (r *Reconciler) reject(ref podRef, pod *kube.Pod, annotation, reason string, err error) {
 	key, value := rejection{ref.String(), annotation}, pod.Annotations[annotation]
 	r.mu.Lock()
-	_, seen := r.rejected[key]
-	seen = seen && r.rejected[key] == value
-	r.rejected[key] = value
+	prev, seen := r.rejected[key]
+	seen = seen && prev.value == value
+	r.rejected[key] = rejected{value, err.Error()}
 	r.mu.Unlock()
 	if !seen {
 		r.d.event(ref, kube.EventWarning, reason, err.Error())
 	}
 }
 
-// wasRejected reports whether the annotation's current value was rejected.
-func (r *Reconciler) wasRejected(ref podRef, pod *kube.Pod, annotation string) bool {
+// Rejected returns why the pod's default-network annotation value was
+// refused or failed (the switch is not retried for that value).
+func (r *Reconciler) Rejected(namespace, name, value string) (string, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	v, ok := r.rejected[rejection{ref.String(), annotation}]
-	return ok && v == pod.Annotations[annotation]
+	rej, ok := r.rejected[rejection{namespace + "/" + name, selection.DefaultNetworkAnnotation}]
+	return rej.reason, ok && rej.value == value
 }
 
 func (r *Reconciler) forgetRejection(ref podRef, annotation string) {

@@ -50,7 +50,7 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 	case want.Network == cur.Network:
 		r.forgetRejection(ref, selection.DefaultNetworkAnnotation)
 		return nil
-	case r.wasRejected(ref, pod, selection.DefaultNetworkAnnotation):
+	case r.isRejected(ref, pod):
 		return nil
 	}
 	opts := executor.SwitchOptions{DrainTimeout: r.d.Config.SwitchDrainTimeout.Duration}
@@ -58,6 +58,9 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 	case "", "keep-ip":
 	case "readdress":
 		opts.Readdress = true
+		if d, err := time.ParseDuration(pod.Annotations[selection.DrainTimeoutAnnotation]); err == nil && d > 0 {
+			opts.DrainTimeout = d
+		}
 	default:
 		r.reject(ref, pod, selection.DefaultNetworkAnnotation, kube.ReasonSwitchRejected,
 			fmt.Errorf("%s: unknown mode %q (want keep-ip or readdress)", selection.SwitchModeAnnotation, mode))
@@ -93,6 +96,13 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 		sb.IfName, from, want.Network, sb.Primary().CapabilityArgs["ips"], ms(took)))
 	r.publish(ref, sb)
 	return nil
+}
+
+// isRejected reports whether the pod's default-network value was refused
+// or failed already (it is not retried).
+func (r *Reconciler) isRejected(ref podRef, pod *kube.Pod) bool {
+	_, ok := r.Rejected(ref.Namespace, ref.Name, pod.Annotations[selection.DefaultNetworkAnnotation])
+	return ok
 }
 
 // switchResult is the metrics label of a switch's outcome.

@@ -5,6 +5,7 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -26,6 +27,7 @@ var podsGVR = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
 type Pod struct {
 	Namespace, Name string
 	UID             types.UID
+	Labels          map[string]string
 	Annotations     map[string]string
 }
 
@@ -113,8 +115,29 @@ func (p *Pods) cached(namespace, name string, uid types.UID) *Pod {
 }
 
 func fromMeta(m *metav1.PartialObjectMetadata) *Pod {
-	return &Pod{Namespace: m.Namespace, Name: m.Name, UID: m.UID, Annotations: m.Annotations}
+	return &Pod{Namespace: m.Namespace, Name: m.Name, UID: m.UID, Labels: m.Labels, Annotations: m.Annotations}
 }
 
 // Cached returns the cached pod namespace/name, or nil.
 func (p *Pods) Cached(namespace, name string) *Pod { return p.cached(namespace, name, "") }
+
+// List returns every cached pod of the node.
+func (p *Pods) List() []*Pod {
+	var out []*Pod
+	for _, obj := range p.informer.GetStore().List() {
+		if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+			out = append(out, fromMeta(m))
+		}
+	}
+	return out
+}
+
+// Patch merge-patches the annotations of a pod (nil values remove keys).
+func (p *Pods) Patch(ctx context.Context, namespace, name string, annotations map[string]interface{}) error {
+	body, err := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{"annotations": annotations}})
+	if err != nil {
+		return err
+	}
+	_, err = p.client.Resource(podsGVR).Namespace(namespace).Patch(ctx, name, types.MergePatchType, body, metav1.PatchOptions{})
+	return err
+}

@@ -25,6 +25,9 @@ const (
 	// and keeps the old interface for connections on the old addresses
 	// until they end or the daemon's switchDrainTimeout passes.
 	SwitchModeAnnotation = "rewire.io/switch-mode"
+	// DrainTimeoutAnnotation (Rewire's own, e.g. "5m") overrides the
+	// daemon's switchDrainTimeout for a re-addressing switch of the pod.
+	DrainTimeoutAnnotation = "rewire.io/drain-timeout"
 )
 
 // PortMapping is one entry of the portMappings capability.

@@ -48,8 +48,8 @@ const adminToken = "rewire-test-admin-token"
 
 // StartAPIServer starts etcd and kube-apiserver from the tools directory
 // with state under dir, waits until the API is ready and installs the
-// NetworkAttachmentDefinition CRD from crdFile.
-func StartAPIServer(tools, dir, crdFile string) (*APIServer, error) {
+// CRDs of crdFiles (the NetworkAttachmentDefinition, Rewire's own).
+func StartAPIServer(tools, dir string, crdFiles ...string) (*APIServer, error) {
 	a := &APIServer{Dir: dir, tools: tools}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -70,9 +70,11 @@ func StartAPIServer(tools, dir, crdFile string) (*APIServer, error) {
 		a.Stop()
 		return nil, err
 	}
-	if err := a.installCRD(crdFile); err != nil {
-		a.Stop()
-		return nil, err
+	for _, f := range crdFiles {
+		if err := a.installCRD(f); err != nil {
+			a.Stop()
+			return nil, err
+		}
 	}
 	return a, nil
 }
@@ -161,10 +163,14 @@ func (a *APIServer) installCRD(file string) error {
 	if _, err := a.Dynamic.Resource(crdGVR).Create(ctx, obj, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating CRD: %w", err)
 	}
+	group, _, _ := unstructured.NestedString(obj.Object, "spec", "group")
+	plural, _, _ := unstructured.NestedString(obj.Object, "spec", "names", "plural")
+	versions, _, _ := unstructured.NestedSlice(obj.Object, "spec", "versions")
+	version, _, _ := unstructured.NestedString(versions[0].(map[string]interface{}), "name")
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		_, err := a.Dynamic.Resource(schema.GroupVersionResource{Group: "k8s.cni.cncf.io", Version: "v1", Resource: "network-attachment-definitions"}).
-			Namespace("default").List(ctx, metav1.ListOptions{})
+		_, err := a.Dynamic.Resource(schema.GroupVersionResource{Group: group, Version: version, Resource: plural}).
+			List(ctx, metav1.ListOptions{})
 		if err == nil {
 			return nil
 		}

@@ -66,7 +66,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	start := time.Now()
-	api, err = harness.StartAPIServer(tools, filepath.Join(tmp, "api"), filepath.Join(root, "deploy/crds/network-attachment-definitions.yaml"))
+	api, err = harness.StartAPIServer(tools, filepath.Join(tmp, "api"),
+		filepath.Join(root, "deploy/crds/network-attachment-definitions.yaml"), filepath.Join(root, "deploy/crds/networkmigrations.yaml"))
 	if err != nil {
 		fmt.Println(err)
 		return 1

@@ -1,0 +1,63 @@
+package daemon
+
+import (
+	"strings"
+
+	"github.com/containernetworking/cni/libcni"
+	ktypes "k8s.io/apimachinery/pkg/types"
+
+	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/migration"
+	"github.com/rewire-cni/rewire/pkg/nad"
+)
+
+// MigrationNode gives the NetworkMigration controller what it needs from
+// this daemon: the node's pods, their recorded primaries, and the switch
+// reconciler's verdicts.
+func (d *Daemon) MigrationNode(name string, labels map[string]string, pods *kube.Pods, rec *Reconciler) migration.Node {
+	return migration.Node{
+		Name: name, Labels: labels, Pods: pods.List, Patch: pods.Patch,
+		Primary: d.recordedPrimary, ClusterKey: d.clusterKey, CanOwn: d.canOwn, Rejected: rec.Rejected, Log: d.Log,
+	}
+}
+
+// recordedPrimary returns the network of the pod's recorded primary.
+func (d *Daemon) recordedPrimary(uid ktypes.UID) (string, bool) {
+	cid := d.Exec.ByPod(string(uid))
+	if cid == "" {
+		return "", false
+	}
+	sb, err := d.Exec.Get(cid)
+	if err != nil || sb == nil || !sb.Complete {
+		return "", false
+	}
+	if p := sb.Primary(); p != nil {
+		return p.Network, true
+	}
+	return "", false
+}
+
+// clusterKey is the network key the cluster network is recorded under.
+func (d *Daemon) clusterKey() string {
+	if list, err := d.ClusterNetwork(); err == nil && list != nil {
+		return list.Name
+	}
+	return d.Config.MultusNamespace + "/" + d.Config.ClusterNetwork
+}
+
+// canOwn reports whether a network (key) can be asked for a pod's IP.
+func (d *Daemon) canOwn(key string) bool {
+	var list *libcni.NetworkConfigList
+	if key == d.clusterKey() {
+		list, _ = d.ClusterNetwork()
+	}
+	if list == nil {
+		ns, name, _ := strings.Cut(key, "/")
+		n, err := d.Networks(ns, name)
+		if err != nil {
+			return false
+		}
+		list = n.ConfList
+	}
+	return nad.Capabilities(list)["ips"]
+}

@@ -1,0 +1,378 @@
+package migration
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sort"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/selection"
+)
+
+// Node is what the controller needs from its daemon.
+type Node struct {
+	Name   string
+	Labels map[string]string
+	// Pods lists the node's pods (informer cache).
+	Pods func() []*kube.Pod
+	// Patch merge-patches a pod's annotations (nil removes a key).
+	Patch func(ctx context.Context, namespace, name string, annotations map[string]interface{}) error
+	// Primary returns the network key of the pod's recorded primary, false
+	// while it has no completed sandbox here or a switch of it is running.
+	Primary func(uid types.UID) (string, bool)
+	// ClusterKey is the recorded key of the cluster network.
+	ClusterKey func() string
+	// CanOwn reports whether a network (key) can take over a pod's IP.
+	CanOwn func(network string) bool
+	// Rejected returns the reason the switch reconciler refused or failed
+	// the pod's default-network annotation value value.
+	Rejected func(namespace, name, value string) (string, bool)
+	Log      *slog.Logger
+}
+
+// SwitchTimeout bounds how long one pod's switch may take before it is
+// reported failed.
+const SwitchTimeout = 2 * time.Minute
+
+// Pod phases within a run.
+const (
+	pending = iota
+	switching
+	switched
+	failed
+	skipped
+)
+
+type podState struct {
+	ref    string
+	phase  int
+	reason string
+	since  time.Time
+}
+
+// run is the node's bookkeeping of one migration pass (forward or rollback).
+type run struct {
+	rollback bool
+	pods     map[types.UID]*podState
+	reported *NodeStatus
+}
+
+// Controller executes the migrations for one node.
+type Controller struct {
+	node     Node
+	client   dynamic.NamespaceableResourceInterface
+	informer cache.SharedIndexInformer
+
+	mu   sync.Mutex
+	runs map[types.UID]*run
+}
+
+// New returns a controller watching NetworkMigrations.
+func New(client dynamic.Interface, node Node) *Controller {
+	res := client.Resource(GVR)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return res.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return res.Watch(ctx, o)
+		},
+	}
+	return &Controller{
+		node: node, client: res, runs: map[types.UID]*run{},
+		informer: cache.NewSharedIndexInformer(lw, &unstructured.Unstructured{}, 0, cache.Indexers{}),
+	}
+}
+
+// Run works on the migrations every interval until ctx ends.
+func (c *Controller) Run(ctx context.Context, interval time.Duration) {
+	go c.informer.Run(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		c.Step(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// migrations returns the cached migrations.
+func (c *Controller) migrations() []*Migration {
+	var out []*Migration
+	for _, obj := range c.informer.GetStore().List() {
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		m, err := FromUnstructured(u)
+		if err != nil {
+			c.node.Log.Warn("ignoring NetworkMigration", "err", err)
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// Step advances every migration once.
+func (c *Controller) Step(ctx context.Context) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	live := map[types.UID]bool{}
+	for _, m := range c.migrations() {
+		live[m.UID] = true
+		if !c.nodeSelected(m) {
+			continue
+		}
+		r := c.runs[m.UID]
+		if r == nil || r.rollback != m.Spec.Rollback {
+			r = &run{rollback: m.Spec.Rollback, pods: map[types.UID]*podState{}}
+			c.runs[m.UID] = r
+		}
+		c.stepRun(ctx, m, r)
+		if err := c.report(ctx, m, r); err != nil {
+			c.node.Log.Warn("NetworkMigration status", "migration", m.Name, "err", err)
+		}
+	}
+	for uid := range c.runs {
+		if !live[uid] {
+			delete(c.runs, uid)
+		}
+	}
+}
+
+func (c *Controller) nodeSelected(m *Migration) bool {
+	return matches(m.Spec.NodeSelector, c.node.Labels)
+}
+
+func matches(sel *metav1.LabelSelector, set map[string]string) bool {
+	if sel == nil {
+		return true
+	}
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	return err == nil && s.Matches(labels.Set(set))
+}
+
+// selected reports whether the migration's selectors pick the pod.
+func selected(m *Migration, p *kube.Pod) bool {
+	if len(m.Spec.Namespaces) > 0 && !contains(m.Spec.Namespaces, p.Namespace) {
+		return false
+	}
+	return matches(m.Spec.PodSelector, p.Labels)
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Controller) stepRun(ctx context.Context, m *Migration, r *run) {
+	pods := c.node.Pods()
+	sort.Slice(pods, func(i, j int) bool { return pods[i].Namespace+"/"+pods[i].Name < pods[j].Namespace+"/"+pods[j].Name })
+	present := map[types.UID]bool{}
+	for _, p := range pods {
+		if !selected(m, p) {
+			continue
+		}
+		s := r.pods[p.UID]
+		if s == nil {
+			if !c.candidate(m, p) {
+				continue
+			}
+			s = &podState{ref: p.Namespace + "/" + p.Name}
+			r.pods[p.UID] = s
+		}
+		present[p.UID] = true
+		c.advance(ctx, m, r, p, s)
+	}
+	for uid := range r.pods {
+		if !present[uid] {
+			delete(r.pods, uid) // the pod is gone
+		}
+	}
+}
+
+// candidate reports whether the pod takes part in this pass: forward, a pod
+// on the source network (or one this migration already marked); rollback,
+// a pod this migration marked.
+func (c *Controller) candidate(m *Migration, p *kube.Pod) bool {
+	if p.Annotations[Annotation] == m.Name {
+		return true
+	}
+	if m.Spec.Rollback {
+		return false
+	}
+	prim, ok := c.node.Primary(p.UID)
+	return ok && prim == key(m.Spec.source(), p.Namespace, c.node.ClusterKey())
+}
+
+func (c *Controller) advance(ctx context.Context, m *Migration, r *run, p *kube.Pod, s *podState) {
+	target := key(m.Spec.target(), p.Namespace, c.node.ClusterKey())
+	prim, ok := c.node.Primary(p.UID)
+	switch s.phase {
+	case pending:
+		if ok && prim == target {
+			c.done(ctx, m, p, s)
+			return
+		}
+		if !ok || m.Spec.Paused || r.inFlight() >= max(1, m.Spec.MaxConcurrentPerNode) {
+			return
+		}
+		c.start(ctx, m, p, s, target)
+	case switching:
+		value, _ := annotationValue(m.Spec.target()).(string)
+		switch reason, rejected := c.node.Rejected(p.Namespace, p.Name, value); {
+		case ok && prim == target:
+			c.done(ctx, m, p, s)
+		case rejected:
+			c.fail(ctx, m, p, s, reason)
+		case time.Since(s.since) > SwitchTimeout:
+			c.fail(ctx, m, p, s, fmt.Sprintf("not switched within %s", SwitchTimeout))
+		}
+	}
+}
+
+// start sets the pod's annotations so that the switch reconciler moves it.
+func (c *Controller) start(ctx context.Context, m *Migration, p *kube.Pod, s *podState, target string) {
+	ann := map[string]interface{}{selection.DefaultNetworkAnnotation: annotationValue(m.Spec.target())}
+	if !m.Spec.Rollback {
+		ann[Annotation] = m.Name
+	}
+	if !c.node.CanOwn(target) {
+		if !m.Spec.AllowReaddress {
+			s.phase, s.reason = skipped, fmt.Sprintf("%s cannot take over the pod's IP (no \"ips\" capability) and allowReaddress is off", target)
+			return
+		}
+		ann[selection.SwitchModeAnnotation] = "readdress"
+		if m.Spec.DrainTimeout != "" {
+			ann[selection.DrainTimeoutAnnotation] = m.Spec.DrainTimeout
+		}
+	}
+	if err := c.node.Patch(ctx, p.Namespace, p.Name, ann); err != nil {
+		s.reason = err.Error() // retried at the next step
+		return
+	}
+	s.phase, s.since, s.reason = switching, time.Now(), ""
+}
+
+// done marks a pod switched; a rollback also removes the migration's marks.
+func (c *Controller) done(ctx context.Context, m *Migration, p *kube.Pod, s *podState) {
+	if m.Spec.Rollback {
+		if err := c.node.Patch(ctx, p.Namespace, p.Name, map[string]interface{}{
+			Annotation: nil, selection.SwitchModeAnnotation: nil, selection.DrainTimeoutAnnotation: nil}); err != nil {
+			return // retried at the next step
+		}
+	}
+	s.phase = switched
+}
+
+// fail reports a pod that could not be switched and points its annotation
+// back at the network it is on, so nothing retries it.
+func (c *Controller) fail(ctx context.Context, m *Migration, p *kube.Pod, s *podState, reason string) {
+	ann := map[string]interface{}{selection.DefaultNetworkAnnotation: annotationValue(m.Spec.source())}
+	if !m.Spec.Rollback {
+		ann[Annotation] = nil
+	}
+	if err := c.node.Patch(ctx, p.Namespace, p.Name, ann); err != nil {
+		return // retried at the next step
+	}
+	s.phase, s.reason = failed, reason
+	c.node.Log.Warn("migration could not switch a pod", "migration", m.Name, "pod", s.ref, "reason", reason)
+}
+
+func (r *run) inFlight() int {
+	n := 0
+	for _, s := range r.pods {
+		if s.phase == switching {
+			n++
+		}
+	}
+	return n
+}
+
+// nodeStatus summarises the run.
+func (r *run) nodeStatus() NodeStatus {
+	ns := NodeStatus{Rollback: r.rollback}
+	refs := make([]*podState, 0, len(r.pods))
+	for _, s := range r.pods {
+		refs = append(refs, s)
+	}
+	sort.Slice(refs, func(i, j int) bool { return refs[i].ref < refs[j].ref })
+	for _, s := range refs {
+		ns.Total++
+		switch s.phase {
+		case switched:
+			ns.Switched++
+		case failed:
+			ns.Failed++
+			ns.FailedPods = append(ns.FailedPods, PodResult{Pod: s.ref, Reason: s.reason})
+		case skipped:
+			ns.Skipped++
+			ns.SkippedPods = append(ns.SkippedPods, PodResult{Pod: s.ref, Reason: s.reason})
+		default:
+			ns.Remaining++
+		}
+	}
+	return ns
+}
+
+// report writes the node's entry into the migration's status when it
+// changed (an update of the status subresource, retried on conflict).
+func (c *Controller) report(ctx context.Context, m *Migration, r *run) error {
+	ns := r.nodeStatus()
+	if r.reported != nil && reflect.DeepEqual(*r.reported, ns) {
+		return nil
+	}
+	ns2 := ns
+	ns2.Updated = metav1.Now()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		u, err := c.client.Get(ctx, m.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cur, err := FromUnstructured(u)
+		if err != nil {
+			return err
+		}
+		if cur.Status.Nodes == nil {
+			cur.Status.Nodes = map[string]NodeStatus{}
+		}
+		cur.Status.Nodes[c.node.Name] = ns2
+		cur.Status.sum(&cur.Spec)
+		status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&cur.Status)
+		if err != nil {
+			return err
+		}
+		u.Object["status"] = status
+		_, err = c.client.UpdateStatus(ctx, u, metav1.UpdateOptions{})
+		return err
+	})
+	if err == nil {
+		r.reported = &ns
+	}
+	return err
+}

@@ -1,0 +1,157 @@
+// Package migration executes NetworkMigrations on one node: it moves the
+// node's selected pods from one primary network to another by setting their
+// default-network annotation, a few at a time, lets the switch reconciler do
+// each live switch, watches the outcome, and reports per node in the
+// migration's status. There is no central controller: every node's rewired
+// works on its own pods.
+package migration
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// GVR is the NetworkMigration resource.
+var GVR = schema.GroupVersionResource{Group: "rewire.io", Version: "v1alpha1", Resource: "networkmigrations"}
+
+// Annotation marks a pod moved by a migration (its name), so that a
+// rollback moves exactly those back.
+const Annotation = "rewire.io/migration"
+
+// Cluster names the cluster network in From and To.
+const Cluster = "cluster"
+
+// Migration is a NetworkMigration.
+type Migration struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              Spec   `json:"spec"`
+	Status            Status `json:"status,omitempty"`
+}
+
+// Spec is what to move where.
+type Spec struct {
+	From                 string                `json:"from"`
+	To                   string                `json:"to"`
+	PodSelector          *metav1.LabelSelector `json:"podSelector,omitempty"`
+	Namespaces           []string              `json:"namespaces,omitempty"`
+	NodeSelector         *metav1.LabelSelector `json:"nodeSelector,omitempty"`
+	MaxConcurrentPerNode int                   `json:"maxConcurrentPerNode,omitempty"`
+	AllowReaddress       bool                  `json:"allowReaddress,omitempty"`
+	DrainTimeout         string                `json:"drainTimeout,omitempty"`
+	Paused               bool                  `json:"paused,omitempty"`
+	Rollback             bool                  `json:"rollback,omitempty"`
+	NewPods              string                `json:"newPods,omitempty"`
+}
+
+// Counts are a migration's progress.
+type Counts struct {
+	Total     int `json:"total"`
+	Switched  int `json:"switched"`
+	Failed    int `json:"failed"`
+	Skipped   int `json:"skipped"`
+	Remaining int `json:"remaining"`
+}
+
+// Status sums the nodes' reports.
+type Status struct {
+	Counts `json:",inline"`
+	// Phase: Running, Paused, Complete (no node has pods left), or with
+	// rollback RollingBack, RolledBack.
+	Phase string                `json:"phase,omitempty"`
+	Nodes map[string]NodeStatus `json:"nodes,omitempty"`
+}
+
+// NodeStatus is one node's report. In a rollback the counts are of pods
+// switched back.
+type NodeStatus struct {
+	Counts      `json:",inline"`
+	Rollback    bool        `json:"rollback,omitempty"`
+	FailedPods  []PodResult `json:"failedPods,omitempty"`
+	SkippedPods []PodResult `json:"skippedPods,omitempty"`
+	Updated     metav1.Time `json:"updated"`
+}
+
+// PodResult names a pod ("namespace/name") and why it failed or was skipped.
+type PodResult struct {
+	Pod    string `json:"pod"`
+	Reason string `json:"reason"`
+}
+
+// FromUnstructured decodes a migration.
+func FromUnstructured(u *unstructured.Unstructured) (*Migration, error) {
+	b, err := json.Marshal(u.Object)
+	if err != nil {
+		return nil, err
+	}
+	var m Migration
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("NetworkMigration %s: %w", u.GetName(), err)
+	}
+	return &m, nil
+}
+
+// source and target are the networks of this pass (swapped by rollback).
+func (s *Spec) source() string {
+	if s.Rollback {
+		return s.To
+	}
+	return s.From
+}
+
+func (s *Spec) target() string {
+	if s.Rollback {
+		return s.From
+	}
+	return s.To
+}
+
+// annotationValue is the default-network annotation selecting network
+// (nil: remove it, the cluster network).
+func annotationValue(network string) interface{} {
+	if network == Cluster {
+		return nil
+	}
+	return network
+}
+
+// key is the network as recorded for a pod's attachment ("namespace/name",
+// or the cluster network's key).
+func key(network, podNamespace, clusterKey string) string {
+	switch {
+	case network == Cluster:
+		return clusterKey
+	case strings.Contains(network, "/"):
+		return network
+	}
+	return podNamespace + "/" + network
+}
+
+// sum recomputes the totals and the phase from the nodes' reports.
+func (st *Status) sum(spec *Spec) {
+	st.Counts = Counts{}
+	for _, n := range st.Nodes {
+		st.Total += n.Total
+		st.Switched += n.Switched
+		st.Failed += n.Failed
+		st.Skipped += n.Skipped
+		st.Remaining += n.Remaining
+	}
+	switch {
+	case spec.Paused:
+		st.Phase = "Paused"
+	case st.Remaining > 0 && spec.Rollback:
+		st.Phase = "RollingBack"
+	case st.Remaining > 0:
+		st.Phase = "Running"
+	case spec.Rollback:
+		st.Phase = "RolledBack"
+	default:
+		st.Phase = "Complete"
+	}
+}
