@@ -151,6 +151,12 @@ func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink str
 // back. A failure keeps the switch recorded (retried by ResumeSwitch).
 func (e *Executor) abortSwitch(ctx context.Context, sb *store.Sandbox) error {
 	if to := sb.Find(sb.Switch.To); to != nil {
+		if from := sb.Find(sb.Switch.From); from != nil && !sb.Switch.Readdress {
+			// Inbound traffic back to the old primary before the new link goes.
+			if err := handover.WithdrawHostRoutes(podIPs(from), hostLinks(from)); err != nil {
+				e.log.Warn("withdrawing host routes of the new primary", "containerID", sb.ContainerID, "err", err)
+			}
+		}
 		if err := e.delOne(ctx, sb, to, sb.NetNS, sb.Args); err != nil {
 			return &AttachError{Network: to.Network, IfName: to.IfName, Err: err}
 		}
@@ -186,7 +192,7 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 		if err := handover.Announce(sb.NetNS, to.Link(), podIPs(to)); err != nil {
 			e.log.Warn("announcing the kept addresses", "containerID", sb.ContainerID, "err", err)
 		}
-		e.handOffHost(sb, from)
+		e.handOffHost(sb, from, to)
 	}
 	e.log.Debug("switch step", "containerID", sb.ContainerID, "step", "switch:cut-over")
 	if err := e.fault("switch:cut-over"); err != nil {
@@ -237,32 +243,38 @@ func (e *Executor) drained(sb *store.Sandbox) error {
 
 // handOffHost prepares the host for the old primary's removal: neighbours
 // on its bridge are answered by the host for the moved addresses (see
-// handover.ProxyNeighbours), and its host routes to them are withdrawn so
-// that inbound traffic takes the new network's route before the old link
-// goes (see handover.WithdrawHostRoutes). Failures are logged: the switch
-// itself is done.
-func (e *Executor) handOffHost(sb *store.Sandbox, old *store.Attachment) {
-	var res current.Result
-	if err := json.Unmarshal(old.Result, &res); err != nil {
-		return
-	}
+// handover.ProxyNeighbours), and host routes to them other than the new
+// primary's are withdrawn so that inbound traffic takes the new route before
+// the old link goes (see handover.WithdrawHostRoutes). Failures are logged:
+// the switch itself is done.
+func (e *Executor) handOffHost(sb *store.Sandbox, old, new *store.Attachment) {
 	ips := podIPs(old)
-	var links []string
-	for _, iface := range res.Interfaces {
-		if iface.Sandbox != "" {
+	for _, name := range hostLinks(old) {
+		if !isBridge(name) {
 			continue
 		}
-		links = append(links, iface.Name)
-		if !isBridge(iface.Name) {
-			continue
-		}
-		if _, err := handover.ProxyNeighbours(iface.Name, ips); err != nil {
-			e.log.Warn("proxying ARP for moved addresses", "containerID", sb.ContainerID, "bridge", iface.Name, "err", err)
+		if _, err := handover.ProxyNeighbours(name, ips); err != nil {
+			e.log.Warn("proxying ARP for moved addresses", "containerID", sb.ContainerID, "bridge", name, "err", err)
 		}
 	}
-	if err := handover.WithdrawHostRoutes(links, ips); err != nil {
+	if err := handover.WithdrawHostRoutes(ips, hostLinks(new)); err != nil {
 		e.log.Warn("withdrawing host routes of the old primary", "containerID", sb.ContainerID, "err", err)
 	}
+}
+
+// hostLinks are the host-side interfaces in an attachment's result.
+func hostLinks(a *store.Attachment) []string {
+	var res current.Result
+	if err := json.Unmarshal(a.Result, &res); err != nil {
+		return nil
+	}
+	var links []string
+	for _, iface := range res.Interfaces {
+		if iface.Sandbox == "" {
+			links = append(links, iface.Name)
+		}
+	}
+	return links
 }
 
 // podAddresses returns the addresses of the attachment's pod interface.

@@ -93,34 +93,37 @@ func ProxyNeighbours(bridge string, ips []net.IP) (bool, error) {
 }
 
 // WithdrawHostRoutes removes the host routes to exactly the given addresses
-// through the given host-side links (a routed network's "X/32 dev veth"),
-// so that inbound traffic follows the new network's route before the old
-// link is deleted: deleting a link drops what is sent to it for as long as
-// the kernel takes to close it. Runs in the current (host) namespace; routes
-// already gone are fine.
-func WithdrawHostRoutes(links []string, ips []net.IP) error {
-	var errs []error
-	for _, name := range links {
-		l, err := netlinksafe.LinkByName(name)
-		if err != nil {
-			continue // gone already
+// ("X/32 dev veth", as routed networks add) except those through the links
+// in keep, the new owner's, so that inbound traffic follows the new owner's
+// route before the old link is deleted: a link being deleted drops what is
+// sent to it for as long as the kernel takes to close it. Runs in the
+// current (host) namespace.
+func WithdrawHostRoutes(ips []net.IP, keep []string) error {
+	kept := map[int]bool{}
+	for _, name := range keep {
+		if l, err := netlinksafe.LinkByName(name); err == nil {
+			kept[l.Attrs().Index] = true
 		}
-		for _, ip := range ips {
-			bits := 128
-			if ip.To4() != nil {
-				bits = 32
-			}
-			routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{
-				LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)},
-			}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST)
-			if err != nil {
-				errs = append(errs, err)
+	}
+	var errs []error
+	for _, ip := range ips {
+		bits := 128
+		if ip.To4() != nil {
+			bits = 32
+		}
+		routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{
+			Dst: &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)},
+		}, netlink.RT_FILTER_DST)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for i := range routes {
+			if kept[routes[i].LinkIndex] {
 				continue
 			}
-			for i := range routes {
-				if err := netlink.RouteDel(&routes[i]); err != nil && !missing(err) {
-					errs = append(errs, fmt.Errorf("withdrawing host route %s: %w", routes[i], err))
-				}
+			if err := netlink.RouteDel(&routes[i]); err != nil && !missing(err) {
+				errs = append(errs, fmt.Errorf("withdrawing host route %s: %w", routes[i], err))
 			}
 		}
 	}

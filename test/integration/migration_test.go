@@ -1,0 +1,199 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/rewire-cni/rewire/pkg/migration"
+	"github.com/rewire-cni/rewire/pkg/selection"
+	"github.com/rewire-cni/rewire/test/harness"
+)
+
+// migrationStatus reads the NetworkMigration's status.
+func migrationStatus(t testing.TB, name string) migration.Status {
+	t.Helper()
+	u, err := api.Dynamic.Resource(migration.GVR).Get(context.Background(), name, metav1.GetOptions{})
+	must(t, err)
+	m, err := migration.FromUnstructured(u)
+	must(t, err)
+	return m.Status
+}
+
+// waitMigration polls the status until cond holds.
+func waitMigration(t testing.TB, name, what string, cond func(migration.Status) bool) migration.Status {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	var st migration.Status
+	for time.Now().Before(deadline) {
+		if st = migrationStatus(t, name); cond(st) {
+			return st
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("migration %s never got %s; status %+v", name, what, st)
+	return st
+}
+
+func patchMigration(t testing.TB, name string, spec map[string]interface{}) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]interface{}{"spec": spec})
+	_, err := api.Dynamic.Resource(migration.GVR).Patch(context.Background(), name, types.MergePatchType, body, metav1.PatchOptions{})
+	must(t, err)
+}
+
+// migPod is a pod of the migration test with its IP and its probe.
+type migPod struct {
+	e     *env
+	p     *harness.Pod
+	ip    string
+	web   bool
+	probe *harness.Prober
+}
+
+// TestMigration moves 27 of 30 pods on 3 simulated nodes (a rewired each)
+// from the cluster network (bridge) to ptp with a canary selector, pauses
+// in the middle, sees one injected failure, then rolls back; every pod keeps
+// its IP and answers a 100 Hz probe throughout (losses are reported).
+func TestMigration(t *testing.T) {
+	var nodes []*env
+	for i := range 3 {
+		e := newEnv(t, envOpts{noStart: true})
+		if i == 2 {
+			e.daemon.ExtraArgs = []string{"--test-faults", "add:after:rwsw0=fail"} // the first switch on this node fails
+		}
+		must(t, e.daemon.Start())
+		nodes = append(nodes, e)
+	}
+	ptpConf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"mig-ptp-%d","plugins":[{"type":"ptp","ipMasq":false,"capabilities":{"ips":true},
+	  "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"10.250.0.0/16"}]],"routes":[{"dst":"0.0.0.0/0"}]}}]}`, nodes[0].n, nodes[0].ipamDir)
+	nodes[0].createNAD("default", "mig-ptp", ptpConf, nil)
+	client := farClient(t, nodes[0])
+	t.Cleanup(client.Close)
+
+	ctx := context.Background()
+	var pods []*migPod
+	for _, e := range nodes {
+		for i := range 10 {
+			p := e.newPod("default", fmt.Sprintf("mig-%d-%d", e.n, i), nil)
+			mp := &migPod{e: e, p: p, web: i != 9}
+			label := "web"
+			if !mp.web {
+				label = "other"
+			}
+			body, _ := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{"labels": map[string]string{"app": label}}})
+			_, err := api.Client.CoreV1().Pods("default").Patch(ctx, p.Name, types.MergePatchType, body, metav1.PatchOptions{})
+			must(t, err)
+			r, err := e.rt.Add(ctx, p)
+			must(t, err)
+			mp.ip = primaryIP(t, r)
+			startEcho(t, p)
+			mp.probe, err = harness.StartProber(client.NS, mp.ip+":7777", 10*time.Millisecond)
+			must(t, err)
+			pods = append(pods, mp)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the daemons' pod caches see the labels
+
+	mig := &unstructured.Unstructured{Object: map[string]interface{}{
+		"apiVersion": "rewire.io/v1alpha1", "kind": "NetworkMigration",
+		"metadata": map[string]interface{}{"name": "to-ptp"},
+		"spec": map[string]interface{}{
+			"from": "cluster", "to": "mig-ptp", "maxConcurrentPerNode": int64(2),
+			"podSelector": map[string]interface{}{"matchLabels": map[string]interface{}{"app": "web"}},
+		},
+	}}
+	start := time.Now()
+	_, err := api.Dynamic.Resource(migration.GVR).Create(ctx, mig, metav1.CreateOptions{})
+	must(t, err)
+	t.Cleanup(func() { _ = api.Dynamic.Resource(migration.GVR).Delete(context.Background(), "to-ptp", metav1.DeleteOptions{}) })
+
+	// Pause in the middle: no switch starts while paused.
+	waitMigration(t, "to-ptp", "6 pods switched", func(s migration.Status) bool { return s.Switched >= 6 })
+	patchMigration(t, "to-ptp", map[string]interface{}{"paused": true})
+	time.Sleep(2 * time.Second) // switches in flight finish
+	paused := migrationStatus(t, "to-ptp")
+	time.Sleep(2 * time.Second)
+	if now := migrationStatus(t, "to-ptp"); now.Switched != paused.Switched || now.Phase != "Paused" {
+		t.Fatalf("switches went on while paused: %+v then %+v", paused.Counts, now.Counts)
+	}
+	t.Logf("paused at %+v", paused.Counts)
+	patchMigration(t, "to-ptp", map[string]interface{}{"paused": false})
+
+	st := waitMigration(t, "to-ptp", "completion", func(s migration.Status) bool { return s.Phase == "Complete" && len(s.Nodes) == 3 })
+	took := time.Since(start)
+	if st.Total != 27 || st.Switched != 26 || st.Failed != 1 || st.Skipped != 0 || st.Remaining != 0 {
+		t.Fatalf("migration counts %+v, want 27 total, 26 switched, 1 failed", st.Counts)
+	}
+	failedPods := st.Nodes[nodes[2].node].FailedPods
+	if len(failedPods) != 1 || !strings.Contains(failedPods[0].Reason, "injected fault") {
+		t.Fatalf("failed pods on %s: %+v", nodes[2].node, failedPods)
+	}
+	t.Logf("migration of 27 pods on 3 nodes (2 at a time per node, with a 4 s pause): %s; failed: %+v", took.Round(time.Millisecond), failedPods)
+	failedPod := strings.TrimPrefix(failedPods[0].Pod, "default/")
+	for _, mp := range pods {
+		want := fmt.Sprintf("cluster-%d", mp.e.n)
+		if mp.web && mp.p.Name != failedPod {
+			want = "default/mig-ptp"
+		}
+		assertOn(t, mp, want)
+	}
+
+	// Roll back: the 26 switched pods return to the cluster network.
+	patchMigration(t, "to-ptp", map[string]interface{}{"rollback": true})
+	st = waitMigration(t, "to-ptp", "rollback", func(s migration.Status) bool { return s.Phase == "RolledBack" && len(s.Nodes) == 3 })
+	if st.Total != 26 || st.Switched != 26 || st.Failed != 0 {
+		t.Fatalf("rollback counts %+v, want 26 switched back", st.Counts)
+	}
+	for _, mp := range pods {
+		assertOn(t, mp, fmt.Sprintf("cluster-%d", mp.e.n))
+		pod, err := api.Client.CoreV1().Pods("default").Get(ctx, mp.p.Name, metav1.GetOptions{})
+		must(t, err)
+		if v, ok := pod.Annotations[migration.Annotation]; ok || pod.Annotations[selection.DefaultNetworkAnnotation] != "" {
+			t.Fatalf("pod %s keeps migration annotations after rollback: %q %q", mp.p.Name, v, pod.Annotations[selection.DefaultNetworkAnnotation])
+		}
+	}
+
+	var losses []int
+	for _, mp := range pods {
+		losses = append(losses, mp.probe.Stop().Lost())
+	}
+	sort.Ints(losses)
+	t.Logf("100 Hz probes per pod over the migration and the rollback: lost median %d, worst %d", losses[len(losses)/2], losses[len(losses)-1])
+	for _, mp := range pods {
+		must(t, mp.e.rt.Del(ctx, mp.p))
+	}
+	client.Close()
+	for _, e := range nodes {
+		var others []string // the other simulated nodes' links
+		for _, o := range nodes {
+			others = append(others, o.bridge, o.master, o.master+"p")
+		}
+		e.assertNoLeaks(others...)
+	}
+}
+
+// assertOn waits until the pod's network-status shows network as primary
+// with its original IP.
+func assertOn(t testing.TB, mp *migPod, network string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st := networkStatus(t, mp.p)
+		if len(st) == 1 && st[0].Name == network && st[0].Default && len(st[0].IPs) == 1 && st[0].IPs[0] == mp.ip {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod %s: network-status %+v, want %s with %s", mp.p.Name, st, network, mp.ip)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
