@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/dynamic"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -26,6 +27,12 @@ Usage:
   kubectl rewire detach POD IFNAME|NETWORK          unplug a secondary network
   kubectl rewire switch POD --to NETWORK|cluster [--mode keep-ip|readdress]
                                                     move the pod's primary network live
+  kubectl rewire migrate create NAME --from NETWORK|cluster --to NETWORK|cluster [-l SELECTOR]
+        [--namespaces NS,...] [--node-selector SELECTOR] [--max-per-node N] [--allow-readdress]
+        [--drain-timeout D] [--new-pods from|to] [--paused]
+                                                    move many pods (NetworkMigration), node by node
+  kubectl rewire migrate pause|resume|rollback NAME
+  kubectl rewire migrate status NAME [-w] [-o table|json|yaml]
 
 Common flags: -n/--namespace, --kubeconfig, --context, --timeout (default 60s).
 NETWORK is a NetworkAttachmentDefinition, "name" or "namespace/name".
@@ -34,6 +41,7 @@ NETWORK is a NetworkAttachmentDefinition, "name" or "namespace/name".
 // cli holds what every command needs.
 type cli struct {
 	client    corev1client.CoreV1Interface
+	dyn       dynamic.Interface
 	namespace string
 	timeout   time.Duration
 	out       io.Writer
@@ -54,16 +62,24 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"status": {1, statusFlags},
-	"attach": {2, attachFlags},
-	"detach": {2, detachFlags},
-	"switch": {1, switchFlags},
+	"status":           {1, statusFlags},
+	"attach":           {2, attachFlags},
+	"detach":           {2, detachFlags},
+	"switch":           {1, switchFlags},
+	"migrate create":   {1, migrateCreateFlags},
+	"migrate pause":    {1, migrateSet(map[string]interface{}{"paused": true}, "paused")},
+	"migrate resume":   {1, migrateSet(map[string]interface{}{"paused": false}, "resumed")},
+	"migrate rollback": {1, migrateSet(map[string]interface{}{"rollback": true, "paused": false}, "rolling back")},
+	"migrate status":   {1, migrateStatusFlags},
 }
 
 func run(argv []string, out io.Writer) error {
 	if len(argv) == 0 || argv[0] == "-h" || argv[0] == "--help" || argv[0] == "help" {
 		fmt.Fprint(out, usage)
 		return nil
+	}
+	if argv[0] == "migrate" && len(argv) > 1 {
+		argv = append([]string{"migrate " + argv[1]}, argv[2:]...)
 	}
 	cmd, ok := commands[argv[0]]
 	if !ok {
@@ -109,7 +125,11 @@ func connect(kubeconfig, kubeContext, namespace string) (*cli, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &cli{client: client, namespace: namespace}, nil
+	dyn, err := dynamic.NewForConfig(rest)
+	if err != nil {
+		return nil, err
+	}
+	return &cli{client: client, dyn: dyn, namespace: namespace}, nil
 }
 
 func (c *cli) ctx() (context.Context, context.CancelFunc) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -114,6 +115,29 @@ func (d *Daemon) Counters() (map[string]int64, error) {
 	}
 	out := map[string]int64{}
 	return out, json.Unmarshal([]byte(body), &out)
+}
+
+// CPU returns the CPU time (user + system) the daemon has used so far.
+func (d *Daemon) CPU() time.Duration {
+	if d.proc == nil {
+		return 0
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.proc.pid()))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may contain spaces): utime is the
+	// 12th, stime the 13th, in clock ticks (100 per second on Linux).
+	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, _ := strconv.ParseInt(f, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // RSS returns the daemon's resident set size in bytes (0 if unknown).

@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/rewire-cni/rewire/pkg/migration"
@@ -43,11 +43,13 @@ func waitMigration(t testing.TB, name, what string, cond func(migration.Status) 
 	return st
 }
 
-func patchMigration(t testing.TB, name string, spec map[string]interface{}) {
+// cli runs kubectl rewire and checks that it succeeds saying want.
+func cli(t testing.TB, want string, args ...string) {
 	t.Helper()
-	body, _ := json.Marshal(map[string]interface{}{"spec": spec})
-	_, err := api.Dynamic.Resource(migration.GVR).Patch(context.Background(), name, types.MergePatchType, body, metav1.PatchOptions{})
-	must(t, err)
+	out, err := kubectlRewire(t, args...)
+	if err != nil || !strings.Contains(out, want) {
+		t.Fatalf("kubectl rewire %v: %v\n%s", args, err, out)
+	}
 }
 
 // migPod is a pod of the migration test with its IP and its probe.
@@ -103,22 +105,20 @@ func TestMigration(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // the daemons' pod caches see the labels
 
-	mig := &unstructured.Unstructured{Object: map[string]interface{}{
-		"apiVersion": "rewire.io/v1alpha1", "kind": "NetworkMigration",
-		"metadata": map[string]interface{}{"name": "to-ptp"},
-		"spec": map[string]interface{}{
-			"from": "cluster", "to": "mig-ptp", "maxConcurrentPerNode": int64(2),
-			"podSelector": map[string]interface{}{"matchLabels": map[string]interface{}{"app": "web"}},
-		},
-	}}
+	cpu0 := make([]time.Duration, len(nodes))
+	for i, e := range nodes {
+		cpu0[i] = e.daemon.CPU()
+	}
 	start := time.Now()
-	_, err := api.Dynamic.Resource(migration.GVR).Create(ctx, mig, metav1.CreateOptions{})
-	must(t, err)
-	t.Cleanup(func() { _ = api.Dynamic.Resource(migration.GVR).Delete(context.Background(), "to-ptp", metav1.DeleteOptions{}) })
+	cli(t, `networkmigration to-ptp created: cluster -> mig-ptp`,
+		"migrate", "create", "to-ptp", "--from", "cluster", "--to", "mig-ptp", "-l", "app=web", "--max-per-node", "2")
+	t.Cleanup(func() {
+		_ = api.Dynamic.Resource(migration.GVR).Delete(context.Background(), "to-ptp", metav1.DeleteOptions{})
+	})
 
 	// Pause in the middle: no switch starts while paused.
 	waitMigration(t, "to-ptp", "6 pods switched", func(s migration.Status) bool { return s.Switched >= 6 })
-	patchMigration(t, "to-ptp", map[string]interface{}{"paused": true})
+	cli(t, "networkmigration to-ptp paused", "migrate", "pause", "to-ptp")
 	time.Sleep(2 * time.Second) // switches in flight finish
 	paused := migrationStatus(t, "to-ptp")
 	time.Sleep(2 * time.Second)
@@ -126,18 +126,31 @@ func TestMigration(t *testing.T) {
 		t.Fatalf("switches went on while paused: %+v then %+v", paused.Counts, now.Counts)
 	}
 	t.Logf("paused at %+v", paused.Counts)
-	patchMigration(t, "to-ptp", map[string]interface{}{"paused": false})
+	cli(t, "networkmigration to-ptp resumed", "migrate", "resume", "to-ptp")
+	watched := make(chan string, 1)
+	go func() {
+		out, _ := kubectlRewire(t, "migrate", "status", "to-ptp", "-w", "--timeout", "3m")
+		watched <- out
+	}()
 
 	st := waitMigration(t, "to-ptp", "completion", func(s migration.Status) bool { return s.Phase == "Complete" && len(s.Nodes) == 3 })
 	took := time.Since(start)
 	if st.Total != 27 || st.Switched != 26 || st.Failed != 1 || st.Skipped != 0 || st.Remaining != 0 {
 		t.Fatalf("migration counts %+v, want 27 total, 26 switched, 1 failed", st.Counts)
 	}
+	out := <-watched
+	if !regexp.MustCompile(`(?s)\[#+\] 27/27 done: 26 switched, 1 failed, 0 skipped, 0 remaining \(Complete\).*NODE\s+TOTAL.*failed  default/mig-`).MatchString(out) {
+		t.Fatalf("migrate status -w:\n%s", out)
+	}
 	failedPods := st.Nodes[nodes[2].node].FailedPods
 	if len(failedPods) != 1 || !strings.Contains(failedPods[0].Reason, "injected fault") {
 		t.Fatalf("failed pods on %s: %+v", nodes[2].node, failedPods)
 	}
 	t.Logf("migration of 27 pods on 3 nodes (2 at a time per node, with a 4 s pause): %s; failed: %+v", took.Round(time.Millisecond), failedPods)
+	for i, e := range nodes {
+		t.Logf("  %s: rewired CPU %.2f s during the migration, RSS %.1f MiB now, peak %.1f MiB", e.node,
+			(e.daemon.CPU() - cpu0[i]).Seconds(), float64(e.daemon.RSS())/(1<<20), float64(e.daemon.PeakRSS())/(1<<20))
+	}
 	failedPod := strings.TrimPrefix(failedPods[0].Pod, "default/")
 	for _, mp := range pods {
 		want := fmt.Sprintf("cluster-%d", mp.e.n)
@@ -148,7 +161,7 @@ func TestMigration(t *testing.T) {
 	}
 
 	// Roll back: the 26 switched pods return to the cluster network.
-	patchMigration(t, "to-ptp", map[string]interface{}{"rollback": true})
+	cli(t, "networkmigration to-ptp rolling back", "migrate", "rollback", "to-ptp")
 	st = waitMigration(t, "to-ptp", "rollback", func(s migration.Status) bool { return s.Phase == "RolledBack" && len(s.Nodes) == 3 })
 	if st.Total != 26 || st.Switched != 26 || st.Failed != 0 {
 		t.Fatalf("rollback counts %+v, want 26 switched back", st.Counts)
