@@ -211,9 +211,10 @@ func setup(ctx context.Context, rc *rest.Config, cfg *config.Config, o options, 
 		return nil, nil, err
 	}
 	d.OnAdded = rec.Enqueue
+	mig := migration.New(dyn, d.MigrationNode(o.nodeName, nodeLabels(ctx, meta, o.nodeName, log), pods, rec))
+	d.NewPodNetwork = mig.NewPodNetwork
 	reconciling.Add(1)
 	go func() { defer reconciling.Done(); rec.Run(ctx, 2) }()
-	mig := migration.New(dyn, d.MigrationNode(o.nodeName, nodeLabels(ctx, meta, o.nodeName, log), pods, rec))
 	go func() {
 		if cache.WaitForCacheSync(ctx.Done(), pods.Synced, nets.Synced) {
 			mig.Run(ctx, 250*time.Millisecond)

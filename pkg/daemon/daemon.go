@@ -27,6 +27,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/nad"
 	"github.com/rewire-cni/rewire/pkg/netstatus"
 	"github.com/rewire-cni/rewire/pkg/planner"
+	"github.com/rewire-cni/rewire/pkg/selection"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
 
@@ -71,6 +72,27 @@ type Daemon struct {
 	// OnAdded is called after a successful ADD (the hot-plug reconciler
 	// checks that the annotation did not change meanwhile).
 	OnAdded func(namespace, name string)
+	// NewPodNetwork returns the default-network a pod without that
+	// annotation starts on because a NetworkMigration says so (newPods: to).
+	NewPodNetwork func(pod *kube.Pod) (string, bool)
+}
+
+// annotations returns the pod's annotations as ADD plans them: with the
+// default-network a migration gives a new pod that has none.
+func (d *Daemon) annotations(pod *kube.Pod) map[string]string {
+	if d.NewPodNetwork == nil || pod.Annotations[selection.DefaultNetworkAnnotation] != "" {
+		return pod.Annotations
+	}
+	v, ok := d.NewPodNetwork(pod)
+	if !ok {
+		return pod.Annotations
+	}
+	out := make(map[string]string, len(pod.Annotations)+1)
+	for k, val := range pod.Annotations {
+		out[k] = val
+	}
+	out[selection.DefaultNetworkAnnotation] = v
+	return out
 }
 
 // netConf is Rewire's own network config as the runtime passes it.

@@ -126,7 +126,7 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 		if err != nil {
 			return nil, types.NewError(types.ErrTryAgainLater, "try again later: "+err.Error(), "")
 		}
-		pod = planner.Pod{Namespace: p.Namespace, Name: p.Name, Annotations: p.Annotations}
+		pod = planner.Pod{Namespace: p.Namespace, Name: p.Name, Annotations: d.annotations(p)}
 		ref.UID = p.UID
 	}
 	specs, err := d.plan(ctx, pod, cluster, req, conf)

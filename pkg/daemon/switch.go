@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
@@ -50,6 +51,8 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 	case want.Network == cur.Network:
 		r.forgetRejection(ref, selection.DefaultNetworkAnnotation)
 		return nil
+	case r.d.startedByMigration(pod, cur.Network):
+		return nil // its migration writes the annotation
 	case r.isRejected(ref, pod):
 		return nil
 	}
@@ -132,6 +135,23 @@ func (r *Reconciler) draining(ref podRef, err error) bool {
 	}
 	r.queue.AddAfter(ref.String(), drainPoll)
 	return true
+}
+
+// startedByMigration reports whether a pod without a default-network
+// annotation is on network because a migration started it there (newPods:
+// to); the migration controller then writes the annotation.
+func (d *Daemon) startedByMigration(pod *kube.Pod, network string) bool {
+	if d.NewPodNetwork == nil || pod.Annotations[selection.DefaultNetworkAnnotation] != "" {
+		return false
+	}
+	v, ok := d.NewPodNetwork(pod)
+	if !ok {
+		return false
+	}
+	if !strings.Contains(v, "/") {
+		v = pod.Namespace + "/" + v
+	}
+	return v == network
 }
 
 // planPrimary plans the primary attachment of a running pod.

@@ -217,8 +217,8 @@ func (c *Controller) stepRun(ctx context.Context, m *Migration, r *run) {
 }
 
 // candidate reports whether the pod takes part in this pass: forward, a pod
-// on the source network (or one this migration already marked); rollback,
-// a pod this migration marked.
+// on the source network, one this migration already marked, or (newPods: to)
+// a pod started on the target for it; rollback, a pod this migration marked.
 func (c *Controller) candidate(m *Migration, p *kube.Pod) bool {
 	if p.Annotations[Annotation] == m.Name {
 		return true
@@ -227,7 +227,22 @@ func (c *Controller) candidate(m *Migration, p *kube.Pod) bool {
 		return false
 	}
 	prim, ok := c.node.Primary(p.UID)
+	if ok && m.Spec.NewPods == "to" && p.Annotations[selection.DefaultNetworkAnnotation] == "" &&
+		prim == key(m.Spec.target(), p.Namespace, c.node.ClusterKey()) {
+		return true
+	}
 	return ok && prim == key(m.Spec.source(), p.Namespace, c.node.ClusterKey())
+}
+
+// NewPodNetwork returns the default-network annotation value a pod created
+// on this node starts with while a migration with newPods: to selects it.
+func (c *Controller) NewPodNetwork(p *kube.Pod) (string, bool) {
+	for _, m := range c.migrations() {
+		if m.Spec.NewPods == "to" && !m.Spec.Rollback && m.Spec.To != Cluster && c.nodeSelected(m) && selected(m, p) {
+			return m.Spec.To, true
+		}
+	}
+	return "", false
 }
 
 func (c *Controller) advance(ctx context.Context, m *Migration, r *run, p *kube.Pod, s *podState) {
@@ -279,8 +294,16 @@ func (c *Controller) start(ctx context.Context, m *Migration, p *kube.Pod, s *po
 	s.phase, s.since, s.reason = switching, time.Now(), ""
 }
 
-// done marks a pod switched; a rollback also removes the migration's marks.
+// done marks a pod switched. Forward, the pod's annotations name the target
+// and the migration (a pod found on the target already, such as one started
+// there, gets them); a rollback removes the migration's marks.
 func (c *Controller) done(ctx context.Context, m *Migration, p *kube.Pod, s *podState) {
+	if !m.Spec.Rollback && p.Annotations[Annotation] != m.Name {
+		if err := c.node.Patch(ctx, p.Namespace, p.Name, map[string]interface{}{
+			selection.DefaultNetworkAnnotation: annotationValue(m.Spec.target()), Annotation: m.Name}); err != nil {
+			return // retried at the next step
+		}
+	}
 	if m.Spec.Rollback {
 		if err := c.node.Patch(ctx, p.Namespace, p.Name, map[string]interface{}{
 			Annotation: nil, selection.SwitchModeAnnotation: nil, selection.DrainTimeoutAnnotation: nil}); err != nil {

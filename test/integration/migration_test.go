@@ -210,3 +210,48 @@ func assertOn(t testing.TB, mp *migPod, network string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// newPods: to — a selected pod created on a node during a migration starts
+// on the target network, joins the migration (annotations written by the
+// node's controller) and is moved back by a rollback.
+func TestMigrationNewPods(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	cluster, b := fmt.Sprintf("cluster-%d", e.n), fmt.Sprintf("np-%d", e.n)
+	e.createNAD("default", "np-ptp", e.ptpConf(b), nil)
+	ctx := context.Background()
+	old := &migPod{e: e, p: e.newPod("default", "np-old", nil)}
+	r, err := e.rt.Add(ctx, old.p)
+	must(t, err)
+	old.ip = primaryIP(t, r)
+	cli(t, "created", "migrate", "create", "np", "--from", "cluster", "--to", "np-ptp", "--new-pods", "to")
+	t.Cleanup(func() {
+		_ = api.Dynamic.Resource(migration.GVR).Delete(context.Background(), "np", metav1.DeleteOptions{})
+	})
+	waitMigration(t, "np", "completion", func(s migration.Status) bool { return s.Phase == "Complete" && s.Switched == 1 })
+	assertOn(t, old, "default/np-ptp")
+
+	fresh := &migPod{e: e, p: e.newPod("default", "np-new", nil)}
+	time.Sleep(300 * time.Millisecond) // the daemon's pod cache sees it
+	r, err = e.rt.Add(ctx, fresh.p)
+	must(t, err)
+	fresh.ip = primaryIP(t, r)
+	assertOn(t, fresh, "default/np-ptp")
+	waitMigration(t, "np", "the new pod counted", func(s migration.Status) bool { return s.Total == 2 && s.Switched == 2 })
+	pod, err := api.Client.CoreV1().Pods("default").Get(ctx, "np-new", metav1.GetOptions{})
+	must(t, err)
+	if pod.Annotations[selection.DefaultNetworkAnnotation] != "np-ptp" || pod.Annotations[migration.Annotation] != "np" {
+		t.Fatalf("the new pod's annotations: %v", pod.Annotations)
+	}
+
+	cli(t, "rolling back", "migrate", "rollback", "np")
+	st := waitMigration(t, "np", "rollback", func(s migration.Status) bool { return s.Phase == "RolledBack" })
+	if st.Total != 2 || st.Switched != 2 {
+		t.Fatalf("rollback %+v", st.Counts)
+	}
+	assertOn(t, old, cluster)
+	assertOn(t, fresh, cluster)
+	for _, mp := range []*migPod{old, fresh} {
+		must(t, e.rt.Del(ctx, mp.p))
+	}
+	e.assertNoLeaks()
+}
