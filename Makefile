@@ -2,7 +2,8 @@
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 TOOLS = $(shell hack/build-tools.sh)
-LDFLAGS = -s -w
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS = -s -w -X github.com/rewire-cni/rewire/pkg/daemon.Version=$(VERSION)
 
 .PHONY: all build image tools test race unit integration bench fuzz soak demo fmt vet clean
 

@@ -33,6 +33,8 @@ Usage:
                                                     move many pods (NetworkMigration), node by node
   kubectl rewire migrate pause|resume|rollback NAME
   kubectl rewire migrate status NAME [-w] [-o table|json|yaml]
+  kubectl rewire doctor [NODE] [--daemon-namespace kube-system] [--daemon-selector app=rewire]
+                                                    the nodes' self-checks and version skew
 
 Common flags: -n/--namespace, --kubeconfig, --context, --timeout (default 60s).
 NETWORK is a NetworkAttachmentDefinition, "name" or "namespace/name".
@@ -57,7 +59,7 @@ func main() {
 // command is one subcommand: its flags are added to fs, then it runs with
 // the positional arguments.
 type command struct {
-	args  int // positional arguments
+	args  int // positional arguments (-1: zero or one)
 	flags func(fs *pflag.FlagSet) func(c *cli, args []string) error
 }
 
@@ -71,6 +73,7 @@ var commands = map[string]command{
 	"migrate resume":   {1, migrateSet(map[string]interface{}{"paused": false}, "resumed")},
 	"migrate rollback": {1, migrateSet(map[string]interface{}{"rollback": true, "paused": false}, "rolling back")},
 	"migrate status":   {1, migrateStatusFlags},
+	"doctor":           {-1, doctorFlags},
 }
 
 func run(argv []string, out io.Writer) error {
@@ -95,7 +98,7 @@ func run(argv []string, out io.Writer) error {
 	if err := fs.Parse(argv[1:]); err != nil {
 		return fmt.Errorf("%w\n\n%s", err, usage)
 	}
-	if fs.NArg() != cmd.args {
+	if fs.NArg() != cmd.args && !(cmd.args == -1 && fs.NArg() <= 1) {
 		return fmt.Errorf("%s takes %d argument(s), got %d\n\n%s", argv[0], cmd.args, fs.NArg(), usage)
 	}
 	c, err := connect(*kubeconfig, *kubeContext, *namespace)

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,6 +33,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/config"
 	"github.com/rewire-cni/rewire/pkg/daemon"
 	"github.com/rewire-cni/rewire/pkg/devinfo"
+	"github.com/rewire-cni/rewire/pkg/doctor"
 	"github.com/rewire-cni/rewire/pkg/executor"
 	"github.com/rewire-cni/rewire/pkg/fault"
 	"github.com/rewire-cni/rewire/pkg/install"
@@ -45,6 +47,8 @@ import (
 
 type options struct {
 	kubeconfig, nodeName, socket, stateDir, configFile, logLevel, testFaults, metricsAddr string
+	podName, podNamespace                                                                 string
+	doctorInterval                                                                        time.Duration
 }
 
 func main() {
@@ -66,6 +70,9 @@ func main() {
 	flag.StringVar(&o.stateDir, "state-dir", "/var/lib/rewire", "attachment store and libcni cache directory")
 	flag.StringVar(&o.configFile, "config", "/etc/rewire/config.yaml", "daemon config file (YAML or JSON)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.StringVar(&o.podName, "pod-name", os.Getenv("POD_NAME"), "rewired's own pod, where it publishes its self-check (default $POD_NAME; empty: none)")
+	flag.StringVar(&o.podNamespace, "pod-namespace", os.Getenv("POD_NAMESPACE"), "rewired's own pod's namespace (default $POD_NAMESPACE)")
+	flag.DurationVar(&o.doctorInterval, "doctor-interval", time.Minute, "how often the self-check is published")
 	flag.StringVar(&o.metricsAddr, "metrics-addr", "", "also serve /metrics, /healthz and /readyz over TCP on this address (e.g. :9721; empty: only on the socket)")
 	flag.StringVar(&o.testFaults, "test-faults", "", "TESTS ONLY: STEP=kill|fail,... crash or fail at named steps")
 	flag.Parse()
@@ -159,10 +166,32 @@ func run(o options) error {
 			log.Info("re-queued network-status after restart", "pods", n)
 		}
 	}()
+	if o.podName != "" && o.podNamespace != "" {
+		go publishDoctor(ctx, d, pods, o, log)
+	}
 	if o.metricsAddr != "" {
 		go serveMetrics(ctx, d.MetricsServer(o.metricsAddr), log)
 	}
 	return serve(ctx, d, o.socket, log)
+}
+
+// publishDoctor writes the node's self-check on rewired's own pod every
+// interval ("kubectl rewire doctor" reads it).
+func publishDoctor(ctx context.Context, d *daemon.Daemon, pods *kube.Pods, o options, log *slog.Logger) {
+	t := time.NewTicker(o.doctorInterval)
+	defer t.Stop()
+	for {
+		r := doctor.Report{Node: o.nodeName, Version: daemon.Version, Time: time.Now().UTC().Format(time.RFC3339), Checks: d.Doctor(ctx)}
+		b, _ := json.Marshal(r)
+		if err := pods.Patch(ctx, o.podNamespace, o.podName, map[string]interface{}{doctor.Annotation: string(b)}); err != nil {
+			log.Warn("publishing the self-check", "pod", o.podNamespace+"/"+o.podName, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // serveMetrics serves the TCP metrics endpoint until ctx ends.

@@ -250,6 +250,9 @@ func (e *Executor) Recover(ctx context.Context) (int, error) {
 	return n, errors.Join(errs...)
 }
 
+// Damaged returns the number of records quarantined as damaged.
+func (e *Executor) Damaged() (int, error) { return e.store.Damaged() }
+
 // Records returns the number of sandbox records in the store.
 func (e *Executor) Records() (int, error) {
 	ids, err := e.store.IDs()

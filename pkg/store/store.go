@@ -243,6 +243,12 @@ func (s *Store) Delete(id string) error {
 	return nil
 }
 
+// Damaged counts the records moved aside as damaged.
+func (s *Store) Damaged() (int, error) {
+	entries, err := os.ReadDir(filepath.Join(s.dir, "damaged"))
+	return len(entries), err
+}
+
 // Quarantine moves a damaged record to dir/damaged (kept for inspection, no
 // longer a live record).
 func (s *Store) Quarantine(id string) error {
