@@ -25,7 +25,9 @@ func TestDoctor(t *testing.T) {
 		Spec:       corev1.PodSpec{NodeName: e.node, Containers: []corev1.Container{{Name: "rewired", Image: "rewire:dev"}}},
 	}, metav1.CreateOptions{})
 	must(t, err)
-	t.Cleanup(func() { _ = api.Client.CoreV1().Pods("rw-system").Delete(context.Background(), podName, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = api.Client.CoreV1().Pods("rw-system").Delete(context.Background(), podName, metav1.DeleteOptions{})
+	})
 	e.daemon.ExtraArgs = []string{"--pod-name", podName, "--pod-namespace", "rw-system", "--doctor-interval", "300ms"}
 	must(t, e.daemon.Start())
 
