@@ -57,7 +57,8 @@ func (d *Daemon) handle(ctx context.Context, req *wire.Request) *wire.Response {
 	}
 	out, err := d.dispatch(ctx, req, conf)
 	if err != nil {
-		d.Log.Warn("CNI request failed", "command", req.Command, "containerID", req.ContainerID, "err", err)
+		_, ref, _ := parseArgs(req.Args)
+		d.Log.Warn("CNI request failed", "command", req.Command, "pod", ref.String(), "containerID", req.ContainerID, "err", err)
 		return errorResponse(conf.CNIVersion, err)
 	}
 	return &wire.Response{Stdout: out}

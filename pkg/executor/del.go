@@ -49,7 +49,7 @@ func (e *Executor) delLocked(ctx context.Context, containerID, netns string, arg
 	}
 	if sb.Switch != nil && netns != "" {
 		if err := handover.Cut(netns); err != nil {
-			e.log.Warn("removing the pin of an unfinished switch", "containerID", containerID, "err", err)
+			e.sbLog(sb).Warn("removing the pin of an unfinished switch", "err", err)
 		}
 	}
 	return e.delAttachments(ctx, sb, netns, args)
@@ -71,7 +71,7 @@ func (e *Executor) delAttachments(ctx context.Context, sb *store.Sandbox, netns 
 		}
 		if err := e.store.Put(sb); err != nil {
 			// The attachment stays recorded; a second DEL of it is harmless.
-			e.log.Warn("updating record after DEL", "containerID", sb.ContainerID, "err", err)
+			e.sbLog(sb).Warn("updating record after DEL", "err", err)
 		}
 	}
 	if len(errs) > 0 {
@@ -91,7 +91,7 @@ func (e *Executor) delOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 	if a.LinkName != "" && a.LinkName != a.IfName && netns != "" {
 		// The plugin finds its interface by the name it created it with.
 		if err := handover.Rename(netns, a.LinkName, a.IfName); err != nil {
-			e.log.Warn("renaming interface back before DEL", "containerID", sb.ContainerID, "interface", a.LinkName, "err", err)
+			e.sbLog(sb).Warn("renaming interface back before DEL", "interface", a.LinkName, "err", err)
 		}
 	}
 	dctx, cancel := delegateContext(ctx)
@@ -107,7 +107,7 @@ func (e *Executor) delOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 func (e *Executor) addCached(sb *store.Sandbox) {
 	cached, err := e.cni.GetCachedAttachments(sb.ContainerID)
 	if err != nil {
-		e.log.Warn("reading libcni cache", "containerID", sb.ContainerID, "err", err)
+		e.sbLog(sb).Warn("reading libcni cache", "err", err)
 		return
 	}
 	known := map[[2]string]bool{}

@@ -75,6 +75,12 @@ func (e *Executor) unindexPod(containerID string) {
 // hot-plug reconciler) use it to never interleave with CNI requests.
 func (e *Executor) Lock(containerID string) (unlock func()) { return e.locks.lock(containerID) }
 
+// sbLog is the logger of operations on a sandbox: every line names the pod
+// and the container.
+func (e *Executor) sbLog(sb *store.Sandbox) *slog.Logger {
+	return e.log.With("pod", sb.PodNamespace+"/"+sb.PodName, "containerID", sb.ContainerID)
+}
+
 func (e *Executor) fault(step string) error {
 	if e.Fault == nil {
 		return nil
@@ -221,7 +227,7 @@ func (e *Executor) Recover(ctx context.Context) (int, error) {
 		}
 		if !sb.Complete {
 			n++
-			e.log.Info("rolling back interrupted ADD", "containerID", id, "attachments", len(sb.Attachments))
+			e.sbLog(sb).Info("rolling back interrupted ADD", "attachments", len(sb.Attachments))
 			if err := e.Del(ctx, id, sb.NetNS, sb.Args); err != nil {
 				errs = append(errs, fmt.Errorf("container %s: %w", id, err))
 			}
@@ -239,7 +245,7 @@ func (e *Executor) Recover(ctx context.Context) (int, error) {
 		for _, a := range sb.Specs() {
 			if st := sb.Find(a.IfName).State; st != store.Added {
 				n++
-				e.log.Info("undoing interrupted hot-plug", "containerID", id, "interface", a.IfName, "state", st)
+				e.sbLog(sb).Info("undoing interrupted hot-plug", "interface", a.IfName, "state", st)
 				if err := e.Unplug(ctx, sb, a.IfName); err != nil {
 					errs = append(errs, fmt.Errorf("container %s: %w", id, err))
 				}

@@ -117,17 +117,17 @@ func (e *Executor) ResumeSwitch(ctx context.Context, sb *store.Sandbox) error {
 		return nil
 	}
 	if to := sb.Find(sb.Switch.To); to == nil || to.State != store.Added {
-		e.log.Info("undoing interrupted switch", "containerID", sb.ContainerID, "to", sb.Switch.To)
+		e.sbLog(sb).Info("undoing interrupted switch", "to", sb.Switch.To)
 		return e.abortSwitch(ctx, sb)
 	}
-	e.log.Info("finishing interrupted switch", "containerID", sb.ContainerID, "from", sb.Switch.From, "to", sb.Switch.To)
+	e.sbLog(sb).Info("finishing interrupted switch", "from", sb.Switch.From, "to", sb.Switch.To)
 	return e.finishSwitch(ctx, sb)
 }
 
 // pinAndAdd pins the old primary's routes and adds the new network. On
 // success the new attachment becomes the primary (the commit point).
 func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink string, from []net.IP) (*current.Result, error) {
-	e.log.Debug("switch step", "containerID", sb.ContainerID, "step", "switch:pin")
+	e.sbLog(sb).Debug("switch step", "step", "switch:pin")
 	if err := e.fault("switch:pin"); err != nil {
 		return nil, err
 	}
@@ -154,7 +154,7 @@ func (e *Executor) abortSwitch(ctx context.Context, sb *store.Sandbox) error {
 		if from := sb.Find(sb.Switch.From); from != nil && !sb.Switch.Readdress {
 			// Inbound traffic back to the old primary before the new link goes.
 			if err := handover.WithdrawHostRoutes(podIPs(from), hostLinks(from)); err != nil {
-				e.log.Warn("withdrawing host routes of the new primary", "containerID", sb.ContainerID, "err", err)
+				e.sbLog(sb).Warn("withdrawing host routes of the new primary", "err", err)
 			}
 		}
 		if err := e.delOne(ctx, sb, to, sb.NetNS, sb.Args); err != nil {
@@ -181,7 +181,7 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 			return err
 		}
 	}
-	e.log.Debug("switch step", "containerID", sb.ContainerID, "step", "switch:cut")
+	e.sbLog(sb).Debug("switch step", "step", "switch:cut")
 	if err := e.fault("switch:cut"); err != nil {
 		return err
 	}
@@ -190,11 +190,11 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 	}
 	if from := sb.Find(sb.Switch.From); from != nil && !sb.Switch.Readdress {
 		if err := handover.Announce(sb.NetNS, to.Link(), podIPs(to)); err != nil {
-			e.log.Warn("announcing the kept addresses", "containerID", sb.ContainerID, "err", err)
+			e.sbLog(sb).Warn("announcing the kept addresses", "err", err)
 		}
 		e.handOffHost(sb, from, to)
 	}
-	e.log.Debug("switch step", "containerID", sb.ContainerID, "step", "switch:cut-over")
+	e.sbLog(sb).Debug("switch step", "step", "switch:cut-over")
 	if err := e.fault("switch:cut-over"); err != nil {
 		return err
 	}
@@ -204,7 +204,7 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 		}
 		to = sb.Find(sb.Switch.To)
 	}
-	e.log.Debug("switch step", "containerID", sb.ContainerID, "step", "switch:renaming")
+	e.sbLog(sb).Debug("switch step", "step", "switch:renaming")
 	if err := e.fault("switch:renaming"); err != nil {
 		return err
 	}
@@ -236,7 +236,7 @@ func (e *Executor) drained(sb *store.Sandbox) error {
 		return &Draining{Connections: n, Until: sb.Switch.DrainUntil}
 	}
 	if n > 0 {
-		e.log.Info("drain timeout: removing the old primary with connections open", "containerID", sb.ContainerID, "connections", n)
+		e.sbLog(sb).Info("drain timeout: removing the old primary with connections open", "connections", n)
 	}
 	return nil
 }
@@ -254,11 +254,11 @@ func (e *Executor) handOffHost(sb *store.Sandbox, old, new *store.Attachment) {
 			continue
 		}
 		if _, err := handover.ProxyNeighbours(name, ips); err != nil {
-			e.log.Warn("proxying ARP for moved addresses", "containerID", sb.ContainerID, "bridge", name, "err", err)
+			e.sbLog(sb).Warn("proxying ARP for moved addresses", "bridge", name, "err", err)
 		}
 	}
 	if err := handover.WithdrawHostRoutes(ips, hostLinks(new)); err != nil {
-		e.log.Warn("withdrawing host routes of the old primary", "containerID", sb.ContainerID, "err", err)
+		e.sbLog(sb).Warn("withdrawing host routes of the old primary", "err", err)
 	}
 }
 
