@@ -1,0 +1,73 @@
+package migration
+
+import (
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/rewire-cni/rewire/pkg/kube"
+)
+
+func TestKey(t *testing.T) {
+	for _, tc := range []struct{ network, want string }{
+		{"cluster", "cluster-1"},
+		{"ptp", "shop/ptp"},
+		{"kube-system/ptp", "kube-system/ptp"},
+	} {
+		if got := key(tc.network, "shop", "cluster-1"); got != tc.want {
+			t.Errorf("key(%q) = %q, want %q", tc.network, got, tc.want)
+		}
+	}
+	if annotationValue(Cluster) != nil || annotationValue("ptp") != "ptp" {
+		t.Error("annotationValue: cluster removes the annotation, a NAD is written as given")
+	}
+}
+
+func TestSelected(t *testing.T) {
+	pod := &kube.Pod{Namespace: "shop", Labels: map[string]string{"app": "web"}}
+	for _, tc := range []struct {
+		name string
+		spec Spec
+		want bool
+	}{
+		{"everything", Spec{}, true},
+		{"label matches", Spec{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}, true},
+		{"label differs", Spec{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}}, false},
+		{"namespace listed", Spec{Namespaces: []string{"shop"}}, true},
+		{"namespace not listed", Spec{Namespaces: []string{"other"}}, false},
+	} {
+		if got := selected(&Migration{Spec: tc.spec}, pod); got != tc.want {
+			t.Errorf("%s: selected = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestStatusSum(t *testing.T) {
+	nodes := map[string]NodeStatus{
+		"a": {Counts: Counts{Total: 5, Switched: 4, Failed: 1}},
+		"b": {Counts: Counts{Total: 3, Switched: 1, Skipped: 1, Remaining: 1}},
+	}
+	for _, tc := range []struct {
+		name  string
+		spec  Spec
+		nodes map[string]NodeStatus
+		phase string
+	}{
+		{"running", Spec{}, nodes, "Running"},
+		{"paused", Spec{Paused: true}, nodes, "Paused"},
+		{"rolling back", Spec{Rollback: true}, nodes, "RollingBack"},
+		{"complete", Spec{}, map[string]NodeStatus{"a": nodes["a"]}, "Complete"},
+		{"rolled back", Spec{Rollback: true}, map[string]NodeStatus{"a": nodes["a"]}, "RolledBack"},
+	} {
+		st := Status{Nodes: tc.nodes}
+		st.sum(&tc.spec)
+		if st.Phase != tc.phase {
+			t.Errorf("%s: phase %q, want %q", tc.name, st.Phase, tc.phase)
+		}
+	}
+	st := Status{Nodes: nodes}
+	st.sum(&Spec{})
+	if want := (Counts{Total: 8, Switched: 5, Failed: 1, Skipped: 1, Remaining: 1}); st.Counts != want {
+		t.Errorf("sum %+v, want %+v", st.Counts, want)
+	}
+}
