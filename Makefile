@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 TOOLS = $(shell hack/build-tools.sh)
 LDFLAGS = -s -w
 
-.PHONY: all build image tools test race unit integration bench fuzz soak demo fmt vet clean
+.PHONY: all build image e2e-images e2e node-up node-down tools test race unit integration bench fuzz soak demo fmt vet clean
 
 all: build
 
@@ -13,9 +13,19 @@ build:
 
 # The container image as a tarball, built without Docker (tools/image):
 # ctr -n k8s.io images import bin/rewire-image.tar, or push it with crane.
+# It carries this machine's iptables (hack/iptables-files.sh) for the bridge
+# (ipMasq) and portmap delegates.
 IMAGE ?= rewire:dev
 image: build
-	cd tools && $(GO) run ./image -bin ../bin -tag $(IMAGE) -o ../bin/rewire-image.tar
+	cd tools && $(GO) run ./image -bin ../bin -tag $(IMAGE) -o ../bin/rewire-image.tar \
+		$$(../hack/iptables-files.sh | sed 's/^/-host-file /')
+
+# The end-to-end node's other images (it has no registry): pause and busybox
+# (Debian busybox-static).
+e2e-images:
+	cd tools && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o ../bin/pause ./pause
+	cd tools && $(GO) run ./image -kind pause -bin ../bin -o ../bin/pause-image.tar
+	cd tools && $(GO) run ./image -kind busybox -busybox /bin/busybox -o ../bin/busybox-image.tar
 
 # etcd, kube-apiserver, kubectl and the reference CNI plugins, cached by hash.
 tools:
