@@ -107,6 +107,10 @@ func write(img v1.Image, tag, out string) error {
 // Image assembles Rewire's image from the binaries in bin and the host files.
 func Image(bin string, hostFiles ...string) (v1.Image, error) {
 	l := newLayer()
+	// Runtimes name pod network namespaces /var/run/netns/...; the DaemonSet
+	// mounts the host's /run/netns, so /var/run must lead to /run as on hosts.
+	l.dir("run")
+	l.symlink("var/run", "/run")
 	for _, n := range []string{"rewire", "rewired"} {
 		if err := l.file(filepath.Join(bin, n), n, 0o755); err != nil {
 			return nil, err
