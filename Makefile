@@ -69,6 +69,20 @@ demo:
 	@echo "demo: building tools (first run: several minutes, cached afterwards)"
 	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) run ./test/demo
 
+# The end-to-end suite on a real single node (kubelet, containerd, runc,
+# etcd, kube-apiserver, controller-manager, scheduler; hack/node.sh), with
+# Rewire installed by kubectl apply -k deploy/. The node is torn down at the
+# end. First run builds the node's parts (hack/build-node.sh, cached).
+# E2E_RUN=regexp runs some scenarios only.
+e2e: image e2e-images
+	hack/e2e.sh
+
+# The node alone, for poking at by hand (KUBECONFIG: hack/node.sh env).
+node-up: image e2e-images
+	hack/node.sh up
+node-down:
+	hack/node.sh down
+
 fmt:
 	gofmt -l -w cmd pkg test
 

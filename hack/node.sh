@@ -301,16 +301,24 @@ firewall_cleanup() {
   fi
 }
 
-stop_proc() { # stop_proc NAME: TERM, then KILL after 10 s
-  local f=$E2E_DIR/pids/$1 pid
-  [ -f "$f" ] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
+stop_proc() { # stop_proc NAME...: SIGTERM to all, SIGKILL to those still running after 10 s
+  local n pid pids=()
+  for n in "$@"; do
+    [ -f "$E2E_DIR/pids/$n" ] || continue
+    pid=$(cat "$E2E_DIR/pids/$n")
+    kill -TERM "$pid" 2>/dev/null && pids+=("$n:$pid")
+    rm -f "$E2E_DIR/pids/$n"
+  done
+  for _ in $(seq 50); do
+    local alive=0 p
+    for p in "${pids[@]}"; do kill -0 "${p#*:}" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && return 0
+    sleep 0.2
+  done
+  for p in "${pids[@]}"; do
+    kill -KILL "${p#*:}" 2>/dev/null && log "${p%%:*} killed: still running 10 s after SIGTERM"
+  done
+  true
 }
 
 down() {
@@ -333,7 +341,10 @@ down() {
       "${crictl[@]}" rmp -f "$p" >/dev/null 2>&1 || true
     done
   fi
-  for p in kube-scheduler kube-controller-manager containerd kube-apiserver etcd; do stop_proc "$p"; done
+  log "pods removed ($((SECONDS - t0)) s)"
+  stop_proc kube-scheduler kube-controller-manager containerd kube-apiserver
+  stop_proc etcd
+  log "processes stopped ($((SECONDS - t0)) s)"
   # Shims and anything left in the pods' cgroups.
   for pid in $(ls /proc | grep -E '^[0-9]+$'); do
     exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
@@ -349,6 +360,7 @@ down() {
     find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
     [ -d "$c" ] && log "warning: cgroup $c still exists"
   done
+  log "cgroups removed ($((SECONDS - t0)) s)"
   # Mounts under the node's directories, deepest first.
   local m
   for _ in 1 2 3; do
