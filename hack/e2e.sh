@@ -11,7 +11,12 @@ tools=$(hack/build-tools.sh | tail -1)
 hack/build-node.sh >/dev/null
 log "tools ready in $((SECONDS - t0)) s"
 hack/node.sh down >/dev/null 2>&1 || true # leftovers of an interrupted run
-trap 'hack/node.sh down' EXIT
+# The node's and the pods' logs are kept in bin/e2e-logs for a look afterwards.
+keep_logs() {
+  rm -rf bin/e2e-logs && mkdir -p bin/e2e-logs
+  cp -r /var/lib/rewire-e2e/logs /var/lib/rewire-e2e/pod-logs bin/e2e-logs/ 2>/dev/null || true
+}
+trap 'keep_logs; hack/node.sh down' EXIT
 t=$SECONDS
 hack/node.sh up
 log "node up in $((SECONDS - t)) s"

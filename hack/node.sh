@@ -379,7 +379,9 @@ down() {
   if [ -f "$E2E_DIR/created" ]; then
     while IFS= read -r d; do rm -rf "$d"; done <"$E2E_DIR/created"
   fi
-  rm -f "$CNI_CONF/10-bridge.conflist" 2>/dev/null || true
+  # up found these empty (it refuses otherwise): the bridge config, Rewire's
+  # config and plugin, the reference plugins.
+  if [ -f "$E2E_DIR/created" ]; then rm -rf "${CNI_CONF:?}"/* "${CNI_BIN:?}"/* 2>/dev/null || true; fi
   rm -rf "$E2E_DIR" "$RUN_DIR"
   log "down in $((SECONDS - t0)) s"
 }
