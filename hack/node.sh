@@ -324,13 +324,17 @@ stop_proc() { # stop_proc NAME...: SIGTERM to all, SIGKILL to those still runnin
 down() {
   [ "$(id -u)" = 0 ] || die "run as root"
   local t0=$SECONDS nodebin=""
+  if [ ! -e "$E2E_DIR" ] && [ ! -e "$RUN_DIR" ]; then
+    log "no node here ($E2E_DIR): nothing to do"
+    return 0
+  fi
   [ -f "$E2E_DIR/nodebin" ] && nodebin=$(cat "$E2E_DIR/nodebin")
   # Pods first, through the CRI, while containerd (and rewired) still run:
   # their network teardown goes through the CNI as on a real node.
   stop_proc kubelet
   if [ -n "$nodebin" ] && [ -S "$SOCK" ] && "$nodebin/crictl" -r "unix://$SOCK" info >/dev/null 2>&1; then
     local crictl=("$nodebin/crictl" -r "unix://$SOCK" -t 30s) rw
-    rw=$("${crictl[@]}" pods -q --label app=rewire 2>/dev/null || true)
+    rw=$("${crictl[@]}" pods -q --label app=rewire 2>/dev/null | tr "\n" " " || true)
     for p in $("${crictl[@]}" pods -q 2>/dev/null); do
       case " $rw " in *" $p "*) continue ;; esac
       "${crictl[@]}" stopp "$p" >/dev/null 2>&1 || true

@@ -310,6 +310,12 @@ func TestRewiredRestartDuringChurn(t *testing.T) {
 		}
 	}
 	mustKubectl(t, "", "-n", "kube-system", "rollout", "status", "daemonset/rewire", "--timeout=60s")
+	// Pods made before, during and after the restart reach each other over net1.
+	first, last := podAddrs(t, "default", names[0])["net1"], podAddrs(t, "default", names[len(names)-1])["net1"]
+	if len(first) == 1 && len(last) == 1 {
+		execPod(t, "default", names[0], "ping", "-c", "1", "-W", "2", "-I", "net1", last[0])
+		execPod(t, "default", names[len(names)-1], "ping", "-c", "1", "-W", "2", "-I", "net1", first[0])
+	}
 	// Delete half while rewired restarts again.
 	mustKubectl(t, "", "-n", "kube-system", "delete", "pod", "-l", "app=rewire", "--wait=false")
 	deletePods(t, "default", names[:4]...)
