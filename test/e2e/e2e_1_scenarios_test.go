@@ -324,6 +324,43 @@ func TestRewiredRestartDuringChurn(t *testing.T) {
 	assertReleased(t, "churn-net", "e2e-bridge")
 }
 
+// rewired is killed (SIGKILL, the kubelet restarts the container) while pods
+// with a secondary network are being created: every pod still comes up, the
+// pods reach each other, and everything is released after.
+func TestRewiredKilledDuringAdds(t *testing.T) {
+	macvlanMaster(t)
+	mustKubectl(t, macvlanNAD("default", "kill-net", "192.168.42", 10, 60), "apply", "-f", "-")
+	t.Cleanup(func() { kubectl("", "delete", "net-attach-def", "kill-net", "--ignore-not-found") })
+	before := rewiredRestarts(t)
+	pid := rewiredPID(t)
+	var names []string
+	for i := range 6 {
+		names = append(names, fmt.Sprintf("killed-%d", i))
+	}
+	for i, n := range names {
+		createPod(t, "default", n, map[string]string{networksAnn: "kill-net"})
+		if i == 1 {
+			hostCmd(t, "kill", "-KILL", fmt.Sprint(pid))
+		}
+	}
+	for _, n := range names {
+		waitRunning(t, "default", n, 120*time.Second)
+	}
+	if after := rewiredRestarts(t); after == before {
+		t.Errorf("rewired restartCount still %s after SIGKILL", after)
+	}
+	first, last := podAddrs(t, "default", names[0])["net1"], podAddrs(t, "default", names[len(names)-1])["net1"]
+	if len(first) != 1 || len(last) != 1 {
+		t.Fatalf("net1: %v %v", first, last)
+	}
+	execPod(t, "default", names[0], "ping", "-c", "1", "-W", "2", "-I", "net1", last[0])
+	if got := hostLocalIPs("kill-net"); len(got) != len(names) {
+		t.Errorf("host-local holds %v for %d pods (a leak or a lost address)", got, len(names))
+	}
+	deletePods(t, "default", names...)
+	assertReleased(t, "kill-net", "e2e-bridge")
+}
+
 func median(d []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), d...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
