@@ -5,7 +5,7 @@ TOOLS = $(shell hack/build-tools.sh)
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS = -s -w -X github.com/rewire-cni/rewire/pkg/daemon.Version=$(VERSION)
 
-.PHONY: all build image tools test race unit integration bench fuzz soak demo fmt vet clean
+.PHONY: all build image e2e-images e2e node-up node-down tools test race unit integration bench fuzz soak demo fmt vet clean
 
 all: build
 
@@ -14,9 +14,19 @@ build:
 
 # The container image as a tarball, built without Docker (tools/image):
 # ctr -n k8s.io images import bin/rewire-image.tar, or push it with crane.
+# It carries this machine's iptables (hack/iptables-files.sh) for the bridge
+# (ipMasq) and portmap delegates.
 IMAGE ?= rewire:dev
 image: build
-	cd tools && $(GO) run ./image -bin ../bin -tag $(IMAGE) -o ../bin/rewire-image.tar
+	cd tools && $(GO) run ./image -bin ../bin -tag $(IMAGE) -o ../bin/rewire-image.tar \
+		$$(../hack/iptables-files.sh | sed 's/^/-host-file /')
+
+# The end-to-end node's other images (it has no registry): pause and busybox
+# (Debian busybox-static).
+e2e-images:
+	cd tools && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o ../bin/pause ./pause
+	cd tools && $(GO) run ./image -kind pause -bin ../bin -o ../bin/pause-image.tar
+	cd tools && $(GO) run ./image -kind busybox -busybox /bin/busybox -o ../bin/busybox-image.tar
 
 # etcd, kube-apiserver, kubectl and the reference CNI plugins, cached by hash.
 tools:
@@ -59,6 +69,20 @@ fuzz:
 demo:
 	@echo "demo: building tools (first run: several minutes, cached afterwards)"
 	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) run ./test/demo
+
+# The end-to-end suite on a real single node (kubelet, containerd, runc,
+# etcd, kube-apiserver, controller-manager, scheduler; hack/node.sh), with
+# Rewire installed by kubectl apply -k deploy/. The node is torn down at the
+# end. First run builds the node's parts (hack/build-node.sh, cached).
+# E2E_RUN=regexp runs some scenarios only.
+e2e: image e2e-images
+	hack/e2e.sh
+
+# The node alone, for poking at by hand (KUBECONFIG: hack/node.sh env).
+node-up: image e2e-images
+	hack/node.sh up
+node-down:
+	hack/node.sh down
 
 fmt:
 	gofmt -l -w cmd pkg test
