@@ -134,7 +134,7 @@ up() {
   "cniVersion": "1.0.0",
   "name": "e2e-bridge",
   "plugins": [
-    {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": true,
+    {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": true, "capabilities": {"ips": true},
      "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
