@@ -131,3 +131,22 @@ func TestMigrationRealPods(t *testing.T) {
 	assertReleased(t, "e2e-ptp", "e2e-bridge")
 }
 
+
+// The installed node passes kubectl rewire doctor.
+func TestDoctor(t *testing.T) {
+	var out []byte
+	eventually(t, 90*time.Second, "a healthy doctor report", func() error {
+		var err error
+		out, err = exec.Command(filepath.Join(repoRoot, "bin", "kubectl-rewire"), "doctor").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v\n%s", err, out)
+		}
+		return nil
+	})
+	t.Logf("%s", out)
+	for _, want := range []string{"ok    cluster network", "ok    cni config first", "ok    plugin binaries", "ok    store"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("doctor does not say %q", want)
+		}
+	}
+}
