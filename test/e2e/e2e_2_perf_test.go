@@ -59,22 +59,49 @@ type runningWatcher struct {
 
 func watchRunning(t testing.TB, cs *kubernetes.Clientset) *runningWatcher {
 	t.Helper()
-	w, err := cs.CoreV1().Pods("default").Watch(context.Background(), metav1.ListOptions{LabelSelector: "e2e-perf=true"})
+	ctx, cancel := context.WithCancel(context.Background())
+	rw := &runningWatcher{running: map[string]time.Time{}, stop: cancel}
+	seen := func(p *corev1.Pod) {
+		if p.Status.Phase != corev1.PodRunning {
+			return
+		}
+		rw.mu.Lock()
+		if _, ok := rw.running[p.Name]; !ok {
+			rw.running[p.Name] = time.Now()
+		}
+		rw.mu.Unlock()
+	}
+	opts := metav1.ListOptions{LabelSelector: "e2e-perf=true"}
+	w, err := cs.CoreV1().Pods("default").Watch(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rw := &runningWatcher{running: map[string]time.Time{}, stop: w.Stop}
 	go func() {
-		for ev := range w.ResultChan() {
-			p, ok := ev.Object.(*corev1.Pod)
-			if !ok || ev.Type == watch.Deleted || p.Status.Phase != corev1.PodRunning {
-				continue
+		for ctx.Err() == nil {
+			for ev := range w.ResultChan() {
+				if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted {
+					seen(p)
+				}
 			}
-			rw.mu.Lock()
-			if _, seen := rw.running[p.Name]; !seen {
-				rw.running[p.Name] = time.Now()
+			// The watch ended (server timeout, overload): catch up with a
+			// list, then watch again.
+			if ctx.Err() != nil {
+				return
 			}
-			rw.mu.Unlock()
+			if l, err := cs.CoreV1().Pods("default").List(ctx, opts); err == nil {
+				for i := range l.Items {
+					seen(&l.Items[i])
+				}
+			}
+			for {
+				if w, err = cs.CoreV1().Pods("default").Watch(ctx, opts); err == nil || ctx.Err() != nil {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if ctx.Err() != nil {
+				return
+			}
 		}
 	}()
 	return rw
@@ -168,15 +195,25 @@ func maxD(d []time.Duration) time.Duration {
 // rewiredPID finds the rewired process of the DaemonSet on this host.
 func rewiredPID(t testing.TB) int {
 	t.Helper()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, f := range procs {
-		raw, err := os.ReadFile(f)
-		if err == nil && strings.HasPrefix(string(raw), "/rewired\x00--config\x00") {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+	pid := findRewired()
+	if pid == 0 {
+		t.Fatal("no rewired process (/rewired --config ...) on this host")
+	}
+	return pid
+}
+
+func isRewired(pid int) bool {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && strings.HasPrefix(string(raw), "/rewired\x00--config\x00")
+}
+
+func findRewired() int {
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range procs {
+		if pid, err := strconv.Atoi(filepath.Base(d)); err == nil && isRewired(pid) {
 			return pid
 		}
 	}
-	t.Fatal("no rewired process (/rewired --config ...) on this host")
 	return 0
 }
 
@@ -215,10 +252,13 @@ func rewiredRestarts(t testing.TB) string {
 		"-o", "jsonpath={.items[*].status.containerStatuses[*].restartCount}"))
 }
 
-// rewired's memory at rest and during a burst of 50 pods with a secondary
-// network each (created 10 at a time, then deleted at once).
+// rewired's memory at rest and during a burst of 50 pods (REWIRE_E2E_BURST)
+// with a secondary network each (created 10 at a time, then deleted at once).
 func TestDaemonSetMemory(t *testing.T) {
-	const n = 50
+	n := 50
+	if v, err := strconv.Atoi(os.Getenv("REWIRE_E2E_BURST")); err == nil && v > 0 && v <= 180 {
+		n = v
+	}
 	macvlanMaster(t)
 	mustKubectl(t, macvlanNAD("default", "burst-net", "192.168.61", 10, 250), "apply", "-f", "-")
 	t.Cleanup(func() { kubectl("", "delete", "net-attach-def", "burst-net", "--ignore-not-found") })
@@ -235,8 +275,13 @@ func TestDaemonSetMemory(t *testing.T) {
 	go func() {
 		defer close(sampled)
 		for {
-			r, c, cr := memory(pid)
-			peakRSS, peakCG, peakCGRSS = max(peakRSS, r), max(peakCG, c), max(peakCGRSS, cr)
+			if !isRewired(pid) { // restarted: follow the new process
+				pid = findRewired()
+			}
+			if pid != 0 {
+				r, c, cr := memory(pid)
+				peakRSS, peakCG, peakCGRSS = max(peakRSS, r), max(peakCG, c), max(peakCGRSS, cr)
+			}
 			select {
 			case <-done:
 				return
