@@ -110,7 +110,7 @@ func migrateStatusFlags(fs *pflag.FlagSet) func(*cli, []string) error {
 				fmt.Fprintln(c.out, line)
 				last = line
 			}
-			if m.Status.Remaining == 0 && (m.Status.Phase == "Complete" || m.Status.Phase == "RolledBack") {
+			if done := map[bool]string{false: "Complete", true: "RolledBack"}[m.Spec.Rollback]; m.Status.Phase == done {
 				return c.printMigration(m, "table")
 			}
 			time.Sleep(500 * time.Millisecond)

@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/textproto"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,10 +72,46 @@ func run(getenv func(string) string, stdin io.Reader) ([]byte, int) {
 	if errors.Is(err, syscall.EACCES) || errors.Is(err, errForbidden) {
 		return cniError(conf.CNIVersion, 999, "permission denied by rewired: the plugin must run as root", err.Error()), 1
 	}
+	if err != nil && cmd == "DEL" && !exists(conf.SocketPath) {
+		if out, code, ok := runOffline(config); ok {
+			return out, code
+		}
+	}
 	if err != nil {
 		return cniError(conf.CNIVersion, 11, "try again later: rewired is not reachable", err.Error()), 1
 	}
 	return resp.Stdout, resp.ExitCode
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, os.ErrNotExist)
+}
+
+// runOffline runs rewired's copy next to this plugin (rewire-offline) for a
+// DEL while no daemon listens (Rewire uninstalled from the node, or not
+// started): it deletes the sandbox's attachments from the on-disk store, so
+// that pods stay deletable. ok is false when there is no such copy.
+func runOffline(config []byte) (out []byte, code int, ok bool) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, 0, false
+	}
+	bin := filepath.Join(filepath.Dir(self), "rewire-offline")
+	if !exists(bin) {
+		return nil, 0, false
+	}
+	cmd := exec.Command(bin)
+	cmd.Stdin, cmd.Stderr = bytes.NewReader(config), os.Stderr
+	out, err = cmd.Output()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return out, exit.ExitCode(), true
+	}
+	if err != nil {
+		return nil, 0, false
+	}
+	return out, 0, true
 }
 
 // post sends the request as one HTTP/1.1 POST over the unix socket and

@@ -39,6 +39,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/install"
 	"github.com/rewire-cni/rewire/pkg/kube"
 	"github.com/rewire-cni/rewire/pkg/migration"
+	"github.com/rewire-cni/rewire/pkg/offline"
 	"github.com/rewire-cni/rewire/pkg/orphans"
 	"github.com/rewire-cni/rewire/pkg/podresources"
 	"github.com/rewire-cni/rewire/pkg/store"
@@ -58,6 +59,11 @@ func main() {
 			os.Exit(1)
 		}
 		return
+	}
+	if filepath.Base(os.Args[0]) == install.OfflineName {
+		out, code := offline.Del(os.Getenv, os.Stdin)
+		os.Stdout.Write(out)
+		os.Exit(code)
 	}
 	var o options
 	host, _ := os.Hostname()
@@ -89,6 +95,8 @@ func runInstall(args []string) error {
 	o := install.Options{}
 	fs := flag.NewFlagSet("install", flag.ContinueOnError)
 	fs.StringVar(&o.Plugin, "plugin", filepath.Join(filepath.Dir(self), "rewire"), "the rewire plugin binary to install")
+	fs.StringVar(&o.Offline, "offline", self, "rewired itself, installed as "+install.OfflineName+" for DELs while no daemon runs (empty: none)")
+	fs.StringVar(&o.StateDir, "host-state-dir", "/var/lib/rewire", "rewired's state dir as seen on the host")
 	fs.StringVar(&o.BinDir, "bin-dir", "/opt/cni/bin", "the host's CNI bin dir")
 	fs.StringVar(&o.ConfDir, "conf-dir", "/etc/cni/net.d", "the host's CNI conf dir")
 	fs.StringVar(&o.ConfName, "conf-name", "00-rewire.conflist", "Rewire's config file (sorts first)")

@@ -16,6 +16,8 @@ import (
 // Options say what to install where.
 type Options struct {
 	Plugin     string // the rewire binary to install
+	Offline    string // rewired itself, installed as rewire-offline (DEL while no daemon runs)
+	StateDir   string // rewired's state dir as seen on the host (default /var/lib/rewire)
 	BinDir     string // the host's CNI bin dir
 	ConfDir    string // the host's CNI conf dir
 	ConfName   string // default 00-rewire.conflist (sorts first)
@@ -24,13 +26,14 @@ type Options struct {
 }
 
 // Config returns Rewire's CNI config list for the runtime.
-func Config(socket, cniVersion string) ([]byte, error) {
+func Config(socket, stateDir, cniVersion string) ([]byte, error) {
 	return json.MarshalIndent(map[string]interface{}{
 		"cniVersion": cniVersion,
 		"name":       "rewire-cni-network",
 		"plugins": []interface{}{map[string]interface{}{
 			"type":         "rewire",
 			"socketPath":   socket,
+			"stateDir":     stateDir,
 			"capabilities": map[string]bool{"portMappings": true, "bandwidth": true},
 		}},
 	}, "", "  ")
@@ -44,19 +47,35 @@ func Run(o Options) error {
 	if o.CNIVersion == "" {
 		o.CNIVersion = "1.1.0"
 	}
-	src, err := os.Open(o.Plugin)
-	if err != nil {
+	if err := copyFile(o.Plugin, filepath.Join(o.BinDir, "rewire")); err != nil {
 		return fmt.Errorf("plugin binary: %w", err)
 	}
-	defer src.Close()
-	if err := writeAtomic(filepath.Join(o.BinDir, "rewire"), 0o755, src); err != nil {
-		return err
+	if o.Offline != "" {
+		if err := copyFile(o.Offline, filepath.Join(o.BinDir, OfflineName)); err != nil {
+			return err
+		}
 	}
-	conf, err := Config(o.Socket, o.CNIVersion)
+	if o.StateDir == "" {
+		o.StateDir = "/var/lib/rewire"
+	}
+	conf, err := Config(o.Socket, o.StateDir, o.CNIVersion)
 	if err != nil {
 		return err
 	}
 	return writeAtomic(filepath.Join(o.ConfDir, o.ConfName), 0o644, bytes.NewReader(conf))
+}
+
+// OfflineName is rewired's copy in the CNI bin dir: the plugin runs it for
+// a DEL when no daemon is there (Rewire uninstalled, or not started).
+const OfflineName = "rewire-offline"
+
+func copyFile(from, to string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return fmt.Errorf("%s: %w", from, err)
+	}
+	defer src.Close()
+	return writeAtomic(to, 0o755, src)
 }
 
 // writeAtomic writes r to a temp file in path's dir, syncs it and renames it

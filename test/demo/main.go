@@ -126,7 +126,7 @@ func demo(tmp, bin, tools string, api *harness.APIServer) error {
 		return err
 	}
 	defer func() { _ = netns.Close(); _ = testutils.UnmountNS(netns) }()
-	rt, err := harness.NewRuntime([]string{bin, tools}, filepath.Join(tmp, "runtime-cache"), d.Socket, "1.1.0")
+	rt, err := harness.NewRuntime([]string{bin, tools}, filepath.Join(tmp, "runtime-cache"), d.Socket, d.StateDir, "1.1.0")
 	if err != nil {
 		return err
 	}

@@ -131,7 +131,6 @@ func TestMigrationRealPods(t *testing.T) {
 	assertReleased(t, "e2e-ptp", "e2e-bridge")
 }
 
-
 // The installed node passes kubectl rewire doctor.
 func TestDoctor(t *testing.T) {
 	var out []byte

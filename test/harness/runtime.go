@@ -27,10 +27,11 @@ type Runtime struct {
 }
 
 // NewRuntime returns a runtime whose network is Rewire's config talking to
-// socket, in the given CNI version. binDirs must hold the rewire binary.
-func NewRuntime(binDirs []string, cacheDir, socket, cniVersion string) (*Runtime, error) {
-	conf := fmt.Sprintf(`{"cniVersion":%q,"name":"rewire-net","plugins":[{"type":"rewire","socketPath":%q,
-		"capabilities":{"portMappings":true,"bandwidth":true}}]}`, cniVersion, socket)
+// socket (and naming the daemon's stateDir for DELs without it), in the
+// given CNI version. binDirs must hold the rewire binary.
+func NewRuntime(binDirs []string, cacheDir, socket, stateDir, cniVersion string) (*Runtime, error) {
+	conf := fmt.Sprintf(`{"cniVersion":%q,"name":"rewire-net","plugins":[{"type":"rewire","socketPath":%q,"stateDir":%q,
+		"capabilities":{"portMappings":true,"bandwidth":true}}]}`, cniVersion, socket, stateDir)
 	list, err := libcni.ConfListFromBytes([]byte(conf))
 	if err != nil {
 		return nil, err

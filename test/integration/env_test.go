@@ -65,6 +65,11 @@ func run(m *testing.M) int {
 		fmt.Println("building rewire:", err)
 		return 1
 	}
+	// rewired's copy the plugin runs for a DEL while no daemon listens.
+	if err := os.Symlink("rewired", filepath.Join(binDir, "rewire-offline")); err != nil {
+		fmt.Println(err)
+		return 1
+	}
 	start := time.Now()
 	api, err = harness.StartAPIServer(tools, filepath.Join(tmp, "api"),
 		filepath.Join(root, "deploy/crds/network-attachment-definitions.yaml"), filepath.Join(root, "deploy/crds/networkmigrations.yaml"))
@@ -127,7 +132,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.cniVersion == "" {
 		o.cniVersion = "1.1.0"
 	}
-	e.rt, err = harness.NewRuntime([]string{binDir, tools}, filepath.Join(e.dir, "runtime-cache"), e.daemon.Socket, o.cniVersion)
+	e.rt, err = harness.NewRuntime([]string{binDir, tools}, filepath.Join(e.dir, "runtime-cache"), e.daemon.Socket, e.daemon.StateDir, o.cniVersion)
 	must(t, err)
 	e.before, err = harness.TakeSnapshot(e.watched()...)
 	must(t, err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/selection"
 	"github.com/rewire-cni/rewire/pkg/store"
+	"github.com/rewire-cni/rewire/test/harness"
 )
 
 func cniError(t *testing.T, err error) *types.Error {
@@ -202,6 +203,33 @@ func TestDaemonDown(t *testing.T) {
 	must(t, e.daemon.Start())
 	must(t, e.rt.Del(ctx, p))
 	must(t, e.rt.Del(ctx, p2))
+	e.assertNoLeaks()
+}
+
+// With no daemon on the node (Rewire uninstalled, its socket gone) a DEL is
+// still done, from the store, by rewired's copy next to the plugin: the pod
+// stays deletable and nothing leaks; an ADD says "try again later".
+func TestDelWithoutDaemon(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.createNAD("default", "mv", e.macvlanConf("mv", "192.168.71"), nil)
+	p := e.newPod("default", "no-daemon", map[string]string{selection.NetworksAnnotation: "mv"})
+	ctx := context.Background()
+	_, err := e.rt.Add(ctx, p)
+	must(t, err)
+	e.daemon.Stop() // graceful: the socket goes
+	if _, err := os.Stat(e.daemon.Socket); !os.IsNotExist(err) {
+		t.Fatalf("socket after the daemon stopped: %v", err)
+	}
+	p2 := e.newPod("default", "no-daemon-2", nil)
+	if _, err := e.rt.Add(ctx, p2); err == nil || cniError(t, err).Code != types.ErrTryAgainLater {
+		t.Fatalf("ADD without a daemon = %v, want code 11", err)
+	}
+	must(t, e.rt.Del(ctx, p))
+	must(t, e.rt.Del(ctx, p)) // idempotent
+	must(t, e.rt.Del(ctx, p2))
+	if links, _ := harness.Links(p.NetNS); len(links) != 0 {
+		t.Fatalf("pod interfaces left: %v", keys(links))
+	}
 	e.assertNoLeaks()
 }
 

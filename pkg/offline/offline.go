@@ -1,0 +1,78 @@
+// Package offline deletes a sandbox's attachments without the daemon: the
+// rewire plugin runs rewired's copy in the CNI bin dir (rewire-offline) for
+// a DEL when no daemon listens, after Rewire was uninstalled from a node or
+// before it started, so that pods stay deletable and nothing leaks. It works
+// from the on-disk store alone, with the delegates found in CNI_PATH, exactly
+// as the daemon's DEL does.
+package offline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/rewire-cni/rewire/pkg/executor"
+	"github.com/rewire-cni/rewire/pkg/store"
+)
+
+// DefaultStateDir is rewired's state dir on the host.
+const DefaultStateDir = "/var/lib/rewire"
+
+type netConf struct {
+	CNIVersion string `json:"cniVersion"`
+	StateDir   string `json:"stateDir"`
+}
+
+// Del serves a CNI DEL from the store: what to print and the exit code.
+func Del(getenv func(string) string, stdin io.Reader) ([]byte, int) {
+	var conf netConf
+	raw, err := io.ReadAll(stdin)
+	if err == nil {
+		err = json.Unmarshal(raw, &conf)
+	}
+	if err != nil {
+		return cniError("1.1.0", types.ErrDecodingFailure, "decoding network config", err.Error()), 1
+	}
+	if cmd := getenv("CNI_COMMAND"); cmd != "DEL" {
+		return cniError(conf.CNIVersion, types.ErrTryAgainLater, "try again later: rewired is not running (only DEL works without it)", cmd), 1
+	}
+	if conf.StateDir == "" {
+		conf.StateDir = DefaultStateDir
+	}
+	if err := del(conf.StateDir, getenv); err != nil {
+		return cniError(conf.CNIVersion, types.ErrInternal, "DEL without rewired", err.Error()), 1
+	}
+	return nil, 0
+}
+
+func del(stateDir string, getenv func(string) string) error {
+	st, err := store.New(stateDir, true)
+	if err != nil {
+		return err
+	}
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	cni := libcni.NewCNIConfigWithCacheDir(filepath.SplitList(getenv("CNI_PATH")), filepath.Join(stateDir, "cache"), exec)
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	id := getenv("CNI_CONTAINERID")
+	if id == "" {
+		return fmt.Errorf("CNI_CONTAINERID is not set")
+	}
+	return executor.New(cni, st, log).Del(context.Background(), id, getenv("CNI_NETNS"), nil)
+}
+
+func cniError(cniVersion string, code uint, msg, details string) []byte {
+	out, _ := json.Marshal(struct {
+		CNIVersion string `json:"cniVersion"`
+		*types.Error
+	}{cniVersion, &types.Error{Code: code, Msg: msg, Details: details}})
+	return out
+}
