@@ -19,7 +19,7 @@ func TestRunInstallsAtomicallyAndFirst(t *testing.T) {
 	bin, conf := filepath.Join(dir, "bin"), filepath.Join(dir, "net.d")
 	os.MkdirAll(conf, 0o755)
 	os.WriteFile(filepath.Join(conf, "10-flannel.conflist"), []byte(`{"cniVersion":"1.0.0","name":"cbr0","plugins":[{"type":"bridge"}]}`), 0o644)
-	o := Options{Plugin: plugin, BinDir: bin, ConfDir: conf, Socket: "/run/rewire/rewire.sock"}
+	o := Options{Plugin: plugin, Offline: plugin, BinDir: bin, ConfDir: conf, Socket: "/run/rewire/rewire.sock"}
 	for range 2 { // idempotent
 		if err := Run(o); err != nil {
 			t.Fatal(err)
@@ -29,15 +29,18 @@ func TestRunInstallsAtomicallyAndFirst(t *testing.T) {
 	if err != nil || st.Mode().Perm() != 0o755 {
 		t.Fatalf("plugin: %v %v", st, err)
 	}
-	if got, _ := os.ReadFile(filepath.Join(bin, "rewire")); !bytes.Equal(got, body) {
-		t.Error("plugin content differs")
+	for _, name := range []string{"rewire", OfflineName} {
+		if got, _ := os.ReadFile(filepath.Join(bin, name)); !bytes.Equal(got, body) {
+			t.Errorf("%s: content differs", name)
+		}
 	}
 	files, _ := libcni.ConfFiles(conf, []string{".conf", ".conflist", ".json"})
 	if len(files) != 2 || filepath.Base(files[0]) != "00-rewire.conflist" {
 		t.Fatalf("Rewire's config must sort first: %v", files)
 	}
 	list, err := libcni.ConfListFromFile(files[0])
-	if err != nil || list.Plugins[0].Network.Type != "rewire" || !list.Plugins[0].Network.Capabilities["portMappings"] {
+	if err != nil || list.Plugins[0].Network.Type != "rewire" || !list.Plugins[0].Network.Capabilities["portMappings"] ||
+		!bytes.Contains(list.Bytes, []byte(`"stateDir": "/var/lib/rewire"`)) {
 		t.Errorf("config: %+v %v", list, err)
 	}
 	for _, d := range []string{bin, conf} {
