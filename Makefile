@@ -17,13 +17,17 @@ build:
 # It carries this machine's iptables (hack/iptables-files.sh) for the bridge
 # (ipMasq) and portmap delegates.
 IMAGE ?= rewire:dev
+IMAGE_TAR ?= rewire-image.tar
 image: build
-	cd tools && $(GO) run ./image -bin ../bin -tag $(IMAGE) -o ../bin/rewire-image.tar \
+	cd tools && $(GO) run ./image -bin ../bin -tag $(IMAGE) -o ../bin/$(IMAGE_TAR) \
 		$$(../hack/iptables-files.sh | sed 's/^/-host-file /')
 
 # The end-to-end node's other images (it has no registry): pause and busybox
 # (Debian busybox-static).
 e2e-images:
+	# An upgrade target: the same code built as another version and tag.
+	$(MAKE) image IMAGE=rewire:next IMAGE_TAR=rewire-next-image.tar VERSION=next-$(VERSION)
+	$(MAKE) build
 	cd tools && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o ../bin/pause ./pause
 	cd tools && $(GO) run ./image -kind pause -bin ../bin -o ../bin/pause-image.tar
 	cd tools && $(GO) run ./image -kind busybox -busybox /bin/busybox -o ../bin/busybox-image.tar

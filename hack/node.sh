@@ -215,7 +215,7 @@ YAML
     { tail -20 "$E2E_DIR/logs/kube-apiserver.log" >&2; exit 1; }
   log "kube-apiserver ready after $((SECONDS - t0)) s"
   wait_for 30 "containerd" ctr --address "$SOCK" version || { tail -20 "$E2E_DIR/logs/containerd.log" >&2; exit 1; }
-  for img in pause busybox rewire; do
+  for img in pause busybox rewire rewire-next; do
     ctr --address "$SOCK" -n k8s.io images import --no-unpack=false "$root/bin/$img-image.tar" >/dev/null
   done
   log "images imported: $(ctr --address "$SOCK" -n k8s.io images ls -q | grep -v '^sha256' | tr '\n' ' ')"

@@ -149,3 +149,49 @@ func TestDoctor(t *testing.T) {
 		}
 	}
 }
+
+// Rolling the DaemonSet to a new image while pods run: the pods keep their
+// networks and stay deletable, and the new rewired takes over.
+func TestUpgrade(t *testing.T) {
+	macvlanMaster(t)
+	mustKubectl(t, macvlanNAD("default", "up-net", "192.168.41", 10, 20), "apply", "-f", "-")
+	t.Cleanup(func() { kubectl("", "delete", "net-attach-def", "up-net", "--ignore-not-found") })
+	pods := []string{"uppod-0", "uppod-1"}
+	for _, p := range pods {
+		createPod(t, "default", p, map[string]string{networksAnn: "up-net"})
+	}
+	net1 := map[string]string{}
+	var ping *harness.Pinger
+	for _, p := range pods {
+		ip := waitRunning(t, "default", p, 60*time.Second).Status.PodIP
+		net1[p] = podAddrs(t, "default", p)["net1"][0]
+		if ping == nil {
+			var err error
+			if ping, err = harness.StartPinger(ip, 10*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	old := rewiredPod(t)
+	mustKubectl(t, "", "-n", "kube-system", "set", "image", "daemonset/rewire", "rewired=rewire:next", "install=rewire:next")
+	t.Cleanup(func() {
+		kubectl("", "-n", "kube-system", "set", "image", "daemonset/rewire", "rewired=rewire:dev", "install=rewire:dev")
+		kubectl("", "-n", "kube-system", "rollout", "status", "daemonset/rewire", "--timeout=120s")
+	})
+	mustKubectl(t, "", "-n", "kube-system", "rollout", "status", "daemonset/rewire", "--timeout=120s")
+	if now := rewiredPod(t); now == old {
+		t.Fatalf("rewired pod %s was not replaced", now)
+	}
+	eventually(t, 60*time.Second, "the new version reporting", func() error {
+		out, _ := exec.Command(filepath.Join(repoRoot, "bin", "kubectl-rewire"), "doctor").CombinedOutput()
+		if !strings.Contains(string(out), " next-") {
+			return fmt.Errorf("%s", out)
+		}
+		return nil
+	})
+	execPod(t, "default", pods[0], "ping", "-c", "2", "-W", "2", "-I", "net1", net1[pods[1]])
+	execPod(t, "default", pods[1], "ping", "-c", "2", "-W", "2", "-I", "net1", net1[pods[0]])
+	t.Logf("100 Hz ping from the host to %s across the upgrade: %s", pods[0], ping.Stop())
+	deletePods(t, "default", pods...)
+	assertReleased(t, "up-net", "e2e-bridge")
+}
