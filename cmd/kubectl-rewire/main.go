@@ -28,7 +28,7 @@ Usage:
   kubectl rewire switch POD --to NETWORK|cluster [--mode keep-ip|readdress]
                                                     move the pod's primary network live
   kubectl rewire migrate create NAME --from NETWORK|cluster --to NETWORK|cluster [-l SELECTOR]
-        [--namespaces NS,...] [--node-selector SELECTOR] [--max-per-node N] [--allow-readdress]
+        [--namespaces NS,...] [--namespace-selector SELECTOR] [--node-selector SELECTOR] [--max-per-node N] [--allow-readdress]
         [--drain-timeout D] [--new-pods from|to] [--paused]
                                                     move many pods (NetworkMigration), node by node
   kubectl rewire migrate pause|resume|rollback NAME

@@ -24,6 +24,7 @@ func migrateCreateFlags(fs *pflag.FlagSet) func(*cli, []string) error {
 	fs.StringVar(&spec.To, "to", "", `the network to move them to: "cluster" or a NAD [namespace/]name`)
 	selector := fs.StringP("selector", "l", "", "label selector of the pods (canary), e.g. app=web")
 	nodeSelector := fs.String("node-selector", "", "label selector of the nodes")
+	nsSelector := fs.String("namespace-selector", "", "label selector of the namespaces")
 	fs.StringSliceVar(&spec.Namespaces, "namespaces", nil, "only pods of these namespaces (default: all)")
 	fs.IntVar(&spec.MaxConcurrentPerNode, "max-per-node", 1, "switches at once per node")
 	fs.BoolVar(&spec.AllowReaddress, "allow-readdress", false, "pods whose IP the target cannot take over get a new IP instead of being skipped")
@@ -39,6 +40,9 @@ func migrateCreateFlags(fs *pflag.FlagSet) func(*cli, []string) error {
 			return err
 		}
 		if spec.NodeSelector, err = parseSelector(*nodeSelector); err != nil {
+			return err
+		}
+		if spec.NamespaceSelector, err = parseSelector(*nsSelector); err != nil {
 			return err
 		}
 		m := migration.Migration{

@@ -248,12 +248,14 @@ func setup(ctx context.Context, rc *rest.Config, cfg *config.Config, o options, 
 		return nil, nil, err
 	}
 	d.OnAdded = rec.Enqueue
-	mig := migration.New(dyn, d.MigrationNode(o.nodeName, nodeLabels(ctx, meta, o.nodeName, log), pods, rec))
+	namespaces := kube.NewNamespaces(meta)
+	go namespaces.Run(ctx)
+	mig := migration.New(dyn, d.MigrationNode(o.nodeName, nodeLabels(ctx, meta, o.nodeName, log), pods, namespaces, rec))
 	d.NewPodNetwork = mig.NewPodNetwork
 	reconciling.Add(1)
 	go func() { defer reconciling.Done(); rec.Run(ctx, 2) }()
 	go func() {
-		if cache.WaitForCacheSync(ctx.Done(), pods.Synced, nets.Synced) {
+		if cache.WaitForCacheSync(ctx.Done(), pods.Synced, nets.Synced, namespaces.Synced) {
 			mig.Run(ctx, 250*time.Millisecond)
 		}
 	}()

@@ -14,9 +14,9 @@ import (
 // MigrationNode gives the NetworkMigration controller what it needs from
 // this daemon: the node's pods, their recorded primaries, and the switch
 // reconciler's verdicts.
-func (d *Daemon) MigrationNode(name string, labels map[string]string, pods *kube.Pods, rec *Reconciler) migration.Node {
+func (d *Daemon) MigrationNode(name string, labels map[string]string, pods *kube.Pods, namespaces *kube.Namespaces, rec *Reconciler) migration.Node {
 	return migration.Node{
-		Name: name, Labels: labels, Pods: pods.List, Patch: pods.Patch,
+		Name: name, Labels: labels, Pods: pods.List, Patch: pods.Patch, NamespaceLabels: namespaces.Labels,
 		Primary: d.recordedPrimary, ClusterKey: d.clusterKey, CanOwn: d.canOwn, Rejected: rec.Rejected, Log: d.Log,
 	}
 }

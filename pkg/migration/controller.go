@@ -29,6 +29,8 @@ type Node struct {
 	Labels map[string]string
 	// Pods lists the node's pods (informer cache).
 	Pods func() []*kube.Pod
+	// NamespaceLabels returns a namespace's labels (informer cache).
+	NamespaceLabels func(namespace string) map[string]string
 	// Patch merge-patches a pod's annotations (nil removes a key).
 	Patch func(ctx context.Context, namespace, name string, annotations map[string]interface{}) error
 	// Primary returns the network key of the pod's recorded primary, false
@@ -174,8 +176,11 @@ func matches(sel *metav1.LabelSelector, set map[string]string) bool {
 }
 
 // selected reports whether the migration's selectors pick the pod.
-func selected(m *Migration, p *kube.Pod) bool {
+func (c *Controller) selected(m *Migration, p *kube.Pod) bool {
 	if len(m.Spec.Namespaces) > 0 && !contains(m.Spec.Namespaces, p.Namespace) {
+		return false
+	}
+	if m.Spec.NamespaceSelector != nil && (c.node.NamespaceLabels == nil || !matches(m.Spec.NamespaceSelector, c.node.NamespaceLabels(p.Namespace))) {
 		return false
 	}
 	return matches(m.Spec.PodSelector, p.Labels)
@@ -195,7 +200,7 @@ func (c *Controller) stepRun(ctx context.Context, m *Migration, r *run) {
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Namespace+"/"+pods[i].Name < pods[j].Namespace+"/"+pods[j].Name })
 	present := map[types.UID]bool{}
 	for _, p := range pods {
-		if !selected(m, p) {
+		if !c.selected(m, p) {
 			continue
 		}
 		s := r.pods[p.UID]
@@ -238,7 +243,7 @@ func (c *Controller) candidate(m *Migration, p *kube.Pod) bool {
 // on this node starts with while a migration with newPods: to selects it.
 func (c *Controller) NewPodNetwork(p *kube.Pod) (string, bool) {
 	for _, m := range c.migrations() {
-		if m.Spec.NewPods == "to" && !m.Spec.Rollback && m.Spec.To != Cluster && c.nodeSelected(m) && selected(m, p) {
+		if m.Spec.NewPods == "to" && !m.Spec.Rollback && m.Spec.To != Cluster && c.nodeSelected(m) && c.selected(m, p) {
 			return m.Spec.To, true
 		}
 	}

@@ -40,6 +40,7 @@ type Spec struct {
 	To                   string                `json:"to"`
 	PodSelector          *metav1.LabelSelector `json:"podSelector,omitempty"`
 	Namespaces           []string              `json:"namespaces,omitempty"`
+	NamespaceSelector    *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 	NodeSelector         *metav1.LabelSelector `json:"nodeSelector,omitempty"`
 	MaxConcurrentPerNode int                   `json:"maxConcurrentPerNode,omitempty"`
 	AllowReaddress       bool                  `json:"allowReaddress,omitempty"`

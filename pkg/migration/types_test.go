@@ -35,8 +35,13 @@ func TestSelected(t *testing.T) {
 		{"label differs", Spec{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}}, false},
 		{"namespace listed", Spec{Namespaces: []string{"shop"}}, true},
 		{"namespace not listed", Spec{Namespaces: []string{"other"}}, false},
+		{"namespace labels match", Spec{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"canary": "yes"}}}, true},
+		{"namespace labels differ", Spec{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"canary": "no"}}}, false},
 	} {
-		if got := selected(&Migration{Spec: tc.spec}, pod); got != tc.want {
+		c := &Controller{node: Node{NamespaceLabels: func(ns string) map[string]string {
+			return map[string]string{"canary": map[bool]string{true: "yes"}[ns == "shop"]}
+		}}}
+		if got := c.selected(&Migration{Spec: tc.spec}, pod); got != tc.want {
 			t.Errorf("%s: selected = %v, want %v", tc.name, got, tc.want)
 		}
 	}

@@ -223,7 +223,8 @@ func TestMigrationNewPods(t *testing.T) {
 	r, err := e.rt.Add(ctx, old.p)
 	must(t, err)
 	old.ip = primaryIP(t, r)
-	cli(t, "created", "migrate", "create", "np", "--from", "cluster", "--to", "np-ptp", "--new-pods", "to")
+	cli(t, "created", "migrate", "create", "np", "--from", "cluster", "--to", "np-ptp", "--new-pods", "to",
+		"--namespace-selector", "kubernetes.io/metadata.name=default")
 	t.Cleanup(func() {
 		_ = api.Dynamic.Resource(migration.GVR).Delete(context.Background(), "np", metav1.DeleteOptions{})
 	})
