@@ -22,6 +22,8 @@ import (
 
 func statusFlags(fs *pflag.FlagSet) func(*cli, []string) error {
 	output := fs.StringP("output", "o", "table", "table, json or yaml")
+	nodeView := fs.Bool("node-view", true, "also compare with the node's record and the pod's netns (exec into the node's rewired pod)")
+	daemonNS, daemonSel := daemonFlags(fs)
 	return func(c *cli, args []string) error {
 		ctx, cancel := c.ctx()
 		defer cancel()
@@ -42,6 +44,9 @@ func statusFlags(fs *pflag.FlagSet) func(*cli, []string) error {
 			_, err = c.out.Write(b)
 		case "table":
 			err = c.table(pod, list)
+			if err == nil && *nodeView {
+				c.printNodeDrift(ctx, pod, list, *daemonNS, *daemonSel)
+			}
 		default:
 			err = fmt.Errorf("unknown output %q (table, json or yaml)", *output)
 		}
@@ -74,6 +79,23 @@ func (c *cli) table(pod *corev1.Pod, list []netstatus.Status) error {
 		fmt.Fprintln(c.out, "! "+d)
 	}
 	return nil
+}
+
+// printNodeDrift prints where network-status, the node's record and the
+// pod's interfaces disagree (or why the node could not be asked).
+func (c *cli) printNodeDrift(ctx context.Context, pod *corev1.Pod, list []netstatus.Status, namespace, selector string) {
+	r, err := c.nodeView(ctx, pod, namespace, selector)
+	if err != nil {
+		fmt.Fprintf(c.out, "(no node view: %v)\n", err)
+		return
+	}
+	drift := nodeDrift(list, r)
+	for _, d := range drift {
+		fmt.Fprintln(c.out, "! "+d)
+	}
+	if len(drift) == 0 {
+		fmt.Fprintf(c.out, "node %s: record and interfaces match (sandbox %.12s)\n", pod.Spec.NodeName, r.ContainerID)
+	}
 }
 
 // drift lists the networks the pod's annotations ask for that its

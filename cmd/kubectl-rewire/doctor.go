@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rewire-cni/rewire/pkg/doctor"
 )
@@ -18,18 +17,13 @@ import (
 const staleAfter = 5 * time.Minute
 
 func doctorFlags(fs *pflag.FlagSet) func(*cli, []string) error {
-	namespace := fs.String("daemon-namespace", "kube-system", "namespace of the rewired DaemonSet")
-	selector := fs.String("daemon-selector", "app=rewire", "label selector of the rewired pods")
+	namespace, selector := daemonFlags(fs)
 	return func(c *cli, args []string) error {
 		ctx, cancel := c.ctx()
 		defer cancel()
-		list, err := c.client.Pods(*namespace).List(ctx, metav1.ListOptions{LabelSelector: *selector})
+		pods, err := c.daemonPods(ctx, *namespace, *selector, first(args))
 		if err != nil {
 			return err
-		}
-		pods := list.Items
-		if len(args) == 1 {
-			pods = slicesFilter(pods, func(p corev1.Pod) bool { return p.Spec.NodeName == args[0] })
 		}
 		if len(pods) == 0 {
 			return fmt.Errorf("no rewired pod (%s in %s) found%s", *selector, *namespace, map[bool]string{true: " on node " + first(args)}[len(args) == 1])
@@ -91,14 +85,10 @@ func (c *cli) doctorPod(p *corev1.Pod) (bool, string) {
 	return ok, r.Version
 }
 
-func slicesFilter(pods []corev1.Pod, keep func(corev1.Pod) bool) []corev1.Pod {
-	var out []corev1.Pod
-	for _, p := range pods {
-		if keep(p) {
-			out = append(out, p)
-		}
-	}
-	return out
+// daemonFlags are the flags that find the rewired pods.
+func daemonFlags(fs *pflag.FlagSet) (namespace, selector *string) {
+	return fs.String("daemon-namespace", "kube-system", "namespace of the rewired DaemonSet"),
+		fs.String("daemon-selector", "app=rewire", "label selector of the rewired pods")
 }
 
 func first(args []string) string {

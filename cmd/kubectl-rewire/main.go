@@ -15,13 +15,16 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/dynamic"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
 const usage = `kubectl rewire: Rewire's multi-network pod tools
 
 Usage:
-  kubectl rewire status POD [-o table|json|yaml]     interfaces of a pod (network-status), pending changes
+  kubectl rewire status POD [-o table|json|yaml] [--node-view=false]
+                                                    interfaces of a pod (network-status) and drift from
+                                                    its annotations, the node's record and its netns
   kubectl rewire attach POD NETWORK [--ifname IF] [--ip CIDR]... [--mac MAC]
                                                     hot-plug a network into a running pod
   kubectl rewire detach POD IFNAME|NETWORK          unplug a secondary network
@@ -43,6 +46,7 @@ NETWORK is a NetworkAttachmentDefinition, "name" or "namespace/name".
 // cli holds what every command needs.
 type cli struct {
 	client    corev1client.CoreV1Interface
+	rest      *rest.Config
 	dyn       dynamic.Interface
 	namespace string
 	timeout   time.Duration
@@ -115,7 +119,7 @@ func connect(kubeconfig, kubeContext, namespace string) (*cli, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = kubeconfig
 	cfg := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext})
-	rest, err := cfg.ClientConfig()
+	restConfig, err := cfg.ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
@@ -124,15 +128,15 @@ func connect(kubeconfig, kubeContext, namespace string) (*cli, error) {
 			return nil, fmt.Errorf("kubeconfig: %w", err)
 		}
 	}
-	client, err := corev1client.NewForConfig(rest)
+	client, err := corev1client.NewForConfig(restConfig)
 	if err != nil {
 		return nil, err
 	}
-	dyn, err := dynamic.NewForConfig(rest)
+	dyn, err := dynamic.NewForConfig(restConfig)
 	if err != nil {
 		return nil, err
 	}
-	return &cli{client: client, dyn: dyn, namespace: namespace}, nil
+	return &cli{client: client, dyn: dyn, rest: restConfig, namespace: namespace}, nil
 }
 
 func (c *cli) ctx() (context.Context, context.CancelFunc) {

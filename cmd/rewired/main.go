@@ -36,6 +36,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/doctor"
 	"github.com/rewire-cni/rewire/pkg/executor"
 	"github.com/rewire-cni/rewire/pkg/fault"
+	"github.com/rewire-cni/rewire/pkg/inspect"
 	"github.com/rewire-cni/rewire/pkg/install"
 	"github.com/rewire-cni/rewire/pkg/kube"
 	"github.com/rewire-cni/rewire/pkg/migration"
@@ -56,6 +57,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "install" {
 		if err := runInstall(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "rewired install:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "inspect" {
+		if err := runInspect(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "rewired inspect:", err)
 			os.Exit(1)
 		}
 		return
@@ -86,6 +94,28 @@ func main() {
 		fmt.Fprintln(os.Stderr, "rewired:", err)
 		os.Exit(1)
 	}
+}
+
+// runInspect is "rewired inspect POD-UID": the pod's recorded attachments
+// and its netns' interfaces as JSON (kubectl rewire status runs it).
+func runInspect(args []string) error {
+	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
+	stateDir := fs.String("state-dir", "/var/lib/rewire", "rewired's state dir")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("usage: rewired inspect [--state-dir DIR] POD-UID")
+	}
+	st, err := store.Open(*stateDir, true)
+	if err != nil {
+		return err
+	}
+	r, err := inspect.Pod(st, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(r)
 }
 
 // runInstall is "rewired install": put the plugin and Rewire's CNI config on

@@ -55,7 +55,7 @@ func Del(getenv func(string) string, stdin io.Reader) ([]byte, int) {
 }
 
 func del(stateDir string, getenv func(string) string) error {
-	st, err := store.New(stateDir, true)
+	st, err := store.Open(stateDir, true)
 	if err != nil {
 		return err
 	}

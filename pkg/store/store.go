@@ -176,14 +176,26 @@ var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$`)
 // New opens (creating) a store in dir and removes temp files a crash left.
 // With sync, every write is fsynced; without, call Run to group-commit.
 func New(dir string, sync bool) (*Store, error) {
+	st, err := Open(dir, sync)
+	if err != nil {
+		return nil, err
+	}
 	for _, d := range []string{"sandboxes", "networks", "damaged"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
-			return nil, fmt.Errorf("creating store: %w", err)
-		}
 		// Temp files of writes a crash interrupted (never renamed into place).
 		tmps, _ := filepath.Glob(filepath.Join(dir, d, ".*"))
 		for _, t := range tmps {
 			_ = os.Remove(t)
+		}
+	}
+	return st, nil
+}
+
+// Open opens the store without New's clean-up of interrupted writes, for
+// a process that may run beside the daemon (inspect, the offline DEL).
+func Open(dir string, sync bool) (*Store, error) {
+	for _, d := range []string{"sandboxes", "networks", "damaged"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("creating store: %w", err)
 		}
 	}
 	return &Store{dir: dir, sync: sync}, nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -75,6 +76,11 @@ func TestLiveSwitch(t *testing.T) {
 	out := kubectlRewire(t, "switch", "swpod", "--to", "e2e-ptp", "--timeout", "60s")
 	t.Logf("%s", strings.TrimSpace(out))
 	onPrimary(t, "swpod", "default/e2e-ptp", ip)
+	// The node's record and the pod's interfaces agree with network-status.
+	if out := kubectlRewire(t, "status", "swpod"); !strings.Contains(out, "record and interfaces match") ||
+		!regexp.MustCompile(`(?m)^eth0\s+default/e2e-ptp\s+`+regexp.QuoteMeta(ip)+`\s+\S+\s+true$`).MatchString(out) {
+		t.Fatalf("kubectl rewire status after the switch:\n%s", out)
+	}
 	if !slices.Contains(hostLocalIPs("e2e-ptp"), ip) || slices.Contains(hostLocalIPs("e2e-bridge"), ip) {
 		t.Fatalf("after the switch host-local of e2e-ptp holds %v, of e2e-bridge %v", hostLocalIPs("e2e-ptp"), hostLocalIPs("e2e-bridge"))
 	}
