@@ -95,8 +95,12 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 	took := time.Since(start)
 	metrics.SwitchSeconds.Observe(took.Seconds())
 	r.d.Log.Info("switched primary network", "pod", ref, "from", from, "to", want.Network, "ms", ms(took))
-	r.d.event(ref, kube.EventNormal, kube.ReasonNetworkSwitched, fmt.Sprintf("Switched %s from %s to %s keeping %v in %.1f ms",
-		sb.IfName, from, want.Network, sb.Primary().CapabilityArgs["ips"], ms(took)))
+	kept := fmt.Sprintf("keeping %v", sb.Primary().CapabilityArgs["ips"])
+	if opts.Readdress {
+		kept = "with new addresses (nothing to drain)"
+	}
+	r.d.event(ref, kube.EventNormal, kube.ReasonNetworkSwitched, fmt.Sprintf("Switched %s from %s to %s %s in %.1f ms",
+		sb.IfName, from, want.Network, kept, ms(took)))
 	r.publish(ref, sb)
 	return nil
 }
