@@ -244,15 +244,20 @@ func recordedStatus(sb *store.Sandbox) (string, error) {
 	return netstatus.Marshal(list)
 }
 
+// storedResults returns the attachments that are in place (added) with
+// their results; one being added or deleted right now is left out.
 func storedResults(sb *store.Sandbox) ([]attachment.Spec, []*current.Result, error) {
-	specs := make([]attachment.Spec, len(sb.Attachments))
-	results := make([]*current.Result, len(sb.Attachments))
-	for i, a := range sb.Attachments {
-		specs[i] = a.Spec
-		results[i] = &current.Result{}
-		if err := json.Unmarshal(a.Result, results[i]); err != nil {
+	var specs []attachment.Spec
+	var results []*current.Result
+	for _, a := range sb.Attachments {
+		if a.State != store.Added {
+			continue
+		}
+		res := &current.Result{}
+		if err := json.Unmarshal(a.Result, res); err != nil {
 			return nil, nil, fmt.Errorf("attachment %s: %w", a.IfName, err)
 		}
+		specs, results = append(specs, a.Spec), append(results, res)
 	}
 	return specs, results, nil
 }

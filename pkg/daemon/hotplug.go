@@ -248,6 +248,7 @@ func (r *Reconciler) reject(ref podRef, pod *kube.Pod, annotation, reason string
 	r.rejected[key] = rejected{value, err.Error()}
 	r.mu.Unlock()
 	if !seen {
+		r.d.Log.Warn("annotation rejected, not retried for this value", "pod", ref, "annotation", annotation, "reason", reason, "err", err)
 		r.d.event(ref, kube.EventWarning, reason, err.Error())
 	}
 }

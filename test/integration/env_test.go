@@ -178,6 +178,9 @@ func (e *env) cleanup() {
 	}
 	if e.t.Failed() {
 		e.t.Logf("rewired log:\n%s", tail(e.daemon.Log(), 60))
+		if dir := os.Getenv("REWIRE_KEEP_LOGS"); dir != "" { // the whole log, for a closer look
+			_ = os.WriteFile(filepath.Join(dir, e.node+"-rewired.log"), []byte(e.daemon.Log()), 0o644)
+		}
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
