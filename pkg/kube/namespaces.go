@@ -20,15 +20,7 @@ type Namespaces struct{ informer cache.SharedIndexInformer }
 // NewNamespaces watches the namespaces' metadata.
 func NewNamespaces(client metadata.Interface) *Namespaces {
 	res := client.Resource(namespacesGVR)
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return res.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return res.Watch(ctx, o)
-		},
-	}
-	return &Namespaces{informer: cache.NewSharedIndexInformer(lw, &metav1.PartialObjectMetadata{}, 0, cache.Indexers{})}
+	return &Namespaces{informer: cache.NewSharedIndexInformer(ListWatch(res.List, res.Watch), &metav1.PartialObjectMetadata{}, 0, cache.Indexers{})}
 }
 
 // Run starts the informer until ctx ends.
@@ -47,4 +39,16 @@ func (n *Namespaces) Labels(name string) map[string]string {
 		return m.Labels
 	}
 	return nil
+}
+
+// ListWatch makes an informer's ListWatch from a resource client's List and
+// Watch (metadata or dynamic).
+func ListWatch[L runtime.Object](list func(context.Context, metav1.ListOptions) (L, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) *cache.ListWatch {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return list(ctx, o)
+		},
+		WatchFuncWithContext: watchFn,
+	}
 }

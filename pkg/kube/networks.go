@@ -8,8 +8,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/cache"
 
@@ -38,17 +36,9 @@ type parsedNet struct {
 // spec.config finds its config by name.
 func NewNetworks(client dynamic.Interface, confDir string) *Networks {
 	nads := client.Resource(nad.GVR)
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return nads.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return nads.Watch(ctx, o)
-		},
-	}
 	n := &Networks{
 		client: client, confDir: confDir, parsed: map[string]parsedNet{},
-		informer: newInformer(lw, &unstructured.Unstructured{}),
+		informer: newInformer(ListWatch(nads.List, nads.Watch), &unstructured.Unstructured{}),
 	}
 	_, _ = n.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: n.forget})
 	return n
