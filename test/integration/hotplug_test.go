@@ -19,12 +19,18 @@ import (
 // setNetworks patches the pod's networks annotation ("" removes it).
 func setNetworks(t testing.TB, p *harness.Pod, value string) {
 	t.Helper()
+	setAnnotation(t, p, selection.NetworksAnnotation, value)
+}
+
+// setAnnotation merge-patches one annotation of the pod ("" removes it).
+func setAnnotation(t testing.TB, p *harness.Pod, key, value string) {
+	t.Helper()
 	var v interface{} = value
 	if value == "" {
 		v = nil
 	}
 	body, _ := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{
-		"annotations": map[string]interface{}{selection.NetworksAnnotation: v}}})
+		"annotations": map[string]interface{}{key: v}}})
 	_, err := api.Client.CoreV1().Pods(p.Namespace).Patch(context.Background(), p.Name, types.MergePatchType, body, metav1.PatchOptions{})
 	must(t, err)
 }

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -16,7 +15,6 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/vishvananda/netlink"
 
@@ -37,14 +35,7 @@ func (e *env) ptpConf(name string) string {
 // setDefaultNetwork patches the pod's default-network annotation ("" removes it).
 func setDefaultNetwork(t testing.TB, p *harness.Pod, value string) {
 	t.Helper()
-	var v interface{} = value
-	if value == "" {
-		v = nil
-	}
-	body, _ := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{
-		"annotations": map[string]interface{}{selection.DefaultNetworkAnnotation: v}}})
-	_, err := api.Client.CoreV1().Pods(p.Namespace).Patch(context.Background(), p.Name, types.MergePatchType, body, metav1.PatchOptions{})
-	must(t, err)
+	setAnnotation(t, p, selection.DefaultNetworkAnnotation, value)
 }
 
 // waitEvents waits until the pod has n Events with the reason and returns
