@@ -14,6 +14,7 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/inspect"
 	"github.com/rewire-cni/rewire/pkg/netstatus"
+	"github.com/rewire-cni/rewire/pkg/store"
 )
 
 // daemonPods lists the rewired pods (on node, when given).
@@ -69,8 +70,12 @@ func nodeDrift(list []netstatus.Status, r *inspect.Report) []string {
 		out = append(out, "a switch of the primary network is in progress (or draining)")
 	}
 	recorded := map[string]inspect.Attachment{}
+	var live []inspect.Attachment
 	for _, a := range r.Attachments {
-		recorded[a.Interface] = a
+		if a.State != string(store.Retained) { // a reservation kept after a switch: no interface
+			recorded[a.Interface] = a
+			live = append(live, a)
+		}
 	}
 	present := map[string]inspect.Link{}
 	for _, l := range r.Links {
@@ -83,7 +88,7 @@ func nodeDrift(list []netstatus.Status, r *inspect.Report) []string {
 			out = append(out, fmt.Sprintf("network-status shows %s on %s; the node records %q there", s.Name, s.Interface, a.Network))
 		}
 	}
-	for _, a := range r.Attachments {
+	for _, a := range live {
 		if !shown[a.Interface] {
 			out = append(out, fmt.Sprintf("the node records %s on %s (%s); network-status does not show it", a.Network, a.Interface, a.State))
 		}

@@ -4,6 +4,7 @@
 package attachment
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 
@@ -81,7 +82,7 @@ func MutatePlugins(conf []byte, fn func(plugin map[string]interface{})) ([]byte,
 		return nil, fmt.Errorf("config is not a JSON object")
 	}
 	var plugins []map[string]interface{}
-	if err := json.Unmarshal(top["plugins"], &plugins); err != nil {
+	if err := DecodeJSON(top["plugins"], &plugins); err != nil {
 		return nil, fmt.Errorf("config list has no plugins array: %w", err)
 	}
 	for _, p := range plugins {
@@ -93,6 +94,14 @@ func MutatePlugins(conf []byte, fn func(plugin map[string]interface{})) ([]byte,
 	}
 	top["plugins"] = raw
 	return json.Marshal(top)
+}
+
+// DecodeJSON decodes raw into v keeping numbers exact (json.Number, not
+// float64), so that a config re-encoded after a change keeps its numbers.
+func DecodeJSON(raw []byte, v interface{}) error {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	return d.Decode(v)
 }
 
 // MergeCNIArgs merges args into each plugin's "args": {"cni": {...}}

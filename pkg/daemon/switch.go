@@ -95,7 +95,7 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 	took := time.Since(start)
 	metrics.SwitchSeconds.Observe(took.Seconds())
 	r.d.Log.Info("switched primary network", "pod", ref, "from", from, "to", want.Network, "ms", ms(took))
-	kept := fmt.Sprintf("keeping %v", sb.Primary().CapabilityArgs["ips"])
+	kept := fmt.Sprintf("keeping %v", executor.Addresses(sb.Primary()))
 	if opts.Readdress {
 		kept = "with new addresses (nothing to drain)"
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/handover"
+	"github.com/rewire-cni/rewire/pkg/reservation"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
 
@@ -77,10 +78,14 @@ func (e *Executor) delAttachments(ctx context.Context, sb *store.Sandbox, netns 
 	if len(errs) > 0 {
 		return errors.Join(append(errs, e.store.Put(sb))...)
 	}
+	e.undoHostChanges(sb) // a crash before the record goes undoes them again
 	return e.store.Delete(sb.ContainerID)
 }
 
 func (e *Executor) delOne(ctx context.Context, sb *store.Sandbox, a *store.Attachment, netns string, args [][2]string) error {
+	if a.State == store.Retained {
+		return e.release(ctx, sb, a, args)
+	}
 	list, err := a.ConfList()
 	if err != nil {
 		return err
@@ -100,6 +105,27 @@ func (e *Executor) delOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 		return err
 	}
 	return e.fault("del:after:" + a.IfName)
+}
+
+// release frees what a Retained attachment still holds: its IPAM's
+// reservation of the pod's addresses. Its interface is long gone (and its
+// name may be another attachment's now), so only the IPAM plugins are
+// called, without a netns.
+func (e *Executor) release(ctx context.Context, sb *store.Sandbox, a *store.Attachment, args [][2]string) error {
+	conf, ok, err := reservation.ReleaseOnly(a.Config)
+	if err != nil || !ok {
+		return err
+	}
+	list, err := libcni.ConfListFromBytes(conf)
+	if err != nil {
+		return fmt.Errorf("network %s: IPAM release config: %w", a.Network, err)
+	}
+	if err := e.fault("release:" + a.IfName); err != nil {
+		return err
+	}
+	dctx, cancel := delegateContext(ctx)
+	defer cancel()
+	return e.cni.DelNetworkList(dctx, list, runtimeConf(sb.ContainerID, "", a, args))
 }
 
 // addCached appends the attachments libcni's cache holds for the sandbox

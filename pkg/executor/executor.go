@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -188,7 +189,38 @@ func (e *Executor) addOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 	if err != nil {
 		return nil, fmt.Errorf("converting result: %w", err)
 	}
+	if err := e.uniqueAddresses(sb, res); err != nil {
+		return nil, err
+	}
 	return res, nil
+}
+
+// AddressInUse is returned when a delegate's IPAM hands out an address that
+// another pod on this node holds (two IPAMs on one range, or a stale store):
+// the attachment is rolled back instead of taking the address over.
+type AddressInUse struct {
+	IP     net.IP
+	Holder store.Holder
+}
+
+func (a *AddressInUse) Error() string {
+	return fmt.Sprintf("its IPAM handed out %s, which pod %s holds on this node (network %s, interface %s): "+
+		"networks that allocate from one range must share one IPAM store", a.IP, a.Holder.Pod, a.Holder.Network, a.Holder.IfName)
+}
+
+// uniqueAddresses refuses a result holding an address that an attachment of
+// another sandbox on this node holds (live, or Retained after a switch).
+func (e *Executor) uniqueAddresses(sb *store.Sandbox, res *current.Result) error {
+	for _, ip := range res.IPs {
+		holders, err := e.store.Holders(ip.Address.IP, sb.ContainerID)
+		if err != nil {
+			return fmt.Errorf("checking address %s: %w", ip.Address.IP, err)
+		}
+		if len(holders) > 0 {
+			return &AddressInUse{IP: ip.Address.IP, Holder: holders[0]}
+		}
+	}
+	return nil
 }
 
 // DelegateTimeout bounds one delegate call.
@@ -243,7 +275,11 @@ func (e *Executor) Recover(ctx context.Context) (int, error) {
 			}
 		}
 		for _, a := range sb.Specs() {
-			if st := sb.Find(a.IfName).State; st != store.Added {
+			if st := sb.Find(a.IfName).State; st == store.Retiring {
+				if err := e.Retire(ctx, sb, a.IfName); err != nil {
+					errs = append(errs, fmt.Errorf("container %s: %w", id, err))
+				}
+			} else if st != store.Added {
 				n++
 				e.sbLog(sb).Info("undoing interrupted hot-plug", "interface", a.IfName, "state", st)
 				if err := e.Unplug(ctx, sb, a.IfName); err != nil {
@@ -309,6 +345,9 @@ func (e *Executor) Check(ctx context.Context, containerID, netns string, args []
 	var errs []error
 	for i := range sb.Attachments {
 		a := &sb.Attachments[i]
+		if a.State == store.Retained {
+			continue // no interface: only a reservation
+		}
 		list, err := a.ConfList()
 		switch {
 		case err != nil:

@@ -8,6 +8,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/reservation"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
 
@@ -77,6 +78,35 @@ func (e *Executor) Unplug(ctx context.Context, sb *store.Sandbox, ifName string)
 		return &AttachError{Network: a.Network, IfName: a.IfName, Err: err}
 	}
 	sb.Remove(ifName)
+	return e.store.Put(sb)
+}
+
+// Retire deletes an attachment's interface and every host-side piece of it
+// with the exact config it was added with, except that its IPAM releases
+// nothing: the attachment stays recorded as Retained, holding the pod's
+// addresses until the pod's DEL releases them (see package reservation).
+// The caller holds Lock. On failure it stays Retiring; calling Retire again
+// finishes it.
+func (e *Executor) Retire(ctx context.Context, sb *store.Sandbox, ifName string) error {
+	a := sb.Find(ifName)
+	if a == nil || a.State == store.Retained {
+		return nil
+	}
+	a.State, a.Primary = store.Retiring, false
+	if err := e.store.Put(sb); err != nil {
+		return err
+	}
+	hold, err := reservation.Hold(a.Config)
+	if err != nil {
+		return fmt.Errorf("network %s: %w", a.Network, err)
+	}
+	held := *a
+	held.Config = hold
+	if err := e.delOne(ctx, sb, &held, sb.NetNS, sb.Args); err != nil {
+		return &AttachError{Network: a.Network, IfName: a.IfName, Err: err}
+	}
+	a = sb.Find(ifName)
+	a.State = store.Retained
 	return e.store.Put(sb)
 }
 

@@ -9,11 +9,15 @@ import (
 	"os"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/handover"
 	"github.com/rewire-cni/rewire/pkg/nad"
+	"github.com/rewire-cni/rewire/pkg/reservation"
+	"github.com/rewire-cni/rewire/pkg/selection"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
 
@@ -78,15 +82,15 @@ func (e *Executor) Switch(ctx context.Context, sb *store.Sandbox, spec attachmen
 	if err != nil {
 		return nil, err
 	}
+	if err := e.canHold(from); err != nil {
+		return nil, err
+	}
 	var pinFrom []net.IP
 	if opts.Readdress {
 		pinFrom = podIPs(from)
 		spec.CapabilityArgs = withIPs(from.CapabilityArgs, nil)
-	} else {
-		if err := canOwn(spec, ips); err != nil {
-			return nil, err
-		}
-		spec.CapabilityArgs = withIPs(from.CapabilityArgs, ips)
+	} else if err := claim(sb, &spec, from, ips); err != nil {
+		return nil, err
 	}
 	spec.IfName, spec.LinkName, spec.Primary = tempName(sb), "", false
 	sb.Switch = &store.Switch{From: from.IfName, To: spec.IfName, Readdress: opts.Readdress}
@@ -135,7 +139,16 @@ func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink str
 		return nil, fmt.Errorf("pinning the routes of %s: %w", oldLink, err)
 	}
 	to := sb.Find(sb.Switch.To)
+	// The new copies of the kept IPv6 addresses must not fail DAD against
+	// the old interface, which still holds them.
+	restoreDAD, err := handover.DisableDAD(sb.NetNS)
+	if err != nil {
+		return nil, err
+	}
 	res, err := e.addOne(ctx, sb, to, sb.Args)
+	if rerr := restoreDAD(); rerr != nil {
+		e.sbLog(sb).Warn("restoring the pod's accept_dad", "err", rerr)
+	}
 	if err != nil {
 		return nil, &AttachError{Network: to.Network, IfName: to.IfName, Err: err}
 	}
@@ -185,6 +198,7 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 	if err := e.fault("switch:cut"); err != nil {
 		return err
 	}
+	e.settle(sb, to)
 	if err := handover.Cut(sb.NetNS); err != nil {
 		return fmt.Errorf("cutting over to %s: %w", to.Network, err)
 	}
@@ -199,7 +213,7 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 		return err
 	}
 	if from := sb.Find(sb.Switch.From); from != nil {
-		if err := e.Unplug(ctx, sb, from.IfName); err != nil {
+		if err := e.Retire(ctx, sb, from.IfName); err != nil {
 			return fmt.Errorf("the pod works on %s; deleting the old primary: %w", to.Network, err)
 		}
 		to = sb.Find(sb.Switch.To)
@@ -219,6 +233,31 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 	}
 	sb.Switch = nil
 	return e.Reorder(sb, nil)
+}
+
+// SettleTimeout bounds the wait for the new primary's IPv6 addresses to
+// finish duplicate address detection before the cut-over.
+const SettleTimeout = 5 * time.Second
+
+// settle waits, when the pod has IPv6 addresses, until no IPv6 address of
+// the new primary, in the pod or on its host-side links (link-local ones
+// included: neighbour discovery needs them), is tentative: traffic cut over to an address still in
+// DAD is dropped. Traffic keeps flowing through the old primary meanwhile.
+// A timeout is logged and the switch goes on.
+func (e *Executor) settle(sb *store.Sandbox, to *store.Attachment) {
+	v6 := false
+	for _, ip := range podIPs(to) {
+		v6 = v6 || ip.To4() == nil
+	}
+	if !v6 {
+		return
+	}
+	if err := handover.WaitSettled(sb.NetNS, to.Link(), SettleTimeout); err != nil {
+		e.sbLog(sb).Warn("new primary's addresses not settled", "err", err)
+	}
+	if err := handover.HostWaitSettled(hostLinks(to), SettleTimeout); err != nil {
+		e.sbLog(sb).Warn("new primary's host-side addresses not settled", "err", err)
+	}
 }
 
 // drained returns a Draining error while connections use the old
@@ -243,19 +282,23 @@ func (e *Executor) drained(sb *store.Sandbox) error {
 
 // handOffHost prepares the host for the old primary's removal: neighbours
 // on its bridge are answered by the host for the moved addresses (see
-// handover.ProxyNeighbours), and host routes to them other than the new
-// primary's are withdrawn so that inbound traffic takes the new route before
-// the old link goes (see handover.WithdrawHostRoutes). Failures are logged:
-// the switch itself is done.
+// handover.ProxyNeighbours; what it turns on is recorded in the sandbox
+// and undone when nothing needs it), and host routes to them other than the
+// new primary's are withdrawn so that inbound traffic takes the new route
+// before the old link goes (see handover.WithdrawHostRoutes). Failures are
+// logged: the switch itself is done.
 func (e *Executor) handOffHost(sb *store.Sandbox, old, new *store.Attachment) {
+	e.undoHostChanges(sb) // a switch back: the bridge may hold the addresses again
 	ips := podIPs(old)
 	for _, name := range hostLinks(old) {
 		if !isBridge(name) {
 			continue
 		}
-		if _, err := handover.ProxyNeighbours(name, ips); err != nil {
-			e.sbLog(sb).Warn("proxying ARP for moved addresses", "bridge", name, "err", err)
+		c, err := handover.ProxyNeighbours(name, ips)
+		if err != nil {
+			e.sbLog(sb).Warn("proxying ARP/NDP for moved addresses", "bridge", name, "err", err)
 		}
+		e.recordHostChanges(sb, c)
 	}
 	if err := handover.WithdrawHostRoutes(ips, hostLinks(new)); err != nil {
 		e.sbLog(sb).Warn("withdrawing host routes of the old primary", "err", err)
@@ -279,9 +322,9 @@ func hostLinks(a *store.Attachment) []string {
 
 // podAddresses returns the addresses of the attachment's pod interface.
 func podAddresses(a *store.Attachment) ([]*net.IPNet, error) {
-	var res current.Result
-	if err := json.Unmarshal(a.Result, &res); err != nil {
-		return nil, fmt.Errorf("stored result of %s: %w", a.IfName, err)
+	res, err := storedResult(a)
+	if err != nil {
+		return nil, err
 	}
 	var out []*net.IPNet
 	for _, ip := range res.IPs {
@@ -297,16 +340,93 @@ func podAddresses(a *store.Attachment) ([]*net.IPNet, error) {
 	return out, nil
 }
 
-// canOwn refuses a target network that cannot be asked for given addresses.
-func canOwn(spec attachment.Spec, ips []*net.IPNet) error {
+// claim makes spec hand out ips, the pod's primary addresses, for a
+// keep-ip switch. When the pod already holds them in spec's IPAM store (a
+// switch back to a network it left, whose reservation is Retained, or a
+// network sharing the current one's IPAM pool), spec configures them
+// statically and that reservation stays their owner; otherwise spec's IPAM
+// is asked for them (the "ips" capability) and holds them too. A network
+// that can do neither is refused, saying what would make it possible.
+func claim(sb *store.Sandbox, spec *attachment.Spec, from *store.Attachment, ips []*net.IPNet) error {
+	spec.CapabilityArgs = withIPs(from.CapabilityArgs, nil)
+	if key := reservation.Key(spec.Config); key != "" {
+		for i := range sb.Attachments {
+			a := &sb.Attachments[i]
+			if reservation.Key(a.Config) != key || !holdsAll(a, ips) {
+				continue
+			}
+			res, err := storedResult(a)
+			if err != nil {
+				return err
+			}
+			conf, err := reservation.Static(spec.Config, res)
+			if err != nil {
+				return &SwitchRefused{Reason: fmt.Sprintf("network %s: %v", spec.Network, err)}
+			}
+			spec.Config = conf
+			return nil
+		}
+	}
 	list, err := spec.ConfList()
 	if err != nil {
 		return &SwitchRefused{Reason: err.Error()}
 	}
 	if !nad.Capabilities(list)["ips"] {
-		return &SwitchRefused{Reason: fmt.Sprintf("network %s cannot take over %v: none of its plugins declares the \"ips\" capability", spec.Network, ips)}
+		return &SwitchRefused{Reason: fmt.Sprintf("network %s cannot take over %v: none of its plugins declares the \"ips\" capability "+
+			"(add \"capabilities\":{\"ips\":true} to the plugin carrying its IPAM, give it the same IPAM pool as %s, "+
+			"or switch with %s: readdress)", spec.Network, ips, from.Network, selection.SwitchModeAnnotation)}
+	}
+	if nets, known := reservation.Ranges(spec.Config); known {
+		if out := reservation.Outside(nets, ipsOf(ips)); len(out) > 0 {
+			return &SwitchRefused{Reason: fmt.Sprintf("network %s cannot take over %v: its IPAM ranges %v do not contain it "+
+				"(add a range holding it, or switch with %s: readdress)", spec.Network, out, nets, selection.SwitchModeAnnotation)}
+		}
+	}
+	spec.CapabilityArgs = withIPs(from.CapabilityArgs, ips)
+	return nil
+}
+
+// holdsAll reports whether an attachment's result has every address of ips.
+func holdsAll(a *store.Attachment, ips []*net.IPNet) bool {
+	if a.State != store.Added && a.State != store.Retained {
+		return false
+	}
+	have := podIPs(a)
+	for _, ip := range ips {
+		found := false
+		for _, h := range have {
+			found = found || h.Equal(ip.IP)
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// canHold refuses a switch whose old primary could not be retired: keeping
+// its reservation needs the reference static IPAM plugin in the bin dirs.
+func (e *Executor) canHold(from *store.Attachment) error {
+	if _, ok, _ := reservation.ReleaseOnly(from.Config); !ok {
+		return nil
+	}
+	cfg, ok := e.cni.(*libcni.CNIConfig)
+	if !ok {
+		return nil
+	}
+	if _, err := invoke.FindInPath(reservation.StaticType, cfg.Path); err != nil {
+		return &SwitchRefused{Reason: fmt.Sprintf("keeping the pod's addresses reserved in %s needs the reference %q IPAM plugin in %v",
+			from.Network, reservation.StaticType, cfg.Path)}
 	}
 	return nil
+}
+
+func ipsOf(nets []*net.IPNet) []net.IP {
+	out := make([]net.IP, len(nets))
+	for i, n := range nets {
+		out[i] = n.IP
+	}
+	return out
 }
 
 // withIPs returns the runtime arguments of the old primary with "ips" set
@@ -342,13 +462,29 @@ func tempName(sb *store.Sandbox) string {
 	}
 }
 
+// Addresses are the pod interface's addresses (CIDR notation) in an
+// attachment's result.
+func Addresses(a *store.Attachment) []string {
+	nets, _ := podAddresses(a)
+	out := make([]string, len(nets))
+	for i, n := range nets {
+		out[i] = n.String()
+	}
+	return out
+}
+
 func podIPs(a *store.Attachment) []net.IP {
 	nets, _ := podAddresses(a)
-	ips := make([]net.IP, len(nets))
-	for i, n := range nets {
-		ips[i] = n.IP
+	return ipsOf(nets)
+}
+
+// storedResult decodes an attachment's recorded result.
+func storedResult(a *store.Attachment) (*current.Result, error) {
+	res := &current.Result{}
+	if err := json.Unmarshal(a.Result, res); err != nil {
+		return nil, fmt.Errorf("stored result of %s: %w", a.IfName, err)
 	}
-	return ips
+	return res, nil
 }
 
 func isBridge(name string) bool {

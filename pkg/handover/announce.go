@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -13,22 +12,44 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Announce sends one gratuitous ARP request for each IPv4 address in ips
-// from link, so that L2 neighbours (a macvlan or bridge network) update their
-// caches to the link's MAC at once. Routed networks (ptp) do not need it and
-// it does no harm there. Links without a MAC (no ARP) are skipped.
+// Announce tells the L2 neighbours of link (a macvlan or bridge network)
+// that ips now live at the link's MAC, so that they update their caches at
+// once: one gratuitous ARP request for each IPv4 address and one unsolicited
+// Neighbour Advertisement for each IPv6 address (see unsolicitedNA). Routed
+// networks (ptp) do not need it and it does no harm there. Links without a
+// MAC (no ARP, no NDP) are skipped.
 func Announce(netns, link string, ips []net.IP) error {
 	return ns.WithNetNSPath(netns, func(ns.NetNS) error {
 		l, err := netlinksafe.LinkByName(link)
 		if err != nil {
 			return fmt.Errorf("interface %s: %w", link, err)
 		}
-		return announce(l.Attrs().Index, l.Attrs().HardwareAddr, ips)
+		return announce(l.Attrs(), ips)
 	})
 }
 
-func announce(index int, mac net.HardwareAddr, ips []net.IP) error {
-	if len(mac) != 6 {
+// announce sends the gratuitous ARPs and unsolicited Neighbour
+// Advertisements for ips from the link a in the current namespace.
+func announce(a *netlink.LinkAttrs, ips []net.IP) error {
+	if len(a.HardwareAddr) != 6 {
+		return nil
+	}
+	var v4, v6 []net.IP
+	for _, ip := range ips {
+		switch {
+		case ip.To4() != nil:
+			v4 = append(v4, ip.To4())
+		case len(ip) == net.IPv6len:
+			v6 = append(v6, ip)
+		}
+	}
+	return errors.Join(gratuitousARP(a.Index, a.HardwareAddr, v4), unsolicitedNA(a, v6))
+}
+
+// gratuitousARP sends one gratuitous ARP request for each IPv4 address in
+// ips from the link with the given index and MAC.
+func gratuitousARP(index int, mac net.HardwareAddr, ips []net.IP) error {
+	if len(ips) == 0 {
 		return nil
 	}
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
@@ -39,11 +60,7 @@ func announce(index int, mac net.HardwareAddr, ips []net.IP) error {
 	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: index, Halen: 6}
 	copy(to.Addr[:], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	for _, ip := range ips {
-		ip4 := ip.To4()
-		if ip4 == nil {
-			continue
-		}
-		if err := unix.Sendto(fd, garp(mac, ip4), 0, to); err != nil {
+		if err := unix.Sendto(fd, garp(mac, ip), 0, to); err != nil {
 			return fmt.Errorf("gratuitous ARP for %s: %w", ip, err)
 		}
 	}
@@ -66,30 +83,58 @@ func garp(mac net.HardwareAddr, ip net.IP) []byte {
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // ProxyNeighbours keeps the L2 neighbours of a host bridge reaching ips
-// after the pod left that bridge for a routed network: when the host now
-// routes the addresses through another interface, proxy ARP is enabled on
-// the bridge and a gratuitous ARP with the bridge's MAC tells the neighbours
-// to send through the host. It reports whether it did so. Runs in the
-// current (host) namespace.
-func ProxyNeighbours(bridge string, ips []net.IP) (bool, error) {
+// after the pod left that bridge for a routed network. For the addresses the
+// host now routes through another interface it enables proxy ARP (IPv4) and
+// proxy NDP (IPv6) on the bridge, adds a proxy neighbour entry on the bridge
+// for each moved IPv6 address (Linux proxy NDP answers only for addresses
+// that have one), and then announces the moved addresses with the bridge's
+// MAC (gratuitous ARP, unsolicited Neighbour Advertisement) so that the
+// neighbours send through the host at once. The host must forward IPv6 for
+// proxy NDP to answer (net.ipv6.conf.<bridge>.forwarding), as it must to
+// route the pod at all.
+//
+// It returns what it changed, also on error, for UndoHostChanges: only a
+// sysctl it turned on and proxy entries it added, not what was already
+// there, so calling it again after a crash reports nothing the first call
+// did. Runs in the current (host) namespace.
+func ProxyNeighbours(bridge string, ips []net.IP) (HostChanges, error) {
+	c := HostChanges{Bridge: bridge}
 	br, err := netlinksafe.LinkByName(bridge)
 	if err != nil {
-		return false, fmt.Errorf("bridge %s: %w", bridge, err)
+		return c, fmt.Errorf("bridge %s: %w", bridge, err)
 	}
-	var moved []net.IP
+	var v4, v6 []net.IP
 	for _, ip := range ips {
 		routes, err := netlink.RouteGet(ip)
-		if err == nil && len(routes) > 0 && routes[0].LinkIndex != br.Attrs().Index && ip.To4() != nil {
-			moved = append(moved, ip)
+		if err != nil || len(routes) == 0 || routes[0].LinkIndex == br.Attrs().Index {
+			continue
+		}
+		if ip.To4() != nil {
+			v4 = append(v4, ip)
+		} else {
+			v6 = append(v6, ip)
 		}
 	}
-	if len(moved) == 0 {
-		return false, nil
+	if len(v4) > 0 {
+		on, err := turnOn(proxyARPPath(bridge))
+		c.ProxyARP = on
+		if err != nil {
+			return c, fmt.Errorf("enabling proxy ARP on %s: %w", bridge, err)
+		}
 	}
-	if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+bridge+"/proxy_arp", []byte("1"), 0o644); err != nil {
-		return false, fmt.Errorf("enabling proxy ARP on %s: %w", bridge, err)
+	if len(v6) > 0 {
+		on, err := turnOn(proxyNDPPath(bridge))
+		c.ProxyNDP = on
+		if err != nil {
+			return c, fmt.Errorf("enabling proxy NDP on %s: %w", bridge, err)
+		}
+		added, err := addProxyEntries(br.Attrs().Index, v6)
+		c.ProxyNeigh = added
+		if err != nil {
+			return c, fmt.Errorf("bridge %s: %w", bridge, err)
+		}
 	}
-	return true, announce(br.Attrs().Index, br.Attrs().HardwareAddr, moved)
+	return c, announce(br.Attrs(), append(v4, v6...))
 }
 
 // WithdrawHostRoutes removes the host routes to exactly the given addresses

@@ -2,14 +2,17 @@
 // the pod's network namespace, the netlink half of a live primary-network
 // switch (make-before-break):
 //
-//	Pin     the old interface's routes move from the main table to a side
-//	        table consulted just before main, so main is free for the new
-//	        network while traffic keeps flowing through the old interface.
+//	Pin     a side table consulted just before main gets a copy of main,
+//	        then the old interface's routes leave main, so main is free for
+//	        the new network while every lookup answers as before the switch
+//	        (the primary's traffic through the old interface, a secondary's
+//	        through its own).
 //	Cut     the pin rule goes (one netlink call): lookups fall through to
 //	        main, which now holds the new interface's routes.
 //	Unpin   (rollback) the old routes go back to main.
 //	Rename  the new interface takes the old one's name.
-//	Announce gratuitous ARP for the kept addresses from the new interface.
+//	Announce gratuitous ARP and unsolicited neighbour advertisements for
+//	        the kept addresses from the new interface.
 //
 // Every function enters the namespace with ns.WithNetNSPath (the OS thread is
 // locked) and is idempotent, so a crashed switch can be finished or undone
@@ -39,11 +42,14 @@ const (
 
 var families = []int{netlink.FAMILY_V4, netlink.FAMILY_V6}
 
-// Pin moves every main-table route through link into the pin table and adds
-// the pin rule for each address family that had one: for all traffic, or
-// when from is given, only for traffic from those addresses (a re-addressing
-// switch keeps the old address on the old interface while everything else
-// moves). Routes of other interfaces stay in main. The copy and the rule
+// Pin freezes the pod's routing as it is and frees main of link's routes,
+// for each address family that has routes through link: the pin table gets
+// a copy of the whole main table (so that a destination main routes through
+// a secondary interface keeps that path: only the primary's traffic is
+// pinned), the pin rule sends all traffic to it (or, when from is given,
+// only traffic from those addresses: a re-addressing switch keeps the old
+// address on the old interface while everything else moves), and then
+// link's routes leave main for the new network's. The copy and the rule
 // exist before anything is removed from main, so no lookup ever misses.
 func Pin(netns, link string, from ...net.IP) error {
 	return ns.WithNetNSPath(netns, func(ns.NetNS) error {
@@ -59,7 +65,11 @@ func Pin(netns, link string, from ...net.IP) error {
 			if len(routes) == 0 {
 				continue
 			}
-			if err := copyRoutes(routes, Table); err != nil {
+			all, err := linkRoutes(0, fam, unix.RT_TABLE_MAIN)
+			if err != nil {
+				return err
+			}
+			if err := copyRoutes(all, Table); err != nil {
 				return err
 			}
 			if err := addRules(fam, from); err != nil {
@@ -74,7 +84,8 @@ func Pin(netns, link string, from ...net.IP) error {
 }
 
 // Unpin undoes Pin: the pinned routes go back to main (when their interface
-// still exists), then the rule and the table are removed.
+// still exists; the copies of routes main kept are already there), then the
+// rule and the table are removed.
 func Unpin(netns string) error {
 	return ns.WithNetNSPath(netns, func(ns.NetNS) error {
 		for _, fam := range families {

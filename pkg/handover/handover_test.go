@@ -1,6 +1,7 @@
 package handover
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"sort"
@@ -21,7 +22,7 @@ import (
 func podNS(t *testing.T) ns.NetNS {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
+		t.Fatal("needs root (network namespaces): run as root")
 	}
 	n, err := testutils.NewNS()
 	if err != nil {
@@ -91,7 +92,7 @@ func table(id int) string {
 func TestPinCutRename(t *testing.T) {
 	n := podNS(t)
 	must(t, Pin(n.Path(), "eth0"))
-	want := []string{"main 192.168.9.0/24 dev net1", "pin 10.9.0.0/24 dev eth0", "pin default via 10.9.0.1 dev eth0"}
+	want := []string{"main 192.168.9.0/24 dev net1", "pin 10.9.0.0/24 dev eth0", "pin 192.168.9.0/24 dev net1", "pin default via 10.9.0.1 dev eth0"}
 	assertRoutes(t, n, want)
 	pinned, err := Pinned(n.Path())
 	must(t, err)
@@ -129,6 +130,83 @@ func TestPinCutRename(t *testing.T) {
 	if err := HasAddresses(n.Path(), "eth0", []net.IP{net.ParseIP("10.9.0.6")}); err == nil {
 		t.Fatal("HasAddresses found an address eth0 lacks")
 	}
+}
+
+// During a switch every destination takes the path it took before, until
+// the cut: the primary's (default route, own subnet) through the old
+// interface, a secondary's subnet and its routes through the secondary,
+// for both families; after the cut the primary's go through the new
+// interface and the secondary's still through the secondary.
+func TestPinKeepsEveryPath(t *testing.T) {
+	n := podNS(t)
+	must(t, n.Do(func(ns.NetNS) error {
+		for _, c := range [][2]string{{"eth0", "fd09::5/64"}, {"net1", "fd19::5/64"}} {
+			l, _ := netlinksafe.LinkByName(c[0])
+			a, _ := netlink.ParseAddr(c[1])
+			a.Flags = unix.IFA_F_NODAD
+			must(t, netlink.AddrAdd(l, a))
+		}
+		eth0, _ := netlinksafe.LinkByName("eth0")
+		net1, _ := netlinksafe.LinkByName("net1")
+		_, v4, _ := net.ParseCIDR("172.20.0.0/16")
+		_, v6, _ := net.ParseCIDR("fd29::/48")
+		must(t, netlink.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP("fd09::1")}))
+		must(t, netlink.RouteAdd(&netlink.Route{LinkIndex: net1.Attrs().Index, Dst: v4, Gw: net.ParseIP("192.168.9.1")}))
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: net1.Attrs().Index, Dst: v6, Gw: net.ParseIP("fd19::1")})
+	}))
+	primary := map[string]bool{"10.9.0.7": true, "8.8.8.8": true, "fd09::7": true, "2001:db8::1": true}
+	dsts := []string{"10.9.0.7", "8.8.8.8", "192.168.9.7", "172.20.1.1", "fd09::7", "2001:db8::1", "fd19::7", "fd29::1"}
+	check := func(stage, primaryDev string) {
+		t.Helper()
+		for _, d := range dsts {
+			want := "net1"
+			if primary[d] {
+				want = primaryDev
+			}
+			if got := routeDev(t, n, d); got != want {
+				t.Errorf("%s: route to %s goes through %q, want %s", stage, d, got, want)
+			}
+		}
+	}
+	check("before", "eth0")
+	must(t, Pin(n.Path(), "eth0"))
+	check("pinned", "eth0")
+	// The new network takes main: its own default routes and subnets.
+	must(t, n.Do(func(ns.NetNS) error {
+		addVeth(t, "rwsw0", "10.9.0.5/24")
+		l, _ := netlinksafe.LinkByName("rwsw0")
+		a, _ := netlink.ParseAddr("fd09::5/64")
+		a.Flags = unix.IFA_F_NODAD
+		must(t, netlink.AddrAdd(l, a))
+		must(t, netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP("fd09::1")}))
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP("10.9.0.1")})
+	}))
+	check("new network added", "eth0")
+	must(t, Cut(n.Path()))
+	check("cut", "rwsw0")
+	if t.Failed() {
+		t.Logf("routes at the end:\n%s", strings.Join(routes(t, n), "\n"))
+	}
+}
+
+// routeDev is the interface the kernel routes dst through inside n.
+func routeDev(t *testing.T, n ns.NetNS, dst string) string {
+	t.Helper()
+	var dev string
+	must(t, n.Do(func(ns.NetNS) error {
+		rs, err := netlink.RouteGet(net.ParseIP(dst))
+		if err != nil || len(rs) == 0 {
+			dev = fmt.Sprintf("none (%v)", err)
+			return nil
+		}
+		l, err := netlink.LinkByIndex(rs[0].LinkIndex)
+		if err != nil {
+			return err
+		}
+		dev = l.Attrs().Name
+		return nil
+	}))
+	return dev
 }
 
 func TestUnpinRestores(t *testing.T) {

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/handover"
 )
 
 // State of one attachment.
@@ -29,10 +30,16 @@ type State string
 
 // Attachment states. An attachment is recorded as Adding before its delegate
 // ADD runs and as Added after it succeeded; Deleting before its DEL.
+// Retiring is recorded before such an attachment's interface is deleted.
+// Retained is an old primary a live switch moved away from: its interface
+// and host-side pieces are gone, but its IPAM still reserves the pod's
+// addresses (status.podIPs can name them) until the pod's DEL releases them.
 const (
 	Adding   State = "adding"
 	Added    State = "added"
 	Deleting State = "deleting"
+	Retiring State = "retiring"
+	Retained State = "retained"
 )
 
 // Attachment is a stored attachment: the spec it was added with, its state
@@ -61,6 +68,9 @@ type Sandbox struct {
 	Attachments []Attachment `json:"attachments"`
 	// Switch is set while the primary network is being switched.
 	Switch *Switch `json:"switch,omitempty"`
+	// HostChanges are host-side changes made for this pod by a switch
+	// (proxy ARP/NDP on a bridge), undone when no record needs them.
+	HostChanges []handover.HostChanges `json:"hostChanges,omitempty"`
 }
 
 // Switch records a live primary-network switch in progress: the attachment
@@ -96,11 +106,14 @@ func (s *Sandbox) Find(ifName string) *Attachment {
 	return nil
 }
 
-// Specs returns the specs of the attachments, in record order.
+// Specs returns the specs of the attachments that have an interface (all
+// but Retained ones), in record order.
 func (s *Sandbox) Specs() []attachment.Spec {
-	specs := make([]attachment.Spec, len(s.Attachments))
-	for i, a := range s.Attachments {
-		specs[i] = a.Spec
+	specs := make([]attachment.Spec, 0, len(s.Attachments))
+	for _, a := range s.Attachments {
+		if a.State != Retained {
+			specs = append(specs, a.Spec)
+		}
 	}
 	return specs
 }
@@ -129,6 +142,7 @@ type Store struct {
 	dir   string
 	sync  bool
 	dirty atomic.Bool
+	held  heldIndex
 }
 
 // GroupCommitInterval bounds how long a write may stay unsynced when the
@@ -239,7 +253,11 @@ func (s *Store) Put(sb *Sandbox) error {
 	if err != nil {
 		return fmt.Errorf("encoding record %s: %w", sb.ContainerID, err)
 	}
-	return s.writeAtomic(p, raw, s.sync)
+	if err := s.writeAtomic(p, raw, s.sync); err != nil {
+		return err
+	}
+	s.noteHeld(sb.ContainerID, sb)
+	return nil
 }
 
 // Delete removes a sandbox record; a missing record is not an error.
@@ -251,6 +269,7 @@ func (s *Store) Delete(id string) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing record %s: %w", id, err)
 	}
+	s.noteHeld(id, nil)
 	s.dirty.Store(true)
 	return nil
 }
@@ -271,6 +290,7 @@ func (s *Store) Quarantine(id string) error {
 	if err := os.Rename(p, filepath.Join(s.dir, "damaged", filepath.Base(p))); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("quarantining record %s: %w", id, err)
 	}
+	s.noteHeld(id, nil)
 	return nil
 }
 

@@ -43,6 +43,41 @@ func NewBridgeClient(name, bridge, cidr string) (*Client, error) {
 	})
 }
 
+// NewMacvlanClient makes a client on a macvlan (bridge mode) of master with
+// address cidr, as a neighbour on a secondary network's L2 segment is: it
+// reaches the pod's macvlan interfaces on that master directly.
+func NewMacvlanClient(name, master, cidr string) (*Client, error) {
+	n, err := testutils.NewNS()
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{NS: n, host: name}
+	err = hostDo(func() error {
+		m, err := netlinksafe.LinkByName(master)
+		if err != nil {
+			return err
+		}
+		mv := &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: m.Attrs().Index, Namespace: netlink.NsFd(int(n.Fd()))},
+			Mode: netlink.MACVLAN_MODE_BRIDGE}
+		if err := netlink.LinkAdd(mv); err != nil {
+			return fmt.Errorf("client macvlan: %w", err)
+		}
+		return nil
+	})
+	if err == nil {
+		err = n.Do(func(ns.NetNS) error {
+			lo, _ := netlinksafe.LinkByName("lo")
+			_ = netlink.LinkSetUp(lo)
+			return upWithAddr(name, cidr)
+		})
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
 func newClient(name, cidr, gw string, hostSide func(netlink.Link) error) (*Client, error) {
 	n, err := testutils.NewNS()
 	if err != nil {

@@ -124,7 +124,7 @@ type directCaller struct {
 }
 
 func (e *env) directDelegates(b *testing.B, nads []string) *directCaller {
-	cluster, err := libcni.ConfListFromBytes([]byte(e.clusterConf()))
+	cluster, err := libcni.ConfListFromBytes([]byte(e.clusterConf([2]int{})))
 	must(b, err)
 	d := &directCaller{cni: libcni.NewCNIConfigWithCacheDir([]string{tools}, filepath.Join(e.dir, "direct-cache"), harness.PluginExec()),
 		lists: []*libcni.NetworkConfigList{cluster}}

@@ -17,7 +17,7 @@ import (
 func TestClusterNetworkNADAndDefaultNetworks(t *testing.T) {
 	ns := "rw-system"
 	e := newEnv(t, envOpts{noStart: true})
-	e.createNAD(ns, "cluster-nad", e.clusterConf(), nil)
+	e.createNAD(ns, "cluster-nad", e.clusterConf([2]int{}), nil)
 	e.createNAD(ns, "always", e.macvlanConf("always", "192.168.12"), nil)
 	e.createNAD("default", "mv", e.macvlanConf("mv", "192.168.13"), nil)
 	e.daemon.ExtraArgs = nil

@@ -107,6 +107,9 @@ type envOpts struct {
 	kubeconfig  string // the daemon's credentials (default: admin)
 	cniVersion  string // runtime's CNI version
 	noStart     bool
+	// clusterRange limits the cluster network's host-local range to
+	// .first-.last of its /24 (default: the whole /24).
+	clusterRange [2]int
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -120,7 +123,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	e.makeMaster()
 	confDir := filepath.Join(e.dir, "net.d")
 	must(t, os.MkdirAll(confDir, 0o755))
-	must(t, os.WriteFile(filepath.Join(confDir, "10-cluster.conflist"), []byte(e.clusterConf()), 0o644))
+	must(t, os.WriteFile(filepath.Join(confDir, "10-cluster.conflist"), []byte(e.clusterConf(o.clusterRange)), 0o644))
 	cfg := fmt.Sprintf("clusterNetwork: %s\nconfDir: %s\nbinDirs: [%s]\ndeviceInfoDir: %s\n%s",
 		confDir, confDir, tools, filepath.Join(e.dir, "devinfo"), o.extraConfig)
 	var err error
@@ -149,12 +152,16 @@ func (e *env) watched() []string {
 		filepath.Join(e.dir, "runtime-cache"), filepath.Join(e.dir, "devinfo", "cni")}
 }
 
-func (e *env) clusterConf() string {
+func (e *env) clusterConf(limit [2]int) string {
+	rng := ""
+	if limit[0] > 0 {
+		rng = fmt.Sprintf(`,"rangeStart":"%s.%d","rangeEnd":"%s.%d"`, e.subnet, limit[0], e.subnet, limit[1])
+	}
 	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":"cluster-%d","plugins":[
 	  {"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,"capabilities":{"ips":true},
-	   "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"%s.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}]}},
+	   "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"%s.0/24"%s}]],"routes":[{"dst":"0.0.0.0/0"}]}},
 	  {"type":"portmap","capabilities":{"portMappings":true},"snat":false}]}`,
-		e.n, e.bridge, e.ipamDir, e.subnet)
+		e.n, e.bridge, e.ipamDir, e.subnet, rng)
 }
 
 // makeMaster creates a veth pair whose first end serves as macvlan master

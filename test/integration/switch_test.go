@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/rewire-cni/rewire/pkg/handover"
+	"github.com/rewire-cni/rewire/pkg/netstatus"
 	"github.com/rewire-cni/rewire/pkg/selection"
 	"github.com/rewire-cni/rewire/test/harness"
 )
@@ -152,15 +153,18 @@ func echoed(t testing.TB, s *harness.Stream) int {
 }
 
 // assertPrimary waits until the pod's network-status shows network as its
-// primary on eth0 with ip, then checks the pod: one interface eth0 holding
-// ip, the default route through it, no pin left, and host-local's allocation
-// held by network holder and not by released.
-func (e *env) assertPrimary(t testing.TB, p *harness.Pod, ip, network, holder, released string) {
+// primary on eth0 with ip, then checks the pod: eth0 holds ip, every other
+// interface is a secondary network-status shows, the default route goes
+// through eth0, no pin is left, the host-local stores of held reserve ip
+// (the network the pod is on, and every network it left, until its DEL)
+// and those of free do not.
+func (e *env) assertPrimary(t testing.TB, p *harness.Pod, ip, network string, held, free []string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
+	var st []netstatus.Status
 	for {
-		st := networkStatus(t, p)
-		if len(st) == 1 && st[0].Name == network && st[0].Interface == "eth0" && st[0].Default &&
+		st = networkStatus(t, p)
+		if len(st) > 0 && st[0].Name == network && st[0].Interface == "eth0" && st[0].Default &&
 			len(st[0].IPs) == 1 && st[0].IPs[0] == ip {
 			break
 		}
@@ -172,8 +176,14 @@ func (e *env) assertPrimary(t testing.TB, p *harness.Pod, ip, network, holder, r
 	links, err := harness.Links(p.NetNS)
 	must(t, err)
 	delete(links, "lo")
-	if len(links) != 1 || len(links["eth0"].Addrs) != 1 || !strings.HasPrefix(links["eth0"].Addrs[0], ip+"/") {
-		t.Fatalf("pod interfaces: %+v, want only eth0 with %s", links, ip)
+	if len(links["eth0"].Addrs) != 1 || !strings.HasPrefix(links["eth0"].Addrs[0], ip+"/") {
+		t.Fatalf("pod interfaces: %+v, want eth0 with %s", links, ip)
+	}
+	for _, s := range st[1:] {
+		delete(links, s.Interface)
+	}
+	if delete(links, "eth0"); len(links) > 0 {
+		t.Fatalf("pod has interfaces network-status does not show: %v", keys(links))
 	}
 	if dev, err := harness.DefaultRouteDev(p.NetNS); err != nil || dev != "eth0" {
 		t.Fatalf("default route via %q (%v), want eth0", dev, err)
@@ -181,11 +191,15 @@ func (e *env) assertPrimary(t testing.TB, p *harness.Pod, ip, network, holder, r
 	if pinned, err := handover.Pinned(p.NetNS.Path()); err != nil || pinned {
 		t.Fatalf("pin rule left in the pod (%v)", err)
 	}
-	if _, err := os.Stat(filepath.Join(e.ipamDir, holder, ip)); err != nil {
-		t.Fatalf("host-local of %s does not hold %s: %v", holder, ip, err)
+	for _, n := range held {
+		if _, err := os.Stat(filepath.Join(e.ipamDir, n, ip)); err != nil {
+			t.Fatalf("host-local of %s does not hold %s: %v", n, ip, err)
+		}
 	}
-	if _, err := os.Stat(filepath.Join(e.ipamDir, released, ip)); !os.IsNotExist(err) {
-		t.Fatalf("host-local of %s still holds %s (%v)", released, ip, err)
+	for _, n := range free {
+		if _, err := os.Stat(filepath.Join(e.ipamDir, n, ip)); !os.IsNotExist(err) {
+			t.Fatalf("host-local of %s holds %s (%v)", n, ip, err)
+		}
 	}
 }
 
@@ -224,51 +238,96 @@ var switchScenarios = []struct {
 	{"bridge-macvlan", func(t testing.TB, e *env, name string) string { return e.macvlanOnBridge(t, name) }},
 }
 
-// TestSwitch moves a running pod from A (bridge) to B and back with traffic
-// flowing from a client through the host and from a neighbour on A's bridge:
-// the TCP connection must survive, the pod must end with one eth0 holding
-// its IP, A's and B's host-local must hold and release it, nothing may leak.
-// Probe losses are reported (their targets live in BenchmarkSwitch).
+// secondaryConf is a secondary network for a multi-homed pod: macvlan on
+// master with host-local on its own subnet (prefix "10.252.3").
+func (e *env) secondaryConf(name, master, subnet string) string {
+	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{"type":"macvlan","master":%q,"mode":"bridge",
+	  "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"%s.0/24","rangeStart":"%s.10","rangeEnd":"%s.20"}]]}}]}`,
+		name, master, e.ipamDir, subnet, subnet, subnet)
+}
+
+// multiHomed creates two secondary networks (net1, net2: macvlan on the
+// env's master, each on its own subnet) and returns the pod annotation
+// selecting them and a function that starts traffic to the pod's address
+// on each from a neighbour on that segment.
+func (e *env) multiHomed(t testing.TB) (map[string]string, func(p *harness.Pod) map[string]*traffic) {
+	subnets := map[string]string{"net1": fmt.Sprintf("10.252.%d", e.n), "net2": fmt.Sprintf("10.254.%d", e.n)}
+	for ifName, subnet := range subnets {
+		e.createNAD("default", "sec-"+ifName, e.secondaryConf(fmt.Sprintf("sec-%s-%d", ifName, e.n), e.master, subnet), nil)
+	}
+	start := func(p *harness.Pod) map[string]*traffic {
+		out := map[string]*traffic{}
+		for _, s := range networkStatus(t, p) {
+			subnet, ok := subnets[s.Interface]
+			if !ok {
+				continue
+			}
+			c, err := harness.NewMacvlanClient(fmt.Sprintf("rw%s%d", s.Interface, e.n), e.master, subnet+".250/24")
+			must(t, err)
+			out[s.Interface] = startTraffic(t, c, s.IPs[0])
+		}
+		if len(out) != len(subnets) {
+			t.Fatalf("pod has secondaries %v, want %d", keys(out), len(subnets))
+		}
+		return out
+	}
+	return map[string]string{selection.NetworksAnnotation: "sec-net1@net1,sec-net2@net2"}, start
+}
+
+// TestSwitch moves a running multi-homed pod (two macvlan secondaries) from
+// A (bridge) to B and back with traffic flowing from a client through the
+// host, from a neighbour on A's bridge and from a neighbour on each
+// secondary's segment: the TCP connections must survive, no probe over a
+// secondary may be lost (the switch must not touch their paths), the pod
+// must end with eth0 holding its IP, every network it was on must keep the
+// IP reserved until its DEL, and nothing may leak. Probe losses on eth0 are
+// reported (their targets live in BenchmarkSwitch).
 func TestSwitch(t *testing.T) {
 	for _, tc := range switchScenarios {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, envOpts{})
 			cluster, b := fmt.Sprintf("cluster-%d", e.n), fmt.Sprintf("b-%d", e.n)
-			p := e.newPod("default", "sw-"+tc.name, nil)
+			annotations, secondaryTraffic := e.multiHomed(t)
+			p := e.newPod("default", "sw-"+tc.name, annotations)
 			ctx := context.Background()
 			r, err := e.rt.Add(ctx, p)
 			must(t, err)
 			ip := primaryIP(t, r)
 			e.createNAD("default", "net-b", tc.conf(t, e, b), nil)
 			startEcho(t, p)
-			far := startTraffic(t, farClient(t, e), ip)
-			near := startTraffic(t, nearClient(t, e), ip)
+			clients := secondaryTraffic(p)
+			clients["eth0 through the host"] = startTraffic(t, farClient(t, e), ip)
+			clients["eth0 on A's bridge"] = startTraffic(t, nearClient(t, e), ip)
+			flowing := func() {
+				for _, tr := range clients {
+					tr.waitFlowing(t)
+				}
+			}
 
 			setDefaultNetwork(t, p, "net-b")
 			t.Logf("A->B: %s", waitEvents(t, p, "NetworkSwitched", 1)[0])
-			e.assertPrimary(t, p, ip, "default/net-b", b, cluster)
-			far.waitFlowing(t)
-			near.waitFlowing(t)
+			e.assertPrimary(t, p, ip, "default/net-b", []string{b, cluster}, nil)
+			flowing()
 			must(t, e.rt.Check(ctx, p))
-			// GC with the pod valid keeps B's allocation (keyed by its CNI name).
+			// GC with the pod valid keeps B's allocation (keyed by its CNI
+			// name) and A's reservation.
 			must(t, e.rt.GC(ctx, p))
-			e.assertPrimary(t, p, ip, "default/net-b", b, cluster)
+			e.assertPrimary(t, p, ip, "default/net-b", []string{b, cluster}, nil)
 
 			setDefaultNetwork(t, p, "")
 			t.Logf("B->A: %s", waitEvents(t, p, "NetworkSwitched", 2)[1])
-			e.assertPrimary(t, p, ip, cluster, cluster, b)
-			far.waitFlowing(t)
-			near.waitFlowing(t)
+			e.assertPrimary(t, p, ip, cluster, []string{cluster, b}, nil)
+			flowing()
 			must(t, e.rt.Check(ctx, p))
 
-			for _, c := range []struct {
-				name string
-				tr   *traffic
-			}{{"through the host", far}, {"on A's bridge", near}} {
-				stats, n, err := c.tr.stop()
-				t.Logf("client %s, 1 kHz UDP probe over two switches: %s; TCP: %d messages echoed", c.name, stats, n)
+			for name, tr := range clients {
+				stats, n, err := tr.stop()
+				t.Logf("client %s, 1 kHz UDP probe over two switches: %s; TCP: %d messages echoed", name, stats, n)
 				if err != nil {
-					t.Errorf("client %s: TCP connection did not survive: %v", c.name, err)
+					t.Errorf("client %s: TCP connection did not survive: %v", name, err)
+				}
+				if strings.HasPrefix(name, "net") && stats.Lost() > 0 {
+					t.Errorf("client on %s's segment lost %d probes: the switch touched a secondary's path", name, stats.Lost())
 				}
 			}
 			must(t, e.rt.Del(ctx, p))
@@ -278,10 +337,11 @@ func TestSwitch(t *testing.T) {
 }
 
 // assertOnA checks that a refused or undone switch left the pod as it was:
-// eth0 on the cluster network holding ip, nothing of B, no pin.
+// eth0 on the cluster network holding ip, nothing of B (B's store does not
+// hold ip), no pin.
 func (e *env) assertOnA(t testing.TB, p *harness.Pod, ip, b string) {
 	t.Helper()
-	e.assertPrimary(t, p, ip, fmt.Sprintf("cluster-%d", e.n), fmt.Sprintf("cluster-%d", e.n), b)
+	e.assertPrimary(t, p, ip, fmt.Sprintf("cluster-%d", e.n), []string{fmt.Sprintf("cluster-%d", e.n)}, []string{b})
 }
 
 // A switch that cannot be done leaves the pod untouched and says why.
@@ -358,9 +418,9 @@ func TestFaultsDuringSwitch(t *testing.T) {
 				case action == "kill":
 					waitDead(t, e.daemon)
 					e.restart(t, "")
-					e.assertPrimary(t, p, ip, "default/net-b", b, cluster)
+					e.assertPrimary(t, p, ip, "default/net-b", []string{b, cluster}, nil)
 				case s.committed: // retried until finished
-					e.assertPrimary(t, p, ip, "default/net-b", b, cluster)
+					e.assertPrimary(t, p, ip, "default/net-b", []string{b, cluster}, nil)
 				default:
 					waitEvents(t, p, "SwitchFailed", 1)
 					e.assertOnA(t, p, ip, b)
@@ -466,9 +526,10 @@ func TestSwitchReaddress(t *testing.T) {
 				_, _ = onX.stream.Stop()
 			}
 			t.Logf("done: %s", waitEvents(t, p, "NetworkSwitched", 1)[0])
-			e.assertPrimary(t, p, y, "default/net-r", r, cluster)
-			if _, err := os.Stat(filepath.Join(e.ipamDir, cluster, x)); !os.IsNotExist(err) {
-				t.Fatalf("A still holds %s after the drain", x)
+			e.assertPrimary(t, p, y, "default/net-r", []string{r}, []string{cluster})
+			// status.podIPs still names X: A keeps it reserved until the pod's DEL.
+			if _, err := os.Stat(filepath.Join(e.ipamDir, cluster, x)); err != nil {
+				t.Fatalf("A released %s after the drain while the pod's status still names it: %v", x, err)
 			}
 			if n, err := onY.Stop(); err != nil || n == 0 {
 				t.Fatalf("connection on the new address: %d echoed, %v", n, err)
