@@ -40,6 +40,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/install"
 	"github.com/rewire-cni/rewire/pkg/kube"
 	"github.com/rewire-cni/rewire/pkg/migration"
+	"github.com/rewire-cni/rewire/pkg/nad"
 	"github.com/rewire-cni/rewire/pkg/offline"
 	"github.com/rewire-cni/rewire/pkg/orphans"
 	"github.com/rewire-cni/rewire/pkg/podresources"
@@ -159,7 +160,9 @@ func run(o options) error {
 	// An explicit exec: libcni sets a nil one lazily, which races under
 	// concurrent requests.
 	pluginExec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
-	cni := libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(o.stateDir, "cache"), executor.Timed(pluginExec))
+	// GuardExec: never run Rewire's own binaries as a delegate (a record
+	// from an older version may name them).
+	cni := libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(o.stateDir, "cache"), executor.Timed(nad.GuardExec(pluginExec)))
 	exec := executor.New(cni, st, log)
 	if o.testFaults != "" {
 		in, err := fault.Parse(o.testFaults)
@@ -260,7 +263,7 @@ func setup(ctx context.Context, rc *rest.Config, cfg *config.Config, o options, 
 		return nil, nil, err
 	}
 	pods := kube.NewPods(meta, o.nodeName, cfg.PodWait.Duration)
-	nets := kube.NewNetworks(dyn, cfg.ConfDir)
+	nets := kube.NewNetworks(dyn, cfg.ConfDir, cfg.ConfDirAllowed)
 	status := kube.NewStatusWriter(meta, log)
 	events := kube.NewEvents(dyn, o.nodeName, log)
 	go pods.Run(ctx)

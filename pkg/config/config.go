@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -25,7 +26,8 @@ type Config struct {
 	// MultusNamespace holds the NADs named by ClusterNetwork and DefaultNetworks.
 	MultusNamespace string `json:"multusNamespace,omitempty"`
 	// NamespaceIsolation lets a pod use only NADs of its own namespace and of
-	// GlobalNamespaces.
+	// GlobalNamespaces, and lets only NADs of MultusNamespace and
+	// GlobalNamespaces take their config from ConfDir (ConfDirAllowed).
 	NamespaceIsolation bool     `json:"namespaceIsolation,omitempty"`
 	GlobalNamespaces   []string `json:"globalNamespaces,omitempty"`
 	// CNIArgsAllowlist limits the keys a pod's cni-args may set (empty: any
@@ -142,4 +144,21 @@ func (c *Config) IsSystemNamespace(ns string) bool { return slices.Contains(c.Sy
 // NamespaceAllowed reports whether a pod in podNS may use a NAD in netNS.
 func (c *Config) NamespaceAllowed(podNS, netNS string) bool {
 	return !c.NamespaceIsolation || podNS == netNS || slices.Contains(c.GlobalNamespaces, netNS)
+}
+
+// ConfDirAllowed says whether a NAD in namespace ns may take its CNI config
+// from ConfDir (a NAD with an empty spec.config finds the file by its name).
+// The files in ConfDir are the node administrator's, like the NADs of
+// MultusNamespace: with NamespaceIsolation only NADs in MultusNamespace or a
+// GlobalNamespace may stand for one, otherwise a tenant could reach any of
+// them by creating a NAD of the same name in its own namespace. Without
+// isolation every namespace may use every network, as with Multus.
+func (c *Config) ConfDirAllowed(ns string) error {
+	if !c.NamespaceIsolation || ns == c.MultusNamespace || slices.Contains(c.GlobalNamespaces, ns) {
+		return nil
+	}
+	allowed := append([]string{c.MultusNamespace}, c.GlobalNamespaces...)
+	return fmt.Errorf("with namespaceIsolation, only NADs in namespaces %s may take their config from the node's confDir, not NADs in %q: "+
+		"put the CNI config into spec.config, or have an administrator create the NAD in one of those namespaces",
+		strings.Join(allowed, ", "), ns)
 }

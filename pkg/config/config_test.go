@@ -36,3 +36,36 @@ func TestParseJSONAndErrors(t *testing.T) {
 		}
 	}
 }
+
+// Under namespace isolation a NAD without spec.config (a file in confDir)
+// is honoured only in the Multus namespace and the global namespaces.
+func TestConfDirAllowed(t *testing.T) {
+	cases := []struct {
+		name, config, ns string
+		allowed          bool
+	}{
+		{"no isolation: any namespace", "clusterNetwork: x\n", "team", true},
+		{"isolation: multus namespace", "clusterNetwork: x\nnamespaceIsolation: true\n", "kube-system", true},
+		{"isolation: default global namespace", "clusterNetwork: x\nnamespaceIsolation: true\n", "default", true},
+		{"isolation: configured global namespace", "clusterNetwork: x\nnamespaceIsolation: true\nglobalNamespaces: [shared]\n", "shared", true},
+		{"isolation: tenant namespace", "clusterNetwork: x\nnamespaceIsolation: true\n", "team", false},
+		{"isolation: default no longer global", "clusterNetwork: x\nnamespaceIsolation: true\nglobalNamespaces: [shared]\n", "default", false},
+		{"isolation: own multus namespace", "clusterNetwork: x\nnamespaceIsolation: true\nmultusNamespace: rw-system\n", "kube-system", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(c.config))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.ConfDirAllowed(c.ns)
+			if c.allowed != (err == nil) {
+				t.Fatalf("ConfDirAllowed(%q) = %v, want allowed %v", c.ns, err, c.allowed)
+			}
+			if err != nil && (!strings.Contains(err.Error(), "namespaceIsolation") || !strings.Contains(err.Error(), "spec.config") ||
+				!strings.Contains(err.Error(), `"`+c.ns+`"`)) {
+				t.Errorf("the refusal must say why and what to do: %v", err)
+			}
+		})
+	}
+}

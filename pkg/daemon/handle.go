@@ -55,6 +55,10 @@ func (d *Daemon) handle(ctx context.Context, req *wire.Request) *wire.Response {
 	if err != nil {
 		return errorResponse("1.1.0", err)
 	}
+	if err := checkPaths(req); err != nil {
+		d.Log.Warn("CNI request refused", "command", req.Command, "err", err)
+		return errorResponse(conf.CNIVersion, err)
+	}
 	out, err := d.dispatch(ctx, req, conf)
 	if err != nil {
 		_, ref, _ := parseArgs(req.Args)
@@ -96,6 +100,17 @@ func (d *Daemon) dispatch(ctx context.Context, req *wire.Request, conf *netConf)
 		return nil, d.Exec.GC(context.WithoutCancel(ctx), conf.ValidAttachments)
 	}
 	return nil, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("unknown CNI_COMMAND %q", req.Command), "")
+}
+
+// checkPaths validates every request field that becomes part of a file
+// path or a link name (container ID, interface name, netns path) before any
+// of them is used: the device-info file of an attachment, the store record
+// and libcni's cache are all named after them.
+func checkPaths(req *wire.Request) error {
+	if err := req.Validate(); err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
+	}
+	return nil
 }
 
 func requireEnv(req *wire.Request, needNetNS bool) error {

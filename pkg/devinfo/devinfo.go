@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/rewire-cni/rewire/pkg/wire"
 )
 
 // Capability is the runtimeConfig key carrying the per-attachment file path.
@@ -32,7 +34,12 @@ func (d Dir) CNIPath(network, containerID, ifName string) string {
 
 // Prepare copies the device plugin's file for the device to the attachment's
 // CNI file (when the device plugin wrote one) and returns the CNI file path.
+// The container ID and interface name must be valid (wire.Request.Validate):
+// they are parts of the file name.
 func (d Dir) Prepare(resourceName, deviceID, network, containerID, ifName string) (string, error) {
+	if err := checkNames(containerID, ifName); err != nil {
+		return "", err
+	}
 	dst := d.CNIPath(network, containerID, ifName)
 	raw, err := os.ReadFile(d.DPPath(resourceName, deviceID))
 	if errors.Is(err, os.ErrNotExist) {
@@ -48,6 +55,19 @@ func (d Dir) Prepare(resourceName, deviceID, network, containerID, ifName string
 		return "", err
 	}
 	return dst, os.WriteFile(dst, raw, 0o444)
+}
+
+// checkNames refuses a container ID or interface name that could take an
+// attachment's file out of the cni/ dir.
+func checkNames(containerID, ifName string) error {
+	err := wire.ValidContainerID(containerID)
+	if err == nil {
+		err = wire.ValidIfName(ifName)
+	}
+	if err != nil {
+		return fmt.Errorf("device-info file: %w", err)
+	}
+	return nil
 }
 
 // Load returns the content of an attachment's CNI file, or nil if none.
@@ -67,6 +87,9 @@ func Load(path string) (json.RawMessage, error) {
 
 // CleanSandbox removes the CNI files of every attachment of a sandbox.
 func (d Dir) CleanSandbox(containerID string) error {
+	if err := wire.ValidContainerID(containerID); err != nil {
+		return fmt.Errorf("device-info files: %w", err) // it is part of a glob pattern
+	}
 	files, err := filepath.Glob(filepath.Join(string(d), "cni", "*-"+containerID+"-*-device.json"))
 	if err != nil {
 		return err

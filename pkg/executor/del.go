@@ -20,7 +20,11 @@ import (
 // that failed, and those stay recorded so a retried DEL tries them again.
 // A container with no record succeeds (DEL is idempotent).
 func (e *Executor) Del(ctx context.Context, containerID, netns string, args [][2]string) error {
-	defer e.Lock(containerID)()
+	unlock, err := e.LockContext(ctx, containerID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	e.unindexPod(containerID)
 	return e.delLocked(ctx, containerID, netns, args)
 }

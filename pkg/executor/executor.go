@@ -105,7 +105,11 @@ func (a *AttachError) Unwrap() error { return a.Err }
 // in sb (container ID, netns, pod identity and CNI args) is completed and
 // stored.
 func (e *Executor) Add(ctx context.Context, sb *store.Sandbox, specs []attachment.Spec) ([]*current.Result, error) {
-	defer e.Lock(sb.ContainerID)()
+	unlock, err := e.LockContext(ctx, sb.ContainerID)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	args := sb.Args
 	if err := e.delLocked(ctx, sb.ContainerID, sb.NetNS, args); err != nil {
 		return nil, fmt.Errorf("cleaning up an earlier ADD of this sandbox: %w", err)
@@ -331,7 +335,11 @@ var ErrNoRecord = errors.New("no attachments recorded for this container")
 
 // Check runs CHECK for every attachment of a completed sandbox.
 func (e *Executor) Check(ctx context.Context, containerID, netns string, args [][2]string) error {
-	defer e.Lock(containerID)()
+	unlock, err := e.LockContext(ctx, containerID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	sb, err := e.store.Get(containerID)
 	if err != nil {
 		return err

@@ -85,6 +85,7 @@ func (e *Executor) Unplug(ctx context.Context, sb *store.Sandbox, ifName string)
 // with the exact config it was added with, except that its IPAM releases
 // nothing: the attachment stays recorded as Retained, holding the pod's
 // addresses until the pod's DEL releases them (see package reservation).
+// One that allocated nothing (static addresses) is dropped instead.
 // The caller holds Lock. On failure it stays Retiring; calling Retire again
 // finishes it.
 func (e *Executor) Retire(ctx context.Context, sb *store.Sandbox, ifName string) error {
@@ -105,8 +106,11 @@ func (e *Executor) Retire(ctx context.Context, sb *store.Sandbox, ifName string)
 	if err := e.delOne(ctx, sb, &held, sb.NetNS, sb.Args); err != nil {
 		return &AttachError{Network: a.Network, IfName: a.IfName, Err: err}
 	}
-	a = sb.Find(ifName)
-	a.State = store.Retained
+	if _, holds, _ := reservation.ReleaseOnly(a.Config); !holds {
+		sb.Remove(ifName) // it allocated nothing (static addresses): nothing to keep
+	} else {
+		sb.Find(ifName).State = store.Retained
+	}
 	return e.store.Put(sb)
 }
 

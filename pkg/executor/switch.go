@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -155,6 +156,14 @@ func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink str
 	if to.Result, err = res.MarshalJSON(); err != nil {
 		return nil, err
 	}
+	if !sb.Switch.Readdress {
+		// Inbound traffic stays on the old network until the cut-over.
+		from := sb.Find(sb.Switch.From)
+		sb.Switch.Parked, err = handover.ParkHostRoutes(podIPs(from), hostLinks(to))
+		if err != nil {
+			return nil, fmt.Errorf("holding back the host routes of %s: %w", to.Network, err)
+		}
+	}
 	to.State, to.Primary = store.Added, true
 	sb.Find(sb.Switch.From).Primary = false
 	return res, e.Reorder(sb, nil) // stores the record, the new primary first
@@ -199,6 +208,9 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 		return err
 	}
 	e.settle(sb, to)
+	if err := handover.RestoreHostRoutes(sb.Switch.Parked); err != nil {
+		return fmt.Errorf("routing the kept addresses to %s: %w", to.Network, err)
+	}
 	if err := handover.Cut(sb.NetNS); err != nil {
 		return fmt.Errorf("cutting over to %s: %w", to.Network, err)
 	}
@@ -240,22 +252,39 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 const SettleTimeout = 5 * time.Second
 
 // settle waits, when the pod has IPv6 addresses, until no IPv6 address of
-// the new primary, in the pod or on its host-side links (link-local ones
-// included: neighbour discovery needs them), is tentative: traffic cut over to an address still in
+// the new primary, in the pod or on the host-side link that routes them
+// (link-local ones included: neighbour discovery needs them), is tentative: traffic cut over to an address still in
 // DAD is dropped. Traffic keeps flowing through the old primary meanwhile.
 // A timeout is logged and the switch goes on.
 func (e *Executor) settle(sb *store.Sandbox, to *store.Attachment) {
-	v6 := false
+	var v6 []net.IP
 	for _, ip := range podIPs(to) {
-		v6 = v6 || ip.To4() == nil
+		if ip.To4() == nil {
+			v6 = append(v6, ip)
+		}
 	}
-	if !v6 {
+	if len(v6) == 0 {
 		return
 	}
 	if err := handover.WaitSettled(sb.NetNS, to.Link(), SettleTimeout); err != nil {
 		e.sbLog(sb).Warn("new primary's addresses not settled", "err", err)
 	}
-	if err := handover.HostWaitSettled(hostLinks(to), SettleTimeout); err != nil {
+	// The host-side links of the new network that route the addresses (a
+	// routed network's veth, whose routes are parked; a bridge), not every
+	// bridge port.
+	var links []string
+	for _, r := range sb.Switch.Parked {
+		links = append(links, r.Link)
+	}
+	if err := handover.SkipDAD(links); err != nil {
+		e.sbLog(sb).Warn("ending DAD on the new primary's host-side links", "err", err)
+	}
+	for _, l := range handover.RoutedVia(v6) {
+		if slices.Contains(hostLinks(to), l) {
+			links = append(links, l)
+		}
+	}
+	if err := handover.HostWaitSettled(links, SettleTimeout); err != nil {
 		e.sbLog(sb).Warn("new primary's host-side addresses not settled", "err", err)
 	}
 }

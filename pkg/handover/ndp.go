@@ -361,3 +361,40 @@ func DisableDAD(netns string) (restore func() error, err error) {
 	}
 	return restore, nil
 }
+
+// SkipDAD ends duplicate address detection at once for the tentative IPv6
+// addresses of host links that lead to one pod only (a routed network's
+// veth: the only other node on it is the pod, which Rewire configured), by
+// adding each again with IFA_F_NODAD, and turns detection off on them for
+// later addresses. A link that is gone is skipped. Runs in the host
+// namespace.
+func SkipDAD(links []string) error {
+	var errs []error
+	for _, name := range links {
+		l, err := netlinksafe.LinkByName(name)
+		if err != nil {
+			continue
+		}
+		_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/accept_dad", []byte("0"), 0o644)
+		addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_V6)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("interface %s: listing addresses: %w", name, err))
+			continue
+		}
+		for i := range addrs {
+			a := addrs[i]
+			if a.Flags&unix.IFA_F_TENTATIVE == 0 {
+				continue
+			}
+			if err := netlink.AddrDel(l, &a); err != nil && !missing(err) {
+				errs = append(errs, fmt.Errorf("interface %s: removing tentative %s: %w", name, a.IP, err))
+				continue
+			}
+			a.Flags = (a.Flags &^ (unix.IFA_F_TENTATIVE | unix.IFA_F_DADFAILED)) | unix.IFA_F_NODAD
+			if err := netlink.AddrAdd(l, &a); err != nil {
+				errs = append(errs, fmt.Errorf("interface %s: adding %s without DAD: %w", name, a.IP, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

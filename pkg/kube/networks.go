@@ -21,6 +21,9 @@ type Networks struct {
 	client   dynamic.Interface
 	informer cache.SharedIndexInformer
 	confDir  string
+	// confDirAllowed says which namespaces' NADs may take their config
+	// from confDir (nil: every namespace).
+	confDirAllowed nad.ConfDirPolicy
 
 	mu     sync.Mutex
 	parsed map[string]parsedNet
@@ -33,11 +36,12 @@ type parsedNet struct {
 }
 
 // NewNetworks watches NADs in all namespaces. confDir is where a NAD without
-// spec.config finds its config by name.
-func NewNetworks(client dynamic.Interface, confDir string) *Networks {
+// spec.config finds its config by name, when confDirAllowed (nil: always)
+// lets the NAD's namespace do so.
+func NewNetworks(client dynamic.Interface, confDir string, confDirAllowed nad.ConfDirPolicy) *Networks {
 	nads := client.Resource(nad.GVR)
 	n := &Networks{
-		client: client, confDir: confDir, parsed: map[string]parsedNet{},
+		client: client, confDir: confDir, confDirAllowed: confDirAllowed, parsed: map[string]parsedNet{},
 		informer: newInformer(ListWatch(nads.List, nads.Watch), &unstructured.Unstructured{}),
 	}
 	_, _ = n.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: n.forget})
@@ -89,7 +93,7 @@ func (n *Networks) resolve(key string, u *unstructured.Unstructured) (*planner.N
 	if err != nil {
 		return nil, err
 	}
-	list, err := nad.Resolve(def, n.confDir)
+	list, err := nad.Resolve(def, n.confDir, n.confDirAllowed)
 	p = parsedNet{rv: rv, err: err}
 	if err == nil {
 		p.net = &planner.Network{Key: key, ConfList: list, ResourceName: def.ResourceName()}

@@ -15,8 +15,21 @@ var confExtensions = []string{".conf", ".conflist", ".json"}
 
 // ConfList parses a CNI plugin config or config list, injects the network
 // name when it is missing, checks that every plugin type is a bare name and
-// returns it as a config list. defaultName is the name to inject.
+// none is Rewire's own (SelfTypes), and returns it as a config list.
+// defaultName is the name to inject.
 func ConfList(raw []byte, defaultName string) (*libcni.NetworkConfigList, error) {
+	list, err := parse(raw, defaultName)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPluginTypes(list); err != nil {
+		return nil, err
+	}
+	return list, nil
+}
+
+// parse is ConfList without the plugin type checks.
+func parse(raw []byte, defaultName string) (*libcni.NetworkConfigList, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &top); err != nil {
 		return nil, fmt.Errorf("invalid CNI config JSON: %w", err)
@@ -51,29 +64,36 @@ func ConfList(raw []byte, defaultName string) (*libcni.NetworkConfigList, error)
 	if err != nil {
 		return nil, fmt.Errorf("invalid CNI config: %w", err)
 	}
-	if err := checkPluginTypes(list); err != nil {
-		return nil, err
-	}
 	return list, nil
 }
 
 // checkPluginTypes rejects configs whose plugin (or IPAM) type is not a bare
-// executable name: a type is looked up in the CNI bin dirs, never a path.
+// executable name (a type is looked up in the CNI bin dirs, never a path)
+// or is one of Rewire's own binaries (SelfTypes): Rewire never delegates to
+// itself.
 func checkPluginTypes(list *libcni.NetworkConfigList) error {
 	if len(list.Plugins) == 0 {
 		return fmt.Errorf("CNI config %q has no plugins", list.Name)
 	}
 	for i, p := range list.Plugins {
-		if err := bareName(p.Network.Type); err != nil {
+		if err := delegateType(p.Network.Type); err != nil {
 			return fmt.Errorf("CNI config %q plugin %d: type: %w", list.Name, i, err)
 		}
 		if p.Network.IPAM.Type != "" {
-			if err := bareName(p.Network.IPAM.Type); err != nil {
+			if err := delegateType(p.Network.IPAM.Type); err != nil {
 				return fmt.Errorf("CNI config %q plugin %d: ipam type: %w", list.Name, i, err)
 			}
 		}
 	}
 	return nil
+}
+
+// delegateType checks one plugin or IPAM type.
+func delegateType(t string) error {
+	if err := bareName(t); err != nil {
+		return err
+	}
+	return checkSelf(t)
 }
 
 func bareName(t string) error {
@@ -88,20 +108,28 @@ func bareName(t string) error {
 
 // FindConfByName searches dir for a CNI config whose network name is name.
 // The name is compared with the "name" inside each file; it is never used to
-// build a path, so a lookup cannot escape dir.
+// build a path, so a lookup cannot escape dir. The file found is checked
+// like an inline config: Rewire's own conflist (written by `rewired install`,
+// plugin type "rewire") or a plugin type that is a path is refused, naming
+// the file.
 func FindConfByName(dir, name string) (*libcni.NetworkConfigList, error) {
 	files, err := libcni.ConfFiles(dir, confExtensions)
 	if err != nil {
 		return nil, fmt.Errorf("reading config dir %s: %w", dir, err)
 	}
 	for _, f := range files {
-		list, err := LoadFile(f, "")
+		raw, err := os.ReadFile(f)
 		if err != nil {
+			continue
+		}
+		list, err := parse(raw, "")
+		if err != nil || list.Name != name {
 			continue // another network's broken file must not hide this one
 		}
-		if list.Name == name {
-			return list, nil
+		if err := checkPluginTypes(list); err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
 		}
+		return list, nil
 	}
 	return nil, fmt.Errorf("no CNI config named %q in %s", name, dir)
 }
@@ -158,10 +186,20 @@ func Capabilities(list *libcni.NetworkConfigList) map[string]bool {
 	return caps
 }
 
+// ConfDirPolicy says whether a NAD in namespace may take its config from
+// confDir (an empty spec.config), and when not, why and what to do instead.
+type ConfDirPolicy func(namespace string) error
+
 // Resolve returns the config list a NAD stands for: its spec.config, or when
-// that is empty the file in confDir whose network name is the NAD's name.
-func Resolve(n *NetworkAttachmentDefinition, confDir string) (*libcni.NetworkConfigList, error) {
+// that is empty the file in confDir whose network name is the NAD's name,
+// if allowed lets the NAD's namespace do so (nil allows every namespace).
+func Resolve(n *NetworkAttachmentDefinition, confDir string, allowed ConfDirPolicy) (*libcni.NetworkConfigList, error) {
 	if strings.TrimSpace(n.Spec.Config) == "" {
+		if allowed != nil {
+			if err := allowed(n.Namespace); err != nil {
+				return nil, fmt.Errorf("NetworkAttachmentDefinition %s has no spec.config: %w", n.Key(), err)
+			}
+		}
 		list, err := FindConfByName(confDir, n.Name)
 		if err != nil {
 			return nil, fmt.Errorf("NetworkAttachmentDefinition %s has no spec.config: %w", n.Key(), err)

@@ -1,10 +1,14 @@
 package nad
 
 import (
+	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rewire-cni/rewire/pkg/install"
 )
 
 func TestConfList(t *testing.T) {
@@ -21,6 +25,12 @@ func TestConfList(t *testing.T) {
 		{"path type in list", `{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"bridge"},{"type":"a/b"}]}`, "x", "", "plugin 1"},
 		{"missing type", `{"cniVersion":"1.0.0","name":"a"}`, "x", "", "missing 'type'"},
 		{"empty plugins", `{"cniVersion":"1.0.0","name":"a","plugins":[]}`, "x", "", "no plugins"},
+		{"self type", `{"cniVersion":"1.1.0","name":"a","type":"rewire","socketPath":"/run/rewire/rewire.sock"}`, "x", "", `type: "rewire" is Rewire's own plugin`},
+		{"offline self type", `{"cniVersion":"1.1.0","name":"a","type":"rewire-offline"}`, "x", "", `type: "rewire-offline" is Rewire's own plugin`},
+		{"self type in list", `{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"bridge"},{"type":"rewire"}]}`, "x", "", "plugin 1: type"},
+		{"self ipam type", `{"cniVersion":"1.0.0","name":"a","type":"macvlan","ipam":{"type":"rewire"}}`, "x", "", `ipam type: "rewire" is Rewire's own`},
+		{"offline self ipam type", `{"cniVersion":"1.0.0","name":"a","type":"macvlan","ipam":{"type":"rewire-offline"}}`, "x", "", "must not delegate to Rewire itself"},
+		{"similar name is fine", `{"cniVersion":"1.0.0","name":"a","type":"rewire-shim"}`, "x", "a", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -68,13 +78,85 @@ func TestResolve(t *testing.T) {
 	}
 	n := &NetworkAttachmentDefinition{}
 	n.Name, n.Namespace = "from-file", "default"
-	l, err := Resolve(n, dir)
+	l, err := Resolve(n, dir, nil)
 	if err != nil || l.Name != "from-file" {
 		t.Fatalf("empty spec.config should load the file: %v %v", l, err)
 	}
 	n.Name = "missing"
-	if _, err := Resolve(n, dir); err == nil || !strings.Contains(err.Error(), "default/missing has no spec.config") {
+	if _, err := Resolve(n, dir, nil); err == nil || !strings.Contains(err.Error(), "default/missing has no spec.config") {
 		t.Errorf("error = %v", err)
+	}
+}
+
+// An empty-config NAD is resolved through confDir only where the policy
+// allows its namespace; the refusal comes before the file lookup.
+func TestResolveConfDirPolicy(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "n.conf"), []byte(`{"cniVersion":"0.3.1","name":"private","type":"bridge"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	onlyAdmin := func(ns string) error {
+		if ns != "kube-system" {
+			return errors.New("not in this namespace")
+		}
+		return nil
+	}
+	cases := []struct {
+		ns, name, config, wantErr string
+	}{
+		{"kube-system", "private", "", ""},
+		{"team", "private", "", "team/private has no spec.config: not in this namespace"},
+		{"team", "missing", "", "not in this namespace"},
+		{"team", "inline", `{"cniVersion":"1.0.0","type":"macvlan"}`, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.ns+"/"+c.name, func(t *testing.T) {
+			n := &NetworkAttachmentDefinition{Spec: Spec{Config: c.config}}
+			n.Namespace, n.Name = c.ns, c.name
+			l, err := Resolve(n, dir, onlyAdmin)
+			if c.wantErr == "" {
+				if err != nil || l.Name != c.name {
+					t.Fatalf("got %v %v", l, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Fatalf("error = %v, want %q", err, c.wantErr)
+			}
+		})
+	}
+}
+
+// Rewire's own conflist in confDir (what `rewired install` writes) cannot
+// stand for a network: an empty-config NAD named after it gets a clear
+// error naming the file, not a config that makes rewired call itself.
+func TestResolveRefusesRewiresOwnConflist(t *testing.T) {
+	dir, bin := t.TempDir(), t.TempDir()
+	plugin := filepath.Join(bin, "plugin-to-install")
+	if err := os.WriteFile(plugin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := install.Run(install.Options{Plugin: plugin, BinDir: bin, ConfDir: dir, Socket: "/run/rewire/rewire.sock"}); err != nil {
+		t.Fatal(err)
+	}
+	own, err := os.ReadFile(filepath.Join(dir, "00-rewire.conflist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conf struct{ Name string }
+	if err := json.Unmarshal(own, &conf); err != nil {
+		t.Fatal(err)
+	}
+	n := &NetworkAttachmentDefinition{}
+	n.Namespace, n.Name = "kube-system", conf.Name
+	_, err = Resolve(n, dir, nil)
+	if err == nil || !errors.Is(err, ErrSelfDelegation) || !strings.Contains(err.Error(), "00-rewire.conflist") {
+		t.Fatalf("error = %v, want a self-delegation refusal naming the file", err)
+	}
+	// Inline, the same config is refused too.
+	n.Spec.Config = string(own)
+	if _, err := Resolve(n, dir, nil); !errors.Is(err, ErrSelfDelegation) {
+		t.Fatalf("inline: error = %v", err)
 	}
 }
 

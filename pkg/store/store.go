@@ -84,6 +84,9 @@ type Switch struct {
 	// attachment stays for connections on its addresses until DrainUntil.
 	Readdress  bool      `json:"readdress,omitempty"`
 	DrainUntil time.Time `json:"drainUntil,omitzero"`
+	// Parked are the new network's host routes to the kept addresses,
+	// held back until the cut-over (inbound traffic stays on the old one).
+	Parked []handover.HostRoute `json:"parked,omitempty"`
 }
 
 // Primary returns the primary attachment (nil when none is recorded).

@@ -9,6 +9,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Client is a network namespace linked to the host by a veth pair: "<name>"
@@ -22,16 +23,31 @@ type Client struct {
 // pod subnet through the host, as a pod on another node does: its own /24
 // (subnet is the prefix, "10.251.3"), a default route via the host.
 func NewClient(name, subnet string) (*Client, error) {
-	return newClient(name, subnet+".2/24", subnet+".1", func(host netlink.Link) error {
-		return upWithAddr(host.Attrs().Name, subnet+".1/24")
+	return NewDualClient(name, subnet, "")
+}
+
+// NewDualClient is NewClient with, when subnet6 (a /64 prefix such as
+// "fd51:3:") is given, an IPv6 subnet and default route as well.
+func NewDualClient(name, subnet, subnet6 string) (*Client, error) {
+	cidrs, gws, host := []string{subnet + ".2/24"}, []string{subnet + ".1"}, []string{subnet + ".1/24"}
+	if subnet6 != "" {
+		cidrs, gws, host = append(cidrs, subnet6+":2/64"), append(gws, subnet6+":1"), append(host, subnet6+":1/64")
+	}
+	return newClient(name, cidrs, gws, func(l netlink.Link) error {
+		for _, cidr := range host {
+			if err := upWithAddr(l.Attrs().Name, cidr); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
-// NewBridgeClient makes a client attached to a host bridge with address
-// cidr, as a pod on that bridge on the same node is: it reaches the bridge's
-// other members directly over L2.
-func NewBridgeClient(name, bridge, cidr string) (*Client, error) {
-	return newClient(name, cidr, "", func(host netlink.Link) error {
+// NewBridgeClient makes a client attached to a host bridge with addresses
+// cidrs, as a pod on that bridge on the same node is: it reaches the
+// bridge's other members directly over L2.
+func NewBridgeClient(name, bridge string, cidrs ...string) (*Client, error) {
+	return newClient(name, cidrs, nil, func(host netlink.Link) error {
 		br, err := netlinksafe.LinkByName(bridge)
 		if err != nil {
 			return err
@@ -44,9 +60,9 @@ func NewBridgeClient(name, bridge, cidr string) (*Client, error) {
 }
 
 // NewMacvlanClient makes a client on a macvlan (bridge mode) of master with
-// address cidr, as a neighbour on a secondary network's L2 segment is: it
+// addresses cidrs, as a neighbour on a secondary network's L2 segment is: it
 // reaches the pod's macvlan interfaces on that master directly.
-func NewMacvlanClient(name, master, cidr string) (*Client, error) {
+func NewMacvlanClient(name, master string, cidrs ...string) (*Client, error) {
 	n, err := testutils.NewNS()
 	if err != nil {
 		return nil, err
@@ -65,11 +81,7 @@ func NewMacvlanClient(name, master, cidr string) (*Client, error) {
 		return nil
 	})
 	if err == nil {
-		err = n.Do(func(ns.NetNS) error {
-			lo, _ := netlinksafe.LinkByName("lo")
-			_ = netlink.LinkSetUp(lo)
-			return upWithAddr(name, cidr)
-		})
+		err = n.Do(func(ns.NetNS) error { return configure(name, cidrs, nil) })
 	}
 	if err != nil {
 		c.Close()
@@ -78,7 +90,7 @@ func NewMacvlanClient(name, master, cidr string) (*Client, error) {
 	return c, nil
 }
 
-func newClient(name, cidr, gw string, hostSide func(netlink.Link) error) (*Client, error) {
+func newClient(name string, cidrs, gws []string, hostSide func(netlink.Link) error) (*Client, error) {
 	n, err := testutils.NewNS()
 	if err != nil {
 		return nil, err
@@ -103,21 +115,35 @@ func newClient(name, cidr, gw string, hostSide func(netlink.Link) error) (*Clien
 		return netlink.LinkSetNsFd(peer, int(n.Fd()))
 	})
 	if err == nil {
-		err = n.Do(func(ns.NetNS) error {
-			lo, _ := netlinksafe.LinkByName("lo")
-			_ = netlink.LinkSetUp(lo)
-			if err := upWithAddr(name+"c", cidr); err != nil || gw == "" {
-				return err
-			}
-			l, _ := netlinksafe.LinkByName(name + "c")
-			return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(gw)})
-		})
+		err = n.Do(func(ns.NetNS) error { return configure(name+"c", cidrs, gws) })
 	}
 	if err != nil {
 		c.Close()
 		return nil, err
 	}
 	return c, nil
+}
+
+// configure brings lo and link up with the addresses cidrs and a default
+// route via each gateway in gws (in the current namespace).
+func configure(link string, cidrs, gws []string) error {
+	lo, _ := netlinksafe.LinkByName("lo")
+	_ = netlink.LinkSetUp(lo)
+	for _, cidr := range cidrs {
+		if err := upWithAddr(link, cidr); err != nil {
+			return err
+		}
+	}
+	l, err := netlinksafe.LinkByName(link)
+	if err != nil {
+		return err
+	}
+	for _, gw := range gws {
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(gw)}); err != nil {
+			return fmt.Errorf("%s: default route via %s: %w", link, gw, err)
+		}
+	}
+	return nil
 }
 
 // Close removes the client's links and netns.
@@ -146,6 +172,9 @@ func upWithAddr(link, cidr string) error {
 	a, err := netlink.ParseAddr(cidr)
 	if err != nil {
 		return err
+	}
+	if a.IP.To4() == nil {
+		a.Flags |= unix.IFA_F_NODAD // usable at once: the test's own addresses
 	}
 	if err := netlink.AddrAdd(l, a); err != nil {
 		return fmt.Errorf("%s: adding %s: %w", link, cidr, err)

@@ -24,10 +24,11 @@ func StartEcho(netns ns.NetNS, port int) (*Echo, error) {
 	e := &Echo{}
 	err := netns.Do(func(ns.NetNS) error {
 		var err error
-		if e.udp, err = net.ListenUDP("udp4", &net.UDPAddr{Port: port}); err != nil {
+		// Both families: a dual-stack socket each.
+		if e.udp, err = net.ListenUDP("udp", &net.UDPAddr{Port: port}); err != nil {
 			return err
 		}
-		e.tcp, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+		e.tcp, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
 		return err
 	})
 	if err != nil {
@@ -103,13 +104,13 @@ type Prober struct {
 
 // StartProber starts probing target ("ip:port") from netns.
 func StartProber(netns ns.NetNS, target string, interval time.Duration) (*Prober, error) {
-	raddr, err := net.ResolveUDPAddr("udp4", target)
+	raddr, err := net.ResolveUDPAddr("udp", target)
 	if err != nil {
 		return nil, err
 	}
 	p := &Prober{stop: make(chan struct{}), got: map[uint32]bool{}}
 	if err := netns.Do(func(ns.NetNS) error {
-		p.conn, err = net.DialUDP("udp4", nil, raddr)
+		p.conn, err = net.DialUDP("udp", nil, raddr)
 		return err
 	}); err != nil {
 		return nil, err
@@ -218,7 +219,7 @@ func StartStream(netns ns.NetNS, target string, interval time.Duration) (*Stream
 	s := &Stream{stop: make(chan struct{})}
 	if err := netns.Do(func(ns.NetNS) error {
 		var err error
-		s.conn, err = net.DialTimeout("tcp4", target, 5*time.Second)
+		s.conn, err = net.DialTimeout("tcp", target, 5*time.Second)
 		return err
 	}); err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -142,14 +143,20 @@ func Links(netns ns.NetNS) (map[string]Link, error) {
 
 // DefaultRouteDev returns the interface of the IPv4 default route in netns.
 func DefaultRouteDev(netns ns.NetNS) (string, error) {
+	return DefaultRouteDevFamily(netns, netlink.FAMILY_V4)
+}
+
+// DefaultRouteDevFamily is the interface of the default route of one family
+// in netns ("" when there is none).
+func DefaultRouteDevFamily(netns ns.NetNS, family int) (string, error) {
 	dev := ""
 	err := netns.Do(func(ns.NetNS) error {
-		routes, err := netlinksafe.RouteList(nil, netlink.FAMILY_V4)
+		routes, err := netlinksafe.RouteList(nil, family)
 		if err != nil {
 			return err
 		}
 		for _, r := range routes {
-			if r.Dst == nil || r.Dst.String() == "0.0.0.0/0" {
+			if r.Dst == nil || r.Dst.IP.IsUnspecified() && isDefault(r.Dst) {
 				l, err := netlink.LinkByIndex(r.LinkIndex)
 				if err != nil {
 					return err
@@ -161,6 +168,8 @@ func DefaultRouteDev(netns ns.NetNS) (string, error) {
 	})
 	return dev, err
 }
+
+func isDefault(n *net.IPNet) bool { ones, _ := n.Mask.Size(); return ones == 0 }
 
 // Snapshot is the leak-relevant state of the host: links, addresses, routes
 // and policy rules, and the files under watched directories (host-local

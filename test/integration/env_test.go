@@ -96,6 +96,8 @@ type env struct {
 	bridge  string
 	master  string
 	subnet  string // cluster network /24 prefix, e.g. "10.250.3"
+	subnet6 string // cluster network /64 prefix, e.g. "fd50:3:" (families 6 and dual)
+	family  string // "4" (default), "6" or "dual": the pod networks' address families
 	ipamDir string
 	daemon  *harness.Daemon
 	rt      *harness.Runtime
@@ -110,6 +112,8 @@ type envOpts struct {
 	// clusterRange limits the cluster network's host-local range to
 	// .first-.last of its /24 (default: the whole /24).
 	clusterRange [2]int
+	// family of the pod networks: "4" (default), "6" or "dual".
+	family string
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -120,6 +124,13 @@ func newEnv(t testing.TB, o envOpts) *env {
 		bridge: fmt.Sprintf("rwbr%d", n), master: fmt.Sprintf("rwm%d", n), subnet: fmt.Sprintf("10.250.%d", n),
 	}
 	e.ipamDir = filepath.Join(e.dir, "ipam")
+	e.family = o.family
+	if e.family == "" {
+		e.family = "4"
+	}
+	if e.family != "4" {
+		e.subnet6 = fmt.Sprintf("fd50:%d:", n)
+	}
 	e.makeMaster()
 	confDir := filepath.Join(e.dir, "net.d")
 	must(t, os.MkdirAll(confDir, 0o755))
@@ -159,9 +170,29 @@ func (e *env) clusterConf(limit [2]int) string {
 	}
 	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":"cluster-%d","plugins":[
 	  {"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,"capabilities":{"ips":true},
-	   "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"%s.0/24"%s}]],"routes":[{"dst":"0.0.0.0/0"}]}},
+	   "ipam":{"type":"host-local","dataDir":%q,%s}},
 	  {"type":"portmap","capabilities":{"portMappings":true},"snat":false}]}`,
-		e.n, e.bridge, e.ipamDir, e.subnet, rng)
+		e.n, e.bridge, e.ipamDir, e.ranges(rng, false))
+}
+
+// ranges is the host-local "ranges" and "routes" of a pod network on the
+// env's subnets of its families (extra is added to the IPv4 range, gateway
+// sets the .1 gateways).
+func (e *env) ranges(extra string, gateway bool) string {
+	var sets, routes []string
+	gw4, gw6 := "", ""
+	if gateway {
+		gw4, gw6 = fmt.Sprintf(`,"gateway":"%s.1"`, e.subnet), fmt.Sprintf(`,"gateway":"%s:1"`, e.subnet6)
+	}
+	if e.family != "6" {
+		sets = append(sets, fmt.Sprintf(`[{"subnet":"%s.0/24"%s%s}]`, e.subnet, extra, gw4))
+		routes = append(routes, `{"dst":"0.0.0.0/0"}`)
+	}
+	if e.family != "4" {
+		sets = append(sets, fmt.Sprintf(`[{"subnet":"%s:/64"%s}]`, e.subnet6, gw6))
+		routes = append(routes, `{"dst":"::/0"}`)
+	}
+	return fmt.Sprintf(`"ranges":[%s],"routes":[%s]`, strings.Join(sets, ","), strings.Join(routes, ","))
 }
 
 // makeMaster creates a veth pair whose first end serves as macvlan master

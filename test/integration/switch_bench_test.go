@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,75 +20,99 @@ var switchSamples = flag.Int("switch-samples", 20, "switches each way per scenar
 // switchFigures collects one direction's measurements.
 type switchFigures struct {
 	daemon, endToEnd []time.Duration
-	far, near        []harness.ProbeStats
+	probes           map[string][]harness.ProbeStats // by client
 }
 
 // BenchmarkSwitch measures live primary switches A->B and back,
-// -switch-samples each way, for each scenario of TestSwitch, with a 1 kHz
-// UDP probe and a TCP stream from a client through the host (far) and from a
-// neighbour on A's bridge (near). Per switch: probes lost and the longest
-// gap between replies (window: annotation PATCH to 30 ms after the pod's
-// eth0 is the new network's), the daemon's switch duration (from its Event)
-// and the time from the PATCH to the new eth0. The TCP streams must survive.
-// SWITCH_DEBUG=1 prints the send times of lost probes and the daemon's
-// switch steps, to place a loss in the sequence.
+// -switch-samples each way, for each scenario of TestSwitch and each
+// address family (IPv4, dual-stack, IPv6), of a multi-homed pod (two
+// macvlan secondaries), with a 1 kHz UDP probe and a TCP stream to every
+// primary address from a client through the host and from a neighbour on
+// A's bridge, and to each secondary from a neighbour on its segment. Per
+// switch: probes lost and the longest gap between replies (window:
+// annotation PATCH to 30 ms after the pod's eth0 is the new network's), the
+// daemon's switch duration (from its Event) and the time from the PATCH to
+// the new eth0. The TCP streams must survive. SWITCH_DEBUG=1 prints the
+// send times of lost probes and the daemon's switch steps, to place a loss
+// in the sequence.
 func BenchmarkSwitch(b *testing.B) {
-	for _, tc := range switchScenarios {
-		b.Run(tc.name, func(b *testing.B) {
-			e := newEnv(b, envOpts{})
-			p := e.newPod("default", "sw-bench-"+tc.name, nil)
-			ctx := context.Background()
-			r, err := e.rt.Add(ctx, p)
-			must(b, err)
-			ip := primaryIP(b, r)
-			e.createNAD("default", "net-b", tc.conf(b, e, fmt.Sprintf("b-%d", e.n)), nil)
-			startEcho(b, p)
-			far, near := startTraffic(b, farClient(b, e), ip), startTraffic(b, nearClient(b, e), ip)
-			figs := map[string]*switchFigures{"A->B": {}, "B->A": {}}
-			b.ResetTimer()
-			for i := range 2 * *switchSamples {
-				dir, target := "A->B", "net-b"
-				if i%2 == 1 {
-					dir, target = "B->A", ""
-				}
-				f := figs[dir]
-				before := eth0Index(b, p)
-				start := time.Now()
-				setDefaultNetwork(b, p, target)
-				waitNewEth0(b, p, before)
-				f.endToEnd = append(f.endToEnd, time.Since(start))
-				time.Sleep(30 * time.Millisecond)
-				end := time.Now()
-				f.far = append(f.far, far.probe.Window(start, end))
-				if st := f.far[len(f.far)-1]; st.Lost() > 0 && os.Getenv("SWITCH_DEBUG") != "" {
-					fmt.Printf("%s PATCH %s lost %v\n", dir, start.Format("05.000000"), st.LostAt)
-				}
-				f.near = append(f.near, near.probe.Window(start, end))
-				f.daemon = append(f.daemon, eventDuration(b, waitEvents(b, p, "NetworkSwitched", i+1)[i]))
-			}
-			b.StopTimer()
-			if os.Getenv("SWITCH_DEBUG") != "" {
-				for _, l := range strings.Split(e.daemon.Log(), "\n") {
-					if strings.Contains(l, "switch step") || strings.Contains(l, "switched") {
-						fmt.Println(l[:min(len(l), 140)])
-					}
-				}
-			}
-			for _, dir := range []string{"A->B", "B->A"} {
-				f := figs[dir]
-				fmt.Printf("switch %s %s over %d: daemon median %.1f ms worst %.1f ms | PATCH->new eth0 median %.1f ms worst %.1f ms\n",
-					tc.name, dir, len(f.daemon), ms(median(f.daemon)), ms(worst(f.daemon)), ms(median(f.endToEnd)), ms(worst(f.endToEnd)))
-				fmt.Printf("    through the host: %s\n    on A's bridge:    %s\n", probeSummary(f.far), probeSummary(f.near))
-			}
-			for name, tr := range map[string]*traffic{"through the host": far, "on A's bridge": near} {
-				if _, n, err := tr.stop(); err != nil {
-					b.Errorf("TCP from the client %s did not survive the switches (%d messages echoed): %v", name, n, err)
-				}
-			}
-			must(b, e.rt.Del(ctx, p))
-			e.assertNoLeaks()
-		})
+	for _, family := range []string{"4", "dual", "6"} {
+		for _, tc := range switchScenarios {
+			b.Run("ipv"+family+"/"+tc.name, func(b *testing.B) { benchSwitch(b, family, tc.name, tc.conf) })
+		}
 	}
+}
+
+func benchSwitch(b *testing.B, family, name string, conf func(testing.TB, *env, string) string) {
+	e := newEnv(b, envOpts{family: family})
+	annotations, secondaryTraffic := e.multiHomed(b)
+	p := e.newPod("default", "sw-bench", annotations)
+	ctx := context.Background()
+	r, err := e.rt.Add(ctx, p)
+	must(b, err)
+	ips := primaryIPs(b, r)
+	e.createNAD("default", "net-b", conf(b, e, fmt.Sprintf("b-%d", e.n)), nil)
+	startEcho(b, p)
+	clients := secondaryTraffic(p)
+	far, near := farClient(b, e), nearClient(b, e)
+	for _, ip := range strings.Split(ips, ",") {
+		clients[ip+" through the host"] = startTraffic(b, far, ip)
+		clients[ip+" on A's bridge"] = startTraffic(b, near, ip)
+	}
+	figs := map[string]*switchFigures{"A->B": {probes: map[string][]harness.ProbeStats{}}, "B->A": {probes: map[string][]harness.ProbeStats{}}}
+	b.ResetTimer()
+	for i := range 2 * *switchSamples {
+		dir, target := "A->B", "net-b"
+		if i%2 == 1 {
+			dir, target = "B->A", ""
+		}
+		f := figs[dir]
+		before := eth0Index(b, p)
+		start := time.Now()
+		setDefaultNetwork(b, p, target)
+		waitNewEth0(b, p, before)
+		f.endToEnd = append(f.endToEnd, time.Since(start))
+		time.Sleep(30 * time.Millisecond)
+		end := time.Now()
+		for c, tr := range clients {
+			st := tr.probe.Window(start, end)
+			f.probes[c] = append(f.probes[c], st)
+			if st.Lost() > 0 && os.Getenv("SWITCH_DEBUG") != "" {
+				fmt.Printf("%s PATCH %s: %s lost %v\n", dir, start.Format("05.000000"), c, st.LostAt)
+			}
+		}
+		f.daemon = append(f.daemon, eventDuration(b, waitEvents(b, p, "NetworkSwitched", i+1)[i]))
+	}
+	b.StopTimer()
+	if os.Getenv("SWITCH_DEBUG") != "" {
+		for _, l := range strings.Split(e.daemon.Log(), "\n") {
+			if strings.Contains(l, "switch step") || strings.Contains(l, "switched") {
+				fmt.Println(l[:min(len(l), 140)])
+			}
+		}
+	}
+	for _, dir := range []string{"A->B", "B->A"} {
+		f := figs[dir]
+		fmt.Printf("switch ipv%s %s %s over %d: daemon median %.1f ms worst %.1f ms | PATCH->new eth0 median %.1f ms worst %.1f ms\n",
+			family, name, dir, len(f.daemon), ms(median(f.daemon)), ms(worst(f.daemon)), ms(median(f.endToEnd)), ms(worst(f.endToEnd)))
+		for _, c := range sortedKeys(f.probes) {
+			fmt.Printf("    %-32s %s\n", c+":", probeSummary(f.probes[c]))
+		}
+	}
+	for c, tr := range clients {
+		if _, n, err := tr.stop(); err != nil {
+			b.Errorf("TCP from the client %s did not survive the switches (%d messages echoed): %v", c, n, err)
+		}
+		tr.client.Close()
+	}
+	must(b, e.rt.Del(ctx, p))
+	e.assertNoLeaks()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := keys(m)
+	sort.Strings(out)
+	return out
 }
 
 // eth0Index is the ifindex of the pod's eth0 (0 when it has none).

@@ -29,8 +29,8 @@ import (
 // network name), accepting requested IPs.
 func (e *env) ptpConf(name string) string {
 	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{"type":"ptp","ipMasq":false,"capabilities":{"ips":true},
-	  "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"%s.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}]}}]}`,
-		name, e.ipamDir, e.subnet)
+	  "ipam":{"type":"host-local","dataDir":%q,%s}}]}`,
+		name, e.ipamDir, e.ranges("", false))
 }
 
 // setDefaultNetwork patches the pod's default-network annotation ("" removes it).
@@ -73,6 +73,19 @@ func primaryIP(t testing.TB, r interface{}) string {
 	return res.IPs[0].Address.IP.String()
 }
 
+// primaryIPs are the pod's addresses from the runtime's ADD result, comma
+// separated (one per family).
+func primaryIPs(t testing.TB, r interface{}) string {
+	t.Helper()
+	res, err := current.NewResultFromResult(r.(*current.Result))
+	must(t, err)
+	var ips []string
+	for _, ip := range res.IPs {
+		ips = append(ips, ip.Address.IP.String())
+	}
+	return strings.Join(ips, ",")
+}
+
 // traffic is a 1 kHz UDP probe and a TCP stream to the pod from one client.
 type traffic struct {
 	client *harness.Client
@@ -88,14 +101,14 @@ func startEcho(t testing.TB, p *harness.Pod) {
 	t.Cleanup(echo.Close)
 }
 
-// startTraffic starts probing the pod at ip from client (closed at cleanup,
-// or earlier by stop).
+// startTraffic starts probing the pod at ip from client (closed at
+// cleanup; one client may probe several addresses).
 func startTraffic(t testing.TB, client *harness.Client, ip string) *traffic {
 	t.Helper()
 	t.Cleanup(client.Close)
 	tr := &traffic{client: client}
 	var err error
-	target := ip + ":7777"
+	target := net.JoinHostPort(ip, "7777")
 	tr.stream, err = harness.StartStream(client.NS, target, time.Millisecond)
 	must(t, err)
 	tr.probe, err = harness.StartProber(client.NS, target, time.Millisecond)
@@ -104,24 +117,33 @@ func startTraffic(t testing.TB, client *harness.Client, ip string) *traffic {
 	return tr
 }
 
-// stop ends the traffic, removes the client and returns what it saw.
+// stop ends the traffic and returns what it saw.
 func (tr *traffic) stop() (harness.ProbeStats, int, error) {
 	stats := tr.probe.Stop()
 	n, err := tr.stream.Stop()
-	tr.client.Close()
 	return stats, n, err
 }
 
 // far reaches the pod through the host (as from another node); near sits on
 // A's bridge next to the pod (as a pod on the same node).
 func farClient(t testing.TB, e *env) *harness.Client {
-	c, err := harness.NewClient(fmt.Sprintf("rwcl%d", e.n), fmt.Sprintf("10.251.%d", e.n))
+	name := fmt.Sprintf("rwcl%d", e.n)
+	sub6 := ""
+	if e.family != "4" {
+		sub6 = fmt.Sprintf("fd51:%d:", e.n)
+	}
+	c, err := harness.NewDualClient(name, fmt.Sprintf("10.251.%d", e.n), sub6)
 	must(t, err)
 	return c
 }
 
 func nearClient(t testing.TB, e *env) *harness.Client {
-	c, err := harness.NewBridgeClient(fmt.Sprintf("rwnb%d", e.n), e.bridge, e.subnet+".250/24")
+	name := fmt.Sprintf("rwnb%d", e.n)
+	cidrs := []string{e.subnet + ".250/24"}
+	if e.family != "4" {
+		cidrs = append(cidrs, e.subnet6+":250/64")
+	}
+	c, err := harness.NewBridgeClient(name, e.bridge, cidrs...)
 	must(t, err)
 	return c
 }
@@ -153,19 +175,21 @@ func echoed(t testing.TB, s *harness.Stream) int {
 }
 
 // assertPrimary waits until the pod's network-status shows network as its
-// primary on eth0 with ip, then checks the pod: eth0 holds ip, every other
-// interface is a secondary network-status shows, the default route goes
-// through eth0, no pin is left, the host-local stores of held reserve ip
-// (the network the pod is on, and every network it left, until its DEL)
-// and those of free do not.
+// primary on eth0 with ip (one address per family, comma separated), then
+// checks the pod: eth0 holds them, every other interface is a secondary
+// network-status shows, the default route of each family goes through eth0,
+// no pin is left, the host-local stores of held reserve the addresses (the
+// network the pod is on, and every network it left, until its DEL) and
+// those of free do not.
 func (e *env) assertPrimary(t testing.TB, p *harness.Pod, ip, network string, held, free []string) {
 	t.Helper()
+	ips := strings.Split(ip, ",")
 	deadline := time.Now().Add(15 * time.Second)
 	var st []netstatus.Status
 	for {
 		st = networkStatus(t, p)
 		if len(st) > 0 && st[0].Name == network && st[0].Interface == "eth0" && st[0].Default &&
-			len(st[0].IPs) == 1 && st[0].IPs[0] == ip {
+			strings.Join(st[0].IPs, ",") == ip {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -176,7 +200,7 @@ func (e *env) assertPrimary(t testing.TB, p *harness.Pod, ip, network string, he
 	links, err := harness.Links(p.NetNS)
 	must(t, err)
 	delete(links, "lo")
-	if len(links["eth0"].Addrs) != 1 || !strings.HasPrefix(links["eth0"].Addrs[0], ip+"/") {
+	if got := links["eth0"].Addrs; len(got) != len(ips) || !hasAddrs(got, ips) {
 		t.Fatalf("pod interfaces: %+v, want eth0 with %s", links, ip)
 	}
 	for _, s := range st[1:] {
@@ -185,22 +209,44 @@ func (e *env) assertPrimary(t testing.TB, p *harness.Pod, ip, network string, he
 	if delete(links, "eth0"); len(links) > 0 {
 		t.Fatalf("pod has interfaces network-status does not show: %v", keys(links))
 	}
-	if dev, err := harness.DefaultRouteDev(p.NetNS); err != nil || dev != "eth0" {
-		t.Fatalf("default route via %q (%v), want eth0", dev, err)
+	for _, a := range ips {
+		fam := netlink.FAMILY_V4
+		if net.ParseIP(a).To4() == nil {
+			fam = netlink.FAMILY_V6
+		}
+		if dev, err := harness.DefaultRouteDevFamily(p.NetNS, fam); err != nil || dev != "eth0" {
+			t.Fatalf("default route for %s via %q (%v), want eth0", a, dev, err)
+		}
 	}
 	if pinned, err := handover.Pinned(p.NetNS.Path()); err != nil || pinned {
 		t.Fatalf("pin rule left in the pod (%v)", err)
 	}
-	for _, n := range held {
-		if _, err := os.Stat(filepath.Join(e.ipamDir, n, ip)); err != nil {
-			t.Fatalf("host-local of %s does not hold %s: %v", n, ip, err)
+	for _, a := range ips {
+		for _, n := range held {
+			if _, err := os.Stat(filepath.Join(e.ipamDir, n, a)); err != nil {
+				t.Fatalf("host-local of %s does not hold %s: %v", n, a, err)
+			}
+		}
+		for _, n := range free {
+			if _, err := os.Stat(filepath.Join(e.ipamDir, n, a)); !os.IsNotExist(err) {
+				t.Fatalf("host-local of %s holds %s (%v)", n, a, err)
+			}
 		}
 	}
-	for _, n := range free {
-		if _, err := os.Stat(filepath.Join(e.ipamDir, n, ip)); !os.IsNotExist(err) {
-			t.Fatalf("host-local of %s holds %s (%v)", n, ip, err)
+}
+
+// hasAddrs reports whether every address of ips is among the CIDRs of addrs.
+func hasAddrs(addrs, ips []string) bool {
+	for _, ip := range ips {
+		found := false
+		for _, a := range addrs {
+			found = found || strings.HasPrefix(a, ip+"/")
+		}
+		if !found {
+			return false
 		}
 	}
+	return true
 }
 
 // macvlanOnBridge is network B': macvlan on the env's master veth, whose
@@ -218,8 +264,8 @@ func (e *env) macvlanOnBridge(t testing.TB, name string) string {
 		return netlink.LinkSetMaster(peer, br)
 	})
 	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{"type":"macvlan","master":%q,"mode":"bridge","capabilities":{"ips":true},
-	  "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"%s.0/24","gateway":"%s.1"}]],"routes":[{"dst":"0.0.0.0/0"}]}}]}`,
-		name, e.master, e.ipamDir, e.subnet, e.subnet)
+	  "ipam":{"type":"host-local","dataDir":%q,%s}}]}`,
+		name, e.master, e.ipamDir, e.ranges("", true))
 }
 
 func hostDo(t testing.TB, f func() error) {
@@ -274,6 +320,35 @@ func (e *env) multiHomed(t testing.TB) (map[string]string, func(p *harness.Pod) 
 	return map[string]string{selection.NetworksAnnotation: "sec-net1@net1,sec-net2@net2"}, start
 }
 
+// assertSecondaryPaths checks with route lookups inside the pod that a
+// neighbour on each secondary's segment (the .250 of multiHomed's subnets)
+// is reached through that secondary, and a client off the node (far) not.
+func (e *env) assertSecondaryPaths(t testing.TB, p *harness.Pod, when string) {
+	t.Helper()
+	for dst, want := range map[string]string{
+		fmt.Sprintf("10.252.%d.250", e.n): "net1", fmt.Sprintf("10.254.%d.250", e.n): "net2", fmt.Sprintf("10.251.%d.2", e.n): "",
+	} {
+		var dev string
+		must(t, p.NetNS.Do(func(ns.NetNS) error {
+			rs, err := netlink.RouteGet(net.ParseIP(dst))
+			if err != nil || len(rs) == 0 {
+				return fmt.Errorf("route to %s: %v", dst, err)
+			}
+			l, err := netlink.LinkByIndex(rs[0].LinkIndex)
+			if err == nil {
+				dev = l.Attrs().Name
+			}
+			return err
+		}))
+		switch {
+		case want != "" && dev != want:
+			t.Fatalf("%s: the pod routes %s through %s, want %s", when, dst, dev, want)
+		case want == "" && strings.HasPrefix(dev, "net"):
+			t.Fatalf("%s: the pod routes the primary's %s through the secondary %s", when, dst, dev)
+		}
+	}
+}
+
 // TestSwitch moves a running multi-homed pod (two macvlan secondaries) from
 // A (bridge) to B and back with traffic flowing from a client through the
 // host, from a neighbour on A's bridge and from a neighbour on each
@@ -283,57 +358,67 @@ func (e *env) multiHomed(t testing.TB) (map[string]string, func(p *harness.Pod) 
 // IP reserved until its DEL, and nothing may leak. Probe losses on eth0 are
 // reported (their targets live in BenchmarkSwitch).
 func TestSwitch(t *testing.T) {
-	for _, tc := range switchScenarios {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, envOpts{})
-			cluster, b := fmt.Sprintf("cluster-%d", e.n), fmt.Sprintf("b-%d", e.n)
-			annotations, secondaryTraffic := e.multiHomed(t)
-			p := e.newPod("default", "sw-"+tc.name, annotations)
-			ctx := context.Background()
-			r, err := e.rt.Add(ctx, p)
-			must(t, err)
-			ip := primaryIP(t, r)
-			e.createNAD("default", "net-b", tc.conf(t, e, b), nil)
-			startEcho(t, p)
-			clients := secondaryTraffic(p)
-			clients["eth0 through the host"] = startTraffic(t, farClient(t, e), ip)
-			clients["eth0 on A's bridge"] = startTraffic(t, nearClient(t, e), ip)
-			flowing := func() {
-				for _, tr := range clients {
-					tr.waitFlowing(t)
-				}
-			}
-
-			setDefaultNetwork(t, p, "net-b")
-			t.Logf("A->B: %s", waitEvents(t, p, "NetworkSwitched", 1)[0])
-			e.assertPrimary(t, p, ip, "default/net-b", []string{b, cluster}, nil)
-			flowing()
-			must(t, e.rt.Check(ctx, p))
-			// GC with the pod valid keeps B's allocation (keyed by its CNI
-			// name) and A's reservation.
-			must(t, e.rt.GC(ctx, p))
-			e.assertPrimary(t, p, ip, "default/net-b", []string{b, cluster}, nil)
-
-			setDefaultNetwork(t, p, "")
-			t.Logf("B->A: %s", waitEvents(t, p, "NetworkSwitched", 2)[1])
-			e.assertPrimary(t, p, ip, cluster, []string{cluster, b}, nil)
-			flowing()
-			must(t, e.rt.Check(ctx, p))
-
-			for name, tr := range clients {
-				stats, n, err := tr.stop()
-				t.Logf("client %s, 1 kHz UDP probe over two switches: %s; TCP: %d messages echoed", name, stats, n)
-				if err != nil {
-					t.Errorf("client %s: TCP connection did not survive: %v", name, err)
-				}
-				if strings.HasPrefix(name, "net") && stats.Lost() > 0 {
-					t.Errorf("client on %s's segment lost %d probes: the switch touched a secondary's path", name, stats.Lost())
-				}
-			}
-			must(t, e.rt.Del(ctx, p))
-			e.assertNoLeaks()
-		})
+	for _, family := range []string{"4", "dual", "6"} {
+		for _, tc := range switchScenarios {
+			t.Run("ipv"+family+"/"+tc.name, func(t *testing.T) { testSwitch(t, family, tc.conf) })
+		}
 	}
+}
+
+func testSwitch(t *testing.T, family string, conf func(t testing.TB, e *env, name string) string) {
+	e := newEnv(t, envOpts{family: family})
+	cluster, b := fmt.Sprintf("cluster-%d", e.n), fmt.Sprintf("b-%d", e.n)
+	annotations, secondaryTraffic := e.multiHomed(t)
+	p := e.newPod("default", fmt.Sprintf("sw-%d", e.n), annotations)
+	ctx := context.Background()
+	r, err := e.rt.Add(ctx, p)
+	must(t, err)
+	ips := primaryIPs(t, r)
+	e.createNAD("default", "net-b", conf(t, e, b), nil)
+	startEcho(t, p)
+	clients := secondaryTraffic(p)
+	far, near := farClient(t, e), nearClient(t, e)
+	for _, ip := range strings.Split(ips, ",") {
+		clients["eth0 "+ip+" through the host"] = startTraffic(t, far, ip)
+		clients["eth0 "+ip+" on A's bridge"] = startTraffic(t, near, ip)
+	}
+	flowing := func() {
+		for _, tr := range clients {
+			tr.waitFlowing(t)
+		}
+	}
+
+	setDefaultNetwork(t, p, "net-b")
+	t.Logf("A->B: %s", waitEvents(t, p, "NetworkSwitched", 1)[0])
+	e.assertPrimary(t, p, ips, "default/net-b", []string{b, cluster}, nil)
+	flowing()
+	must(t, e.rt.Check(ctx, p))
+	// GC with the pod valid keeps B's allocation (keyed by its CNI
+	// name) and A's reservation.
+	must(t, e.rt.GC(ctx, p))
+	e.assertPrimary(t, p, ips, "default/net-b", []string{b, cluster}, nil)
+
+	setDefaultNetwork(t, p, "")
+	t.Logf("B->A: %s", waitEvents(t, p, "NetworkSwitched", 2)[1])
+	e.assertPrimary(t, p, ips, cluster, []string{cluster, b}, nil)
+	flowing()
+	must(t, e.rt.Check(ctx, p))
+
+	for name, tr := range clients {
+		stats, n, err := tr.stop()
+		t.Logf("client %s, 1 kHz UDP probe over two switches: %s; TCP: %d messages echoed", name, stats, n)
+		if err != nil {
+			t.Errorf("client %s: TCP connection did not survive: %v", name, err)
+		}
+		if strings.HasPrefix(name, "net") && stats.Lost() > 0 {
+			t.Errorf("client on %s's segment lost %d probes: the switch touched a secondary's path", name, stats.Lost())
+		}
+	}
+	for _, tr := range clients {
+		tr.client.Close()
+	}
+	must(t, e.rt.Del(ctx, p))
+	e.assertNoLeaks()
 }
 
 // assertOnA checks that a refused or undone switch left the pod as it was:
@@ -354,9 +439,13 @@ func TestSwitchRefused(t *testing.T) {
 			nad: func(e *env, name string) string {
 				return strings.Replace(e.ptpConf(name), `"capabilities":{"ips":true},`, "", 1)
 			}},
-		{name: "outside-b-range", annotation: "net-b", reason: "SwitchFailed", msg: "the pod stays on its primary network",
+		{name: "outside-b-range", annotation: "net-b", reason: "SwitchRejected", msg: "do not contain it",
 			nad: func(e *env, name string) string {
 				return strings.Replace(e.ptpConf(name), e.subnet+".0/24", fmt.Sprintf("10.252.%d.0/24", e.n), 1)
+			}},
+		{name: "b-add-fails", annotation: "net-b", reason: "SwitchFailed", msg: "the pod stays on its primary network",
+			nad: func(e *env, name string) string { // the subnet holds X, the allocatable range does not
+				return strings.Replace(e.ptpConf(name), e.subnet+`.0/24"`, e.subnet+`.0/24","rangeStart":"`+e.subnet+`.100"`, 1)
 			}},
 		{name: "namespace-isolation", config: "namespaceIsolation: true\n", annotation: "other/net-b", reason: "SwitchRejected",
 			msg: "namespace isolation", nad: func(e *env, name string) string { return e.ptpConf(name) }},
@@ -392,10 +481,15 @@ func TestSwitchRefused(t *testing.T) {
 // is recovered at restart and the switch, still wanted by the annotation, is
 // done again. Either way the pod ends on exactly one working primary and
 // nothing leaks after DEL.
+//
+// The pod is multi-homed: at every step, and where the daemon died, route
+// lookups in the pod for a neighbour on each secondary's segment answer
+// that secondary's interface (a switch pins only the primary's paths).
 func TestFaultsDuringSwitch(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	cluster, b := fmt.Sprintf("cluster-%d", e.n), fmt.Sprintf("b-%d", e.n)
 	e.createNAD("default", "net-b", e.ptpConf(b), nil)
+	annotations, _ := e.multiHomed(t)
 	steps := []struct {
 		step      string
 		committed bool // the new primary is in place when the step runs
@@ -407,7 +501,7 @@ func TestFaultsDuringSwitch(t *testing.T) {
 	for i, s := range steps {
 		for _, action := range actions {
 			t.Run(s.step+"="+action, func(t *testing.T) {
-				p := e.newPod("default", fmt.Sprintf("sf-%d-%s", i, action), nil)
+				p := e.newPod("default", fmt.Sprintf("sf-%d-%s", i, action), annotations)
 				e.restart(t, "")
 				r, err := e.rt.Add(context.Background(), p)
 				must(t, err)
@@ -417,6 +511,7 @@ func TestFaultsDuringSwitch(t *testing.T) {
 				switch {
 				case action == "kill":
 					waitDead(t, e.daemon)
+					e.assertSecondaryPaths(t, p, "with the daemon dead at "+s.step)
 					e.restart(t, "")
 					e.assertPrimary(t, p, ip, "default/net-b", []string{b, cluster}, nil)
 				case s.committed: // retried until finished
@@ -425,6 +520,7 @@ func TestFaultsDuringSwitch(t *testing.T) {
 					waitEvents(t, p, "SwitchFailed", 1)
 					e.assertOnA(t, p, ip, b)
 				}
+				e.assertSecondaryPaths(t, p, "after "+s.step+"="+action)
 				must(t, e.rt.Check(context.Background(), p))
 				must(t, e.rt.Del(context.Background(), p))
 				e.assertNoLeaks()
