@@ -44,7 +44,10 @@ func TestSoak(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.createNAD("default", "soak-a", e.macvlanRange("soak-a", "192.168.41", 2, 254), nil)
 	e.createNAD("default", "soak-b", e.macvlanRange("soak-b", "192.168.42", 2, 254), nil)
-	e.createNAD("default", "soak-sw", e.ptpConf("soak-sw"), nil)
+	// soak-sw shares the cluster network's IPAM store (host-local keeps one
+	// per network name and dataDir): pods start on either network and get
+	// unique addresses, and a switch hands the reservation over.
+	e.createNAD("default", "soak-sw", e.ptpConf(fmt.Sprintf("cluster-%d", e.n)), nil)
 	const workers, perWorker = 3, 4
 	pods := make([][]*soakPod, workers)
 	for w := range workers {
@@ -54,6 +57,7 @@ func TestSoak(t *testing.T) {
 	}
 	var ops, restarts atomic.Int64
 	var wg sync.WaitGroup
+	stopSampling := sampleAddresses(t, pods, seed)
 	for w := range workers {
 		rng := rand.New(rand.NewSource(seed + int64(w)))
 		wg.Go(func() {
@@ -78,7 +82,8 @@ func TestSoak(t *testing.T) {
 		restarts.Add(1)
 	}
 	wg.Wait()
-	fmt.Printf("soak: seed %d, %d operations, %d daemon restarts\n", seed, ops.Load(), restarts.Load())
+	samples := stopSampling()
+	fmt.Printf("soak: seed %d, %d operations, %d daemon restarts, %d address samples\n", seed, ops.Load(), restarts.Load(), samples)
 	for _, ws := range pods {
 		for _, sp := range ws {
 			if sp.added {
@@ -91,9 +96,7 @@ func TestSoak(t *testing.T) {
 				if sp.switched {
 					primary = "default/soak-sw"
 				}
-				if hazard := waitPrimary(t, sp.p, primary, seed); hazard != "" {
-					t.Logf("seed %d: pod %s could not switch (two IPAMs, one range): %s", seed, sp.p.Name, hazard)
-				}
+				waitPrimary(t, sp.p, primary, seed)
 				must(t, retry11(func() error { return e.rt.Del(context.Background(), sp.p) }))
 			}
 		}
@@ -108,12 +111,13 @@ func soakOp(t *testing.T, e *env, rng *rand.Rand, sp *soakPod) error {
 	case !sp.added:
 		sp.networks = randomNetworks(rng)
 		setNetworks(t, sp.p, strings.Join(sp.networks, ","))
-		// Pods start on the cluster network: a pod born on soak-sw would get
-		// an address from soak-sw's own host-local store, which the cluster
-		// network's store may have given to another pod (the two-IPAM caveat
-		// of docs/live-switch.md), and could never switch back.
-		sp.switched = false
-		setDefaultNetwork(t, sp.p, "")
+		// Pods start on either network.
+		sp.switched = rng.Intn(2) == 0
+		target := ""
+		if sp.switched {
+			target = "soak-sw"
+		}
+		setDefaultNetwork(t, sp.p, target)
 		time.Sleep(20 * time.Millisecond) // the pod informer sees the edit before the ADD
 		err := retry11(func() error { _, err := e.rt.Add(ctx, sp.p); return err })
 		sp.added = err == nil
@@ -137,33 +141,73 @@ func soakOp(t *testing.T, e *env, rng *rand.Rand, sp *soakPod) error {
 }
 
 // waitPrimary waits until the pod's network-status names network as its
-// primary. One exception is accepted and returned: a switch that failed
-// because the target network's IPAM had the pod's address given to another
-// pod (two independent host-local stores on one range, the caveat of
-// docs/live-switch.md: a requested allocation moves host-local's
-// next-address pointer back, so either store can hand out an address the
-// other holds); the pod stays working where it was.
-func waitPrimary(t testing.TB, p *harness.Pod, network string, seed int64) string {
+// primary on eth0.
+func waitPrimary(t testing.TB, p *harness.Pod, network string, seed int64) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st := networkStatus(t, p)
 		if len(st) > 0 && st[0].Name == network && st[0].Default && st[0].Interface == "eth0" {
-			return ""
+			return
 		}
 		if time.Now().After(deadline) {
 			evs, err := api.Client.CoreV1().Events(p.Namespace).List(context.Background(), metav1.ListOptions{
-				FieldSelector: "involvedObject.name=" + p.Name + ",reason=SwitchFailed"})
+				FieldSelector: "involvedObject.name=" + p.Name + ",type=Warning"})
 			must(t, err)
+			var msgs []string
 			for _, ev := range evs.Items {
-				if strings.Contains(ev.Message, "is not available") {
-					return ev.Message
-				}
+				msgs = append(msgs, ev.Reason+": "+ev.Message)
 			}
-			t.Fatalf("seed %d: pod %s: network-status %+v, want primary %s", seed, p.Name, st, network)
+			t.Fatalf("seed %d: pod %s: network-status %+v, want primary %s; warnings: %q", seed, p.Name, st, network, msgs)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// sampleAddresses checks, every 20 ms until stopped, that no address is
+// held by two pods: an address on interfaces of two pods in two samples in
+// a row fails the test (one sample may straddle one pod's DEL and another's
+// ADD of a released address). It returns the stop function, which reports
+// how many samples were taken.
+func sampleAddresses(t *testing.T, pods [][]*soakPod, seed int64) (stop func() int) {
+	done, finished := make(chan struct{}), make(chan int)
+	go func() {
+		n, prev := 0, map[string]string{}
+		for {
+			select {
+			case <-done:
+				finished <- n
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			n++
+			dup := map[string]string{}
+			owner := map[string]string{}
+			for _, ws := range pods {
+				for _, sp := range ws {
+					links, err := harness.Links(sp.p.NetNS)
+					if err != nil {
+						continue
+					}
+					for _, l := range links {
+						for _, a := range l.Addrs {
+							if o, ok := owner[a]; ok && o != sp.p.Name {
+								dup[a] = o + " and " + sp.p.Name
+							}
+							owner[a] = sp.p.Name
+						}
+					}
+				}
+			}
+			for a, pair := range dup {
+				if prev[a] == pair {
+					t.Errorf("seed %d: address %s held by pods %s", seed, a, pair)
+				}
+			}
+			prev = dup
+		}
+	}()
+	return func() int { close(done); return <-finished }
 }
 
 func randomNetworks(rng *rand.Rand) []string {
