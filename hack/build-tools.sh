@@ -10,10 +10,31 @@ key=$(cat "$root/tools/go.mod" "$root/tools/go.sum" | sha256sum | cut -c1-16)-$p
 out=$cache/$key
 log() { echo "build-tools: $*" >&2; }
 
+whereabouts_version=v0.9.2
+# whereabouts (cluster-wide IPAM) and its CRDs, built in a scratch module with
+# its own dependency versions; added to an existing tools dir when missing.
+build_whereabouts() {
+  local dir=$1 tmp src crd
+  log "whereabouts $whereabouts_version (about 2.5 min cold)"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && go mod init rewire-whereabouts >/dev/null 2>&1 &&
+    GOFLAGS=-mod=mod go get "github.com/k8snetworkplumbingwg/whereabouts/cmd@$whereabouts_version" 2>/dev/null &&
+    CGO_ENABLED=0 go build -ldflags '-s -w' -o "$dir/whereabouts.tmp" github.com/k8snetworkplumbingwg/whereabouts/cmd) || return 1
+  src=$(cd "$tmp" && go list -m -f '{{.Dir}}' github.com/k8snetworkplumbingwg/whereabouts) || return 1
+  for crd in ippools overlappingrangeipreservations; do
+    install -m 0644 "$src/doc/crds/whereabouts.cni.cncf.io_$crd.yaml" "$dir/whereabouts-crd-$crd.yaml" || return 1
+  done
+  rm -rf "$tmp"
+  mv "$dir/whereabouts.tmp" "$dir/whereabouts"
+}
+
 want=(etcd kube-apiserver kubectl bridge macvlan host-local static tuning bandwidth portmap ptp loopback)
 missing=0
 for b in "${want[@]}"; do [ -x "$out/$b" ] || missing=1; done
-if [ "$missing" = 0 ]; then echo "$out"; exit 0; fi
+if [ "$missing" = 0 ]; then
+  [ -x "$out/whereabouts" ] || build_whereabouts "$out" || { log "building whereabouts failed"; exit 1; }
+  echo "$out"; exit 0
+fi
 
 mkdir -p "$out.tmp"
 export CGO_ENABLED=0
@@ -27,6 +48,7 @@ log "kubectl (about 1 min cold)"
 (cd "$root/tools" && go build -ldflags "$ldflags" -o "$out.tmp/kubectl" k8s.io/kubernetes/cmd/kubectl)
 log "kube-apiserver (5-12 min cold on 2 cores; cached afterwards)"
 (cd "$root/tools" && go build -ldflags "$ldflags" -o "$out.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+build_whereabouts "$out.tmp" || { log "building whereabouts failed"; exit 1; }
 rm -rf "$out" && mv "$out.tmp" "$out"
 log "done in $((SECONDS - start)) s -> $out"
 echo "$out"

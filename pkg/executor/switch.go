@@ -156,6 +156,9 @@ func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink str
 	if to.Result, err = res.MarshalJSON(); err != nil {
 		return nil, err
 	}
+	if err := e.keptAll(sb, to); err != nil {
+		return nil, err
+	}
 	if !sb.Switch.Readdress {
 		// Inbound traffic stays on the old network until the cut-over.
 		from := sb.Find(sb.Switch.From)
@@ -167,6 +170,25 @@ func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink str
 	to.State, to.Primary = store.Added, true
 	sb.Find(sb.Switch.From).Primary = false
 	return res, e.Reorder(sb, nil) // stores the record, the new primary first
+}
+
+// keptAll checks that a keep-ip switch's new attachment holds every address
+// of the old primary: an IPAM that ignores requested addresses (whereabouts
+// does, even when a plugin declares the "ips" capability) hands out others.
+func (e *Executor) keptAll(sb *store.Sandbox, to *store.Attachment) error {
+	from := sb.Find(sb.Switch.From)
+	if sb.Switch.Readdress || from == nil {
+		return nil
+	}
+	want, err := podAddresses(from)
+	if err != nil {
+		return err
+	}
+	if !holdsAll(to, want) {
+		return fmt.Errorf("network %s handed out %v instead of the pod's %v: its IPAM does not honour requested addresses "+
+			"(give it the same IPAM pool as %s, or switch with %s: readdress)", to.Network, Addresses(to), ipsOf(want), from.Network, selection.SwitchModeAnnotation)
+	}
+	return nil
 }
 
 // abortSwitch deletes the new attachment and gives the old one its routes
@@ -381,7 +403,8 @@ func claim(sb *store.Sandbox, spec *attachment.Spec, from *store.Attachment, ips
 	if key := reservation.Key(spec.Config); key != "" {
 		for i := range sb.Attachments {
 			a := &sb.Attachments[i]
-			if reservation.Key(a.Config) != key || !holdsAll(a, ips) {
+			held := a.State == store.Added || a.State == store.Retained
+			if !held || reservation.Key(a.Config) != key || !holdsAll(a, ips) {
 				continue
 			}
 			res, err := storedResult(a)
@@ -417,9 +440,6 @@ func claim(sb *store.Sandbox, spec *attachment.Spec, from *store.Attachment, ips
 
 // holdsAll reports whether an attachment's result has every address of ips.
 func holdsAll(a *store.Attachment, ips []*net.IPNet) bool {
-	if a.State != store.Added && a.State != store.Retained {
-		return false
-	}
 	have := podIPs(a)
 	for _, ip := range ips {
 		found := false

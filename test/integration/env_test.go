@@ -27,10 +27,11 @@ import (
 
 // Shared by all tests of the package (see TestMain).
 var (
-	api    *harness.APIServer
-	tools  string
-	binDir string
-	seq    atomic.Int32
+	api             *harness.APIServer
+	tools           string
+	binDir          string
+	whereaboutsConf string
+	seq             atomic.Int32
 )
 
 func TestMain(m *testing.M) {
@@ -72,8 +73,15 @@ func run(m *testing.M) int {
 	}
 	start := time.Now()
 	api, err = harness.StartAPIServer(tools, filepath.Join(tmp, "api"),
-		filepath.Join(root, "deploy/crds/network-attachment-definitions.yaml"), filepath.Join(root, "deploy/crds/networkmigrations.yaml"))
+		filepath.Join(root, "deploy/crds/network-attachment-definitions.yaml"), filepath.Join(root, "deploy/crds/networkmigrations.yaml"),
+		filepath.Join(tools, "whereabouts-crd-ippools.yaml"), filepath.Join(tools, "whereabouts-crd-overlappingrangeipreservations.yaml"))
 	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	// whereabouts reads its datastore settings from a flat file.
+	whereaboutsConf = filepath.Join(tmp, "whereabouts.conf")
+	if err := os.WriteFile(whereaboutsConf, []byte(fmt.Sprintf(`{"datastore":"kubernetes","kubernetes":{"kubeconfig":%q}}`, api.Kubeconfig)), 0o600); err != nil {
 		fmt.Println(err)
 		return 1
 	}
@@ -114,6 +122,9 @@ type envOpts struct {
 	clusterRange [2]int
 	// family of the pod networks: "4" (default), "6" or "dual".
 	family string
+	// clusterIPAM is the cluster network's IPAM: "host-local" (default) or
+	// "whereabouts" (one cluster-wide pool for the env's subnet).
+	clusterIPAM string
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -134,7 +145,11 @@ func newEnv(t testing.TB, o envOpts) *env {
 	e.makeMaster()
 	confDir := filepath.Join(e.dir, "net.d")
 	must(t, os.MkdirAll(confDir, 0o755))
-	must(t, os.WriteFile(filepath.Join(confDir, "10-cluster.conflist"), []byte(e.clusterConf(o.clusterRange)), 0o644))
+	cluster := e.clusterConf(o.clusterRange)
+	if o.clusterIPAM == "whereabouts" {
+		cluster = e.clusterConfIPAM(e.whereaboutsIPAM())
+	}
+	must(t, os.WriteFile(filepath.Join(confDir, "10-cluster.conflist"), []byte(cluster), 0o644))
 	cfg := fmt.Sprintf("clusterNetwork: %s\nconfDir: %s\nbinDirs: [%s]\ndeviceInfoDir: %s\n%s",
 		confDir, confDir, tools, filepath.Join(e.dir, "devinfo"), o.extraConfig)
 	var err error
@@ -168,11 +183,23 @@ func (e *env) clusterConf(limit [2]int) string {
 	if limit[0] > 0 {
 		rng = fmt.Sprintf(`,"rangeStart":"%s.%d","rangeEnd":"%s.%d"`, e.subnet, limit[0], e.subnet, limit[1])
 	}
+	return e.clusterConfIPAM(fmt.Sprintf(`{"type":"host-local","dataDir":%q,%s}`, e.ipamDir, e.ranges(rng, false)))
+}
+
+// clusterConfIPAM is the cluster network (bridge + portmap) with an IPAM.
+func (e *env) clusterConfIPAM(ipam string) string {
 	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":"cluster-%d","plugins":[
-	  {"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,"capabilities":{"ips":true},
-	   "ipam":{"type":"host-local","dataDir":%q,%s}},
+	  {"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,"capabilities":{"ips":true},"ipam":%s},
 	  {"type":"portmap","capabilities":{"portMappings":true},"snat":false}]}`,
-		e.n, e.bridge, e.ipamDir, e.ranges(rng, false))
+		e.n, e.bridge, ipam)
+}
+
+// whereaboutsIPAM is a whereabouts IPAM section for the env's IPv4 subnet:
+// every network using it shares one cluster-wide pool (.2 to .254).
+func (e *env) whereaboutsIPAM() string {
+	return fmt.Sprintf(`{"type":"whereabouts","range":"%s.0/24","range_start":"%s.2","gateway":"%s.1","routes":[{"dst":"0.0.0.0/0"}],
+	  "configuration_path":%q,"kubernetes":{"kubeconfig":%q},"log_file":%q}`,
+		e.subnet, e.subnet, e.subnet, whereaboutsConf, api.Kubeconfig, filepath.Join(e.dir, "whereabouts.log"))
 }
 
 // ranges is the host-local "ranges" and "routes" of a pod network on the
