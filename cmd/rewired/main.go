@@ -89,7 +89,7 @@ func main() {
 	flag.StringVar(&o.podNamespace, "pod-namespace", os.Getenv("POD_NAMESPACE"), "rewired's own pod's namespace (default $POD_NAMESPACE)")
 	flag.DurationVar(&o.doctorInterval, "doctor-interval", time.Minute, "how often the self-check is published")
 	flag.StringVar(&o.metricsAddr, "metrics-addr", "", "also serve /metrics, /healthz and /readyz over TCP on this address (e.g. :9721; empty: only on the socket)")
-	flag.StringVar(&o.testFaults, "test-faults", "", "TESTS ONLY: STEP=kill|fail,... crash or fail at named steps")
+	flag.StringVar(&o.testFaults, "test-faults", "", "TESTS ONLY: STEP=kill|fail|delay:DURATION,... crash, fail or hold at named steps")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "rewired:", err)
@@ -175,7 +175,6 @@ func run(o options) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	go st.Run(ctx)
 	self, err := orphans.Mark()
 	if err != nil {
 		return err
@@ -277,6 +276,7 @@ func setup(ctx context.Context, rc *rest.Config, cfg *config.Config, o options, 
 		DevInfo: devinfo.Dir(cfg.DeviceInfoDir), Log: log, APICounts: counter.Snapshot,
 	}
 	rec := daemon.NewReconciler(d, pods.Cached)
+	d.View = rec.View
 	if err := rec.Watch(pods.Informer()); err != nil {
 		return nil, nil, err
 	}

@@ -41,10 +41,11 @@ type Config struct {
 	PodResourcesSocket string `json:"podResourcesSocket,omitempty"`
 	// DeviceInfoDir is the NPWG device-info base directory.
 	DeviceInfoDir string `json:"deviceInfoDir,omitempty"`
-	// StoreSync fsyncs every store write before the CNI request returns.
-	// Without it (the default) writes are still atomic and survive any
-	// daemon crash at once; they are fsynced in a group commit within 100 ms,
-	// which keeps ~1 ms per write off the ADD path.
+	// StoreSync fsyncs every store write, also the intermediate ones. Without
+	// it (the default) every write is still atomic and survives any daemon
+	// crash, and the write that completes an operation (an answered ADD, a
+	// DEL, a plug, a switch) is durable before the operation is answered;
+	// only the records of operations cut short by a power loss can be lost.
 	StoreSync bool `json:"storeSync,omitempty"`
 	// AddedInterfaceEvents emits one Event per successful ADD listing the
 	// interfaces (failures always get an Event).

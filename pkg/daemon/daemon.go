@@ -75,6 +75,8 @@ type Daemon struct {
 	// NewPodNetwork returns the default-network a pod without that
 	// annotation starts on because a NetworkMigration says so (newPods: to).
 	NewPodNetwork func(pod *kube.Pod) (string, bool)
+	// View returns the daemon's view of a pod (GET /debug/pods/NS/NAME).
+	View func(namespace, name string) (PodView, bool)
 }
 
 // annotations returns the pod's annotations as ADD plans them: with the

@@ -10,6 +10,7 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ktypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
@@ -33,8 +34,9 @@ type Reconciler struct {
 	cache func(namespace, name string) *kube.Pod
 	queue workqueue.TypedRateLimitingInterface[string]
 
-	mu       sync.Mutex
-	rejected map[rejection]rejected // annotation value last rejected (one Event per value)
+	mu         sync.Mutex
+	rejected   map[rejection]rejected // annotation value last rejected (one Event per value)
+	reconciled map[string]string      // pod key -> resourceVersion its last finished reconcile read
 }
 
 // rejected is an annotation value and why it was rejected.
@@ -47,7 +49,7 @@ type rejection struct{ pod, annotation string }
 // from the informer.
 func NewReconciler(d *Daemon, cache func(namespace, name string) *kube.Pod) *Reconciler {
 	return &Reconciler{
-		d: d, cache: cache, rejected: map[rejection]rejected{},
+		d: d, cache: cache, rejected: map[rejection]rejected{}, reconciled: map[string]string{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "hotplug"}),
@@ -72,6 +74,7 @@ func (r *Reconciler) Watch(informer cache.SharedIndexInformer) error {
 				r.mu.Lock()
 				delete(r.rejected, rejection{key, selection.NetworksAnnotation})
 				delete(r.rejected, rejection{key, selection.DefaultNetworkAnnotation})
+				delete(r.reconciled, key)
 				r.mu.Unlock()
 			}
 		},
@@ -111,6 +114,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, namespace, name string) erro
 	if pod == nil {
 		return nil
 	}
+	defer r.done(namespace+"/"+name, pod.ResourceVersion)
 	cid := r.d.Exec.ByPod(string(pod.UID))
 	if cid == "" {
 		return nil // no sandbox of this pod on this node (yet)
@@ -139,6 +143,39 @@ func (r *Reconciler) Reconcile(ctx context.Context, namespace, name string) erro
 		r.publish(ref, sb)
 	}
 	return err
+}
+
+// done records the resourceVersion a finished reconcile of a pod read.
+func (r *Reconciler) done(key, resourceVersion string) {
+	r.mu.Lock()
+	r.reconciled[key] = resourceVersion
+	r.mu.Unlock()
+}
+
+// PodView is a pod as the daemon sees it (GET /debug/pods/NAMESPACE/NAME on
+// the socket): the informer cache's copy, and the resourceVersion of the
+// copy the last finished reconcile of the pod read. Tests wait on it where
+// they would otherwise sleep: "the daemon has seen the edit", "the daemon
+// has acted on it".
+type PodView struct {
+	UID             ktypes.UID        `json:"uid"`
+	ResourceVersion string            `json:"resourceVersion"`
+	Labels          map[string]string `json:"labels,omitempty"`
+	Annotations     map[string]string `json:"annotations,omitempty"`
+	// Reconciled is empty until a reconcile of the pod finished.
+	Reconciled string `json:"reconciled,omitempty"`
+}
+
+// View returns the daemon's view of a pod; false when its cache lacks it.
+func (r *Reconciler) View(namespace, name string) (PodView, bool) {
+	pod := r.cache(namespace, name)
+	if pod == nil {
+		return PodView{}, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return PodView{UID: pod.UID, ResourceVersion: pod.ResourceVersion, Labels: pod.Labels, Annotations: pod.Annotations,
+		Reconciled: r.reconciled[namespace+"/"+name]}, true
 }
 
 // desired plans the secondary attachments, keeping recorded devices.

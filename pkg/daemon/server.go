@@ -50,7 +50,7 @@ func Listen(path string) (net.Listener, error) {
 }
 
 // Server returns the HTTP server of the daemon socket: POST /cni, GET
-// /healthz and /readyz. Connections from a uid other than the daemon's own
+// /healthz, /readyz, /metrics, /debug/api and /debug/pods/NS/NAME. Connections from a uid other than the daemon's own
 // are refused.
 func (d *Daemon) Server() *http.Server {
 	mux := http.NewServeMux()
@@ -58,6 +58,7 @@ func (d *Daemon) Server() *http.Server {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", d.serveReady)
 	mux.HandleFunc("GET /metrics", d.serveMetrics)
+	mux.HandleFunc("GET /debug/pods/{namespace}/{name}", d.servePodView)
 	mux.HandleFunc("GET /debug/api", func(w http.ResponseWriter, _ *http.Request) {
 		var counts map[string]int64
 		if d.APICounts != nil {
@@ -111,6 +112,22 @@ func (d *Daemon) serveReady(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	io.WriteString(w, "ok\n")
+}
+
+// servePodView answers the daemon's view of one pod (404 when its cache
+// does not have it).
+func (d *Daemon) servePodView(w http.ResponseWriter, r *http.Request) {
+	var v PodView
+	ok := false
+	if d.View != nil {
+		v, ok = d.View(r.PathValue("namespace"), r.PathValue("name"))
+	}
+	if !ok {
+		http.Error(w, "pod not in the daemon's cache", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 // serveMetrics writes the Prometheus metrics.

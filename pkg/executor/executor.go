@@ -133,7 +133,7 @@ func (e *Executor) Add(ctx context.Context, sb *store.Sandbox, specs []attachmen
 		return nil, err
 	}
 	sb.Complete = true
-	if err := e.store.Put(sb); err != nil {
+	if err := e.store.Commit(sb); err != nil { // durable before the runtime hears of it
 		return nil, errors.Join(err, e.rollback(ctx, sb, args))
 	}
 	e.indexPod(sb)

@@ -59,7 +59,7 @@ func (e *Executor) plugRecorded(ctx context.Context, sb *store.Sandbox, a *store
 			return nil, fmt.Errorf("default route: %w", err)
 		}
 	}
-	return res, e.store.Put(sb)
+	return res, e.store.Commit(sb)
 }
 
 // Unplug deletes one attachment with the exact config it was added with; the
@@ -78,7 +78,7 @@ func (e *Executor) Unplug(ctx context.Context, sb *store.Sandbox, ifName string)
 		return &AttachError{Network: a.Network, IfName: a.IfName, Err: err}
 	}
 	sb.Remove(ifName)
-	return e.store.Put(sb)
+	return e.store.Commit(sb)
 }
 
 // Retire deletes an attachment's interface and every host-side piece of it
@@ -111,11 +111,12 @@ func (e *Executor) Retire(ctx context.Context, sb *store.Sandbox, ifName string)
 	} else {
 		sb.Find(ifName).State = store.Retained
 	}
-	return e.store.Put(sb)
+	return e.store.Commit(sb)
 }
 
 // Reorder sorts the attachments of a record like order (interface names;
-// the primary first) and stores it.
+// the primary first) and commits it (durably: it ends a hot-plug or marks a
+// switch's steps).
 func (e *Executor) Reorder(sb *store.Sandbox, order []string) error {
 	rank := map[string]int{}
 	for i, n := range order {
@@ -140,5 +141,5 @@ func (e *Executor) Reorder(sb *store.Sandbox, order []string) error {
 		}
 	}
 	sb.Attachments = out
-	return e.store.Put(sb)
+	return e.store.Commit(sb)
 }

@@ -47,7 +47,11 @@ func (k *keyedMutex) lockContext(ctx context.Context, key string) (func(), error
 		return nil, ctx.Err()
 	}
 	return func() {
-		<-l.ch
+		select {
+		case <-l.ch:
+		default:
+			panic("executor: unlock of an unlocked sandbox lock " + key)
+		}
 		k.unref(key, l)
 	}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/rewire-cni/rewire/pkg/store"
@@ -30,14 +31,18 @@ func TestRequestsGiveUpOnAHeldSandbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := New(nil, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cni := libcni.NewCNIConfigWithCacheDir(nil, t.TempDir(), nil) // no plugins: none is needed
+	e := New(cni, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	unlock := e.Lock("held") // e.g. an ADD whose delegate calls back into Rewire
-	defer unlock()
+	defer func() { unlock() }()
 	requests := []struct {
 		name string
 		run  func() error
 	}{
-		{"ADD", func() error { _, err := e.Add(context.Background(), &store.Sandbox{ContainerID: "held"}, nil); return err }},
+		{"ADD", func() error {
+			_, err := e.Add(context.Background(), &store.Sandbox{ContainerID: "held"}, nil)
+			return err
+		}},
 		{"DEL", func() error { return e.Del(context.Background(), "held", "", nil) }},
 		{"CHECK", func() error { return e.Check(context.Background(), "held", "", nil) }},
 	}
@@ -98,6 +103,14 @@ func TestKeyedMutex(t *testing.T) {
 		t.Fatal(err)
 	}
 	second()
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("a second unlock must panic, as sync.Mutex does, not block")
+			}
+		}()
+		second()
+	}()
 	if len(k.m) != 0 {
 		t.Errorf("unused mutexes kept: %v", k.m)
 	}

@@ -1,6 +1,7 @@
 // Package fault is the daemon's fault injection, for tests only: enabled by
-// the explicit --test-faults flag, it kills the daemon (SIGKILL, a crash) or
-// fails the operation at named steps of ADD, DEL, hot-plug and unplug.
+// the explicit --test-faults flag, it kills the daemon (SIGKILL, a crash),
+// fails the operation or holds it for a while at named steps of ADD, DEL,
+// hot-plug and unplug.
 package fault
 
 import (
@@ -9,12 +10,14 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
-// Actions.
+// Actions; Delay is followed by a duration ("delay:2s").
 const (
-	Kill = "kill"
-	Fail = "fail"
+	Kill  = "kill"
+	Fail  = "fail"
+	Delay = "delay"
 )
 
 // Injector maps step names to actions; each fires once.
@@ -23,7 +26,7 @@ type Injector struct {
 	steps map[string]string
 }
 
-// Parse reads "step=action,step=action" (action kill or fail).
+// Parse reads "step=action,step=action" (action kill, fail or delay:DURATION).
 func Parse(spec string) (*Injector, error) {
 	in := &Injector{steps: map[string]string{}}
 	for _, item := range strings.Split(spec, ",") {
@@ -31,21 +34,35 @@ func Parse(spec string) (*Injector, error) {
 			continue
 		}
 		step, action, ok := strings.Cut(item, "=")
-		if !ok || (action != Kill && action != Fail) {
-			return nil, fmt.Errorf("fault %q: want STEP=kill or STEP=fail", item)
+		if !ok || !valid(action) {
+			return nil, fmt.Errorf("fault %q: want STEP=kill, STEP=fail or STEP=delay:DURATION", item)
 		}
 		in.steps[step] = action
 	}
 	return in, nil
 }
 
+func valid(action string) bool {
+	if d, ok := strings.CutPrefix(action, Delay+":"); ok {
+		_, err := time.ParseDuration(d)
+		return err == nil
+	}
+	return action == Kill || action == Fail
+}
+
 // At is called at every named step: it kills the process, returns an
-// error, or does nothing.
+// error, sleeps (holding whatever the step holds, such as the sandbox's
+// lock: tests use it to make a race happen), or does nothing.
 func (in *Injector) At(step string) error {
 	in.mu.Lock()
 	action := in.steps[step]
 	delete(in.steps, step)
 	in.mu.Unlock()
+	if d, ok := strings.CutPrefix(action, Delay+":"); ok {
+		dur, _ := time.ParseDuration(d) // checked by Parse
+		time.Sleep(dur)
+		return nil
+	}
 	switch action {
 	case Kill:
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)

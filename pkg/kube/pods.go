@@ -27,6 +27,8 @@ var podsGVR = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
 type Pod struct {
 	Namespace, Name string
 	UID             types.UID
+	// ResourceVersion is the version of the object read.
+	ResourceVersion string
 	Labels          map[string]string
 	Annotations     map[string]string
 }
@@ -115,7 +117,7 @@ func (p *Pods) cached(namespace, name string, uid types.UID) *Pod {
 }
 
 func fromMeta(m *metav1.PartialObjectMetadata) *Pod {
-	return &Pod{Namespace: m.Namespace, Name: m.Name, UID: m.UID, Labels: m.Labels, Annotations: m.Annotations}
+	return &Pod{Namespace: m.Namespace, Name: m.Name, UID: m.UID, ResourceVersion: m.ResourceVersion, Labels: m.Labels, Annotations: m.Annotations}
 }
 
 // Cached returns the cached pod namespace/name, or nil.

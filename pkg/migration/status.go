@@ -29,6 +29,9 @@ func (r *run) nodeStatus() NodeStatus {
 		case skipped:
 			ns.Skipped++
 			ns.SkippedPods = append(ns.SkippedPods, PodResult{Pod: s.ref, Reason: s.reason})
+		case switching:
+			ns.Switching++
+			ns.Remaining++
 		default:
 			ns.Remaining++
 		}
@@ -40,6 +43,7 @@ func (r *run) nodeStatus() NodeStatus {
 // changed (an update of the status subresource, retried on conflict).
 func (c *Controller) report(ctx context.Context, m *Migration, r *run) error {
 	ns := r.nodeStatus()
+	ns.Paused = m.Spec.Paused
 	if r.reported != nil && reflect.DeepEqual(*r.reported, ns) {
 		return nil
 	}

@@ -71,8 +71,12 @@ type Status struct {
 // NodeStatus is one node's report. In a rollback the counts are of pods
 // switched back.
 type NodeStatus struct {
-	Counts      `json:",inline"`
-	Rollback    bool        `json:"rollback,omitempty"`
+	Counts   `json:",inline"`
+	Rollback bool `json:"rollback,omitempty"`
+	// Paused: the node has seen spec.paused and starts no switch.
+	Paused bool `json:"paused,omitempty"`
+	// Switching counts the pods whose switch runs now (part of Remaining).
+	Switching   int         `json:"switching,omitempty"`
 	FailedPods  []PodResult `json:"failedPods,omitempty"`
 	SkippedPods []PodResult `json:"skippedPods,omitempty"`
 	Updated     metav1.Time `json:"updated"`

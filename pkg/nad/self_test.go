@@ -15,7 +15,9 @@ type fakeExec struct {
 	ran []string
 }
 
-func (f *fakeExec) FindInPath(plugin string, _ []string) (string, error) { return "/opt/cni/bin/" + plugin, nil }
+func (f *fakeExec) FindInPath(plugin string, _ []string) (string, error) {
+	return "/opt/cni/bin/" + plugin, nil
+}
 
 func (f *fakeExec) ExecPlugin(_ context.Context, path string, _ []byte, _ []string) ([]byte, error) {
 	f.ran = append(f.ran, path)

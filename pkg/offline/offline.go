@@ -9,7 +9,6 @@ package offline
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -21,7 +20,9 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/rewire-cni/rewire/pkg/executor"
+	"github.com/rewire-cni/rewire/pkg/nad"
 	"github.com/rewire-cni/rewire/pkg/store"
+	"github.com/rewire-cni/rewire/pkg/wire"
 )
 
 // DefaultStateDir is rewired's state dir on the host.
@@ -48,25 +49,34 @@ func Del(getenv func(string) string, stdin io.Reader) ([]byte, int) {
 	if conf.StateDir == "" {
 		conf.StateDir = DefaultStateDir
 	}
-	if err := del(conf.StateDir, getenv); err != nil {
-		return cniError(conf.CNIVersion, types.ErrInternal, "DEL without rewired", err.Error()), 1
+	req := wire.Request{ContainerID: getenv("CNI_CONTAINERID"), IfName: getenv("CNI_IFNAME"), NetNS: getenv("CNI_NETNS")}
+	if req.ContainerID == "" {
+		return cniError(conf.CNIVersion, types.ErrInvalidEnvironmentVariables, "missing CNI_CONTAINERID", ""), 1
+	}
+	if err := req.Validate(); err != nil {
+		return cniError(conf.CNIVersion, types.ErrInvalidEnvironmentVariables, err.Error(), ""), 1
+	}
+	if err := del(conf.StateDir, getenv("CNI_PATH"), req); err != nil {
+		return cniError(conf.CNIVersion, types.ErrInternal,
+			"DEL without rewired: not released (still recorded, retried by the next DEL)", err.Error()), 1
 	}
 	return nil, 0
 }
 
-func del(stateDir string, getenv func(string) string) error {
+// del deletes the sandbox's recorded attachments. The delegates run through
+// nad.GuardExec: a record naming Rewire's own plugin (written by an older
+// version) must not make this DEL run the plugin, which would run this DEL
+// again, one process deeper each time; such an attachment fails, stays
+// recorded and is named in the error.
+func del(stateDir, cniPath string, req wire.Request) error {
 	st, err := store.Open(stateDir, true)
 	if err != nil {
 		return err
 	}
-	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
-	cni := libcni.NewCNIConfigWithCacheDir(filepath.SplitList(getenv("CNI_PATH")), filepath.Join(stateDir, "cache"), exec)
+	exec := nad.GuardExec(&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
+	cni := libcni.NewCNIConfigWithCacheDir(filepath.SplitList(cniPath), filepath.Join(stateDir, "cache"), exec)
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	id := getenv("CNI_CONTAINERID")
-	if id == "" {
-		return fmt.Errorf("CNI_CONTAINERID is not set")
-	}
-	return executor.New(cni, st, log).Del(context.Background(), id, getenv("CNI_NETNS"), nil)
+	return executor.New(cni, st, log).Del(context.Background(), req.ContainerID, req.NetNS, nil)
 }
 
 func cniError(cniVersion string, code uint, msg, details string) []byte {

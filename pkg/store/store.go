@@ -5,7 +5,6 @@
 package store
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -16,10 +15,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/handover"
@@ -137,52 +133,18 @@ func (s *Sandbox) Remove(ifName string) {
 // damaged records moved aside under dir/damaged.
 //
 // Every write is atomic (temp file + rename), so a daemon crash at any point
-// leaves either the old or the new record. Durability against power loss
-// comes from fsync: with sync every write is fsynced before it returns;
-// without, Run group-commits (syncfs) the writes of each interval, keeping
-// fsync latency off the CNI path. Network configs are always fsynced.
+// leaves either the old or the new record. Against power loss: Commit (the
+// write that completes an operation, before it is answered) and Delete are
+// durable: the file is fsynced before its rename and the directory after it,
+// the directory fsync shared by the commits running at the same time (group
+// commit). Put, the writes in between, are not synced unless the store is in
+// sync mode: a power loss can only lose them together with an operation
+// nobody was answered for. Network configs are always fsynced.
 type Store struct {
-	dir   string
-	sync  bool
-	dirty atomic.Bool
-	held  heldIndex
-}
-
-// GroupCommitInterval bounds how long a write may stay unsynced when the
-// store is not in sync mode.
-const GroupCommitInterval = 100 * time.Millisecond
-
-// Run group-commits unsynced writes until ctx ends (a no-op in sync mode).
-func (s *Store) Run(ctx context.Context) {
-	t := time.NewTicker(GroupCommitInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			s.Flush()
-			return
-		case <-t.C:
-			s.Flush()
-		}
-	}
-}
-
-// Flush syncs the store's filesystem if anything was written unsynced.
-func (s *Store) Flush() error {
-	if !s.dirty.Swap(false) {
-		return nil
-	}
-	d, err := os.Open(s.dir)
-	if err != nil {
-		s.dirty.Store(true)
-		return err
-	}
-	defer d.Close()
-	if err := unix.Syncfs(int(d.Fd())); err != nil {
-		s.dirty.Store(true)
-		return fmt.Errorf("syncing store: %w", err)
-	}
-	return nil
+	dir     string
+	sync    bool
+	held    heldIndex
+	dirSync groupSync
 }
 
 // ErrCorrupt wraps a record that exists but cannot be decoded.
@@ -246,8 +208,14 @@ func (s *Store) Get(id string) (*Sandbox, error) {
 	return sb, nil
 }
 
-// Put writes a sandbox record atomically.
-func (s *Store) Put(sb *Sandbox) error {
+// Put writes a sandbox record atomically (durably only in sync mode).
+func (s *Store) Put(sb *Sandbox) error { return s.put(sb, s.sync) }
+
+// Commit writes a sandbox record atomically and durably: it survives a
+// power loss once Commit returns. Call it before an operation is answered.
+func (s *Store) Commit(sb *Sandbox) error { return s.put(sb, true) }
+
+func (s *Store) put(sb *Sandbox, durable bool) error {
 	p, err := s.sandboxPath(sb.ContainerID)
 	if err != nil {
 		return err
@@ -256,7 +224,7 @@ func (s *Store) Put(sb *Sandbox) error {
 	if err != nil {
 		return fmt.Errorf("encoding record %s: %w", sb.ContainerID, err)
 	}
-	if err := s.writeAtomic(p, raw, s.sync); err != nil {
+	if err := s.writeAtomic(p, raw, durable); err != nil {
 		return err
 	}
 	s.noteHeld(sb.ContainerID, sb)
@@ -273,8 +241,7 @@ func (s *Store) Delete(id string) error {
 		return fmt.Errorf("removing record %s: %w", id, err)
 	}
 	s.noteHeld(id, nil)
-	s.dirty.Store(true)
-	return nil
+	return s.syncDir(filepath.Dir(p))
 }
 
 // Damaged counts the records moved aside as damaged.
@@ -294,7 +261,7 @@ func (s *Store) Quarantine(id string) error {
 		return fmt.Errorf("quarantining record %s: %w", id, err)
 	}
 	s.noteHeld(id, nil)
-	return nil
+	return errors.Join(s.syncDir(filepath.Dir(p)), s.syncDir(filepath.Join(s.dir, "damaged")))
 }
 
 // IDs lists the container IDs that have a record (decodable or not).
@@ -366,18 +333,24 @@ func (s *Store) writeAtomic(path string, data []byte, sync bool) error {
 		err = os.Rename(tmp.Name(), path)
 	}
 	if err == nil && sync {
-		err = syncDir(filepath.Dir(path))
+		err = s.syncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		return fmt.Errorf("store write %s: %w", path, err)
 	}
-	if !sync {
-		s.dirty.Store(true)
-	}
 	return nil
 }
 
-func syncDir(dir string) error {
+// syncDir makes the renames and removals done in dir so far durable. The
+// sandboxes directory's fsyncs are shared by concurrent callers.
+func (s *Store) syncDir(dir string) error {
+	if dir == filepath.Join(s.dir, "sandboxes") {
+		return s.dirSync.do(func() error { return fsyncDir(dir) })
+	}
+	return fsyncDir(dir)
+}
+
+func fsyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

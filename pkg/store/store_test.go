@@ -4,7 +4,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 )
@@ -96,20 +98,70 @@ func TestRememberNetwork(t *testing.T) {
 	}
 }
 
-func TestGroupCommit(t *testing.T) {
+// Commit and Delete make their directory change durable (a directory fsync,
+// shared by concurrent callers); Put does not, except in sync mode.
+func TestCommitIsDurable(t *testing.T) {
 	s, _ := New(t.TempDir(), false)
-	if err := s.Put(&Sandbox{ContainerID: "x"}); err != nil {
-		t.Fatal(err)
-	}
-	if !s.dirty.Load() {
-		t.Fatal("an unsynced write must mark the store dirty")
-	}
-	if err := s.Flush(); err != nil || s.dirty.Load() {
-		t.Fatalf("flush: %v, dirty %v", err, s.dirty.Load())
+	syncs := func() uint64 { s.dirSync.mu.Lock(); defer s.dirSync.mu.Unlock(); return s.dirSync.Syncs }
+	for _, step := range []struct {
+		name string
+		do   func() error
+		want uint64
+	}{
+		{"Put", func() error { return s.Put(&Sandbox{ContainerID: "x"}) }, 0},
+		{"Commit", func() error { return s.Commit(&Sandbox{ContainerID: "x", Complete: true}) }, 1},
+		{"Delete", func() error { return s.Delete("x") }, 1},
+	} {
+		before := syncs()
+		if err := step.do(); err != nil {
+			t.Fatal(err)
+		}
+		if got := syncs() - before; got != step.want {
+			t.Errorf("%s: %d directory fsyncs, want %d", step.name, got, step.want)
+		}
 	}
 	strict, _ := New(t.TempDir(), true)
 	_ = strict.Put(&Sandbox{ContainerID: "x"})
-	if strict.dirty.Load() {
-		t.Error("a synced write leaves nothing to group-commit")
+	if strict.dirSync.Syncs != 1 {
+		t.Errorf("a Put in sync mode made %d directory fsyncs, want 1", strict.dirSync.Syncs)
 	}
+}
+
+// groupSync: every caller returns only after a sync that started after it
+// called, and callers arriving during a sync share the next one.
+func TestGroupSync(t *testing.T) {
+	var g groupSync
+	var mu sync.Mutex
+	var starts []time.Time
+	slow := func() error {
+		mu.Lock()
+		starts = append(starts, time.Now())
+		mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+		return nil
+	}
+	const callers = 40
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			called := time.Now()
+			if err := g.do(slow); err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			covered := false
+			for _, st := range starts {
+				covered = covered || !st.Before(called)
+			}
+			if !covered {
+				t.Error("a caller returned before any sync that started after its call")
+			}
+		})
+	}
+	wg.Wait()
+	if g.Syncs >= callers {
+		t.Errorf("%d syncs for %d concurrent callers: nothing shared", g.Syncs, callers)
+	}
+	t.Logf("%d callers, %d syncs", callers, g.Syncs)
 }

@@ -81,7 +81,9 @@ func TestLiveSwitch(t *testing.T) {
 		!regexp.MustCompile(`(?m)^eth0\s+default/e2e-ptp\s+`+regexp.QuoteMeta(ip)+`\s+\S+\s+true$`).MatchString(out) {
 		t.Fatalf("kubectl rewire status after the switch:\n%s", out)
 	}
-	if !slices.Contains(hostLocalIPs("e2e-ptp"), ip) || slices.Contains(hostLocalIPs("e2e-bridge"), ip) {
+	// Both hold the address: the network the pod left keeps it reserved
+	// until the pod's DEL (status.podIPs still names it).
+	if !slices.Contains(hostLocalIPs("e2e-ptp"), ip) || !slices.Contains(hostLocalIPs("e2e-bridge"), ip) {
 		t.Fatalf("after the switch host-local of e2e-ptp holds %v, of e2e-bridge %v", hostLocalIPs("e2e-ptp"), hostLocalIPs("e2e-bridge"))
 	}
 	out = kubectlRewire(t, "switch", "swpod", "--to", "cluster", "--timeout", "60s")
@@ -94,6 +96,109 @@ func TestLiveSwitch(t *testing.T) {
 	}
 	deletePods(t, "default", "swpod")
 	assertReleased(t, "e2e-ptp", "e2e-bridge")
+}
+
+// dualStackNADs are a dual-stack pair of primary networks on the real node,
+// A (bridge rwds0) and B (ptp, its own host-local store), both on
+// 10.246.0.0/24 and fd46::/64, and a macvlan secondary.
+func dualStackNADs() string {
+	ranges := `"ranges":[[{"subnet":"10.246.0.0/24"}],[{"subnet":"fd46::/64"}]],"routes":[{"dst":"0.0.0.0/0"},{"dst":"::/0"}]`
+	nad := func(name, conf string) string {
+		return fmt.Sprintf("apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\nmetadata: {name: %s, namespace: default}\nspec:\n  config: '%s'\n---\n", name, conf)
+	}
+	return nad("e2e-ds-bridge", `{"cniVersion":"1.0.0","name":"e2e-ds-bridge","plugins":[{"type":"bridge","bridge":"rwds0","isGateway":true,"ipMasq":false,"capabilities":{"ips":true},"ipam":{"type":"host-local",`+ranges+`}}]}`) +
+		nad("e2e-ds-ptp", `{"cniVersion":"1.0.0","name":"e2e-ds-ptp","plugins":[{"type":"ptp","ipMasq":false,"capabilities":{"ips":true},"ipam":{"type":"host-local",`+ranges+`}}]}`) +
+		nad("e2e-ds-mv", fmt.Sprintf(`{"cniVersion":"1.0.0","name":"e2e-ds-mv","plugins":[{"type":"macvlan","master":%q,"mode":"bridge","ipam":{"type":"host-local","ranges":[[{"subnet":"192.168.46.0/24","rangeStart":"192.168.46.10","rangeEnd":"192.168.46.20"}]]}}]}`, mvMaster))
+}
+
+// A dual-stack pod of the real node with a macvlan secondary moves from a
+// bridge primary to ptp and back with kubectl rewire switch while the host
+// pings each of its primary addresses and its secondary at 1 kHz: no ping
+// is lost on any address, the kubelet's pod IPs stay, and every network the
+// pod was on holds its addresses until its DEL.
+func TestLiveSwitchDualStack(t *testing.T) {
+	macvlanMaster(t)
+	hostCmd(t, "ip", "addr", "add", "192.168.46.250/24", "dev", mvPeer) // the host reaches net1 through the master
+	mustKubectl(t, dualStackNADs(), "apply", "-f", "-")
+	t.Cleanup(func() {
+		kubectl("", "delete", "net-attach-def", "e2e-ds-bridge", "e2e-ds-ptp", "e2e-ds-mv", "--ignore-not-found")
+		exec.Command("ip", "link", "del", "rwds0").Run()
+	})
+	createPod(t, "default", "dspod", map[string]string{networksAnn: "e2e-ds-mv", "v1.multus-cni.io/default-network": "e2e-ds-bridge"})
+	p := waitRunning(t, "default", "dspod", 60*time.Second)
+	var ips []string
+	for _, ip := range p.Status.PodIPs {
+		ips = append(ips, ip.IP)
+	}
+	if len(ips) != 2 {
+		t.Fatalf("pod IPs %v, want one per family", ips)
+	}
+	net1 := podAddrs(t, "default", "dspod")["net1"]
+	if len(net1) != 1 {
+		t.Fatalf("dspod has no net1 address: %v", podAddrs(t, "default", "dspod"))
+	}
+	pings := map[string]*harness.Pinger{}
+	for _, ip := range append(ips, net1[0]) {
+		ping, err := harness.StartPinger(ip, time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pings[ip] = ping
+		eventually(t, 10*time.Second, "ping replies from "+ip, func() error {
+			if ping.Stats().Received < 50 {
+				return fmt.Errorf("%s", ping.Stats())
+			}
+			return nil
+		})
+	}
+	for _, to := range []string{"e2e-ds-ptp", "e2e-ds-bridge"} {
+		out := kubectlRewire(t, "switch", "dspod", "--to", to, "--timeout", "60s")
+		t.Logf("%s", strings.TrimSpace(out))
+		onPrimaryIPs(t, "dspod", "default/"+to, ips)
+		for _, n := range []string{"e2e-ds-bridge", "e2e-ds-ptp"} {
+			for _, ip := range ips {
+				if !slices.Contains(hostLocalIPs(n), ip) {
+					t.Fatalf("after the switch to %s host-local of %s does not hold %s: %v", to, n, ip, hostLocalIPs(n))
+				}
+			}
+		}
+	}
+	for ip, ping := range pings {
+		st := ping.Stop()
+		t.Logf("1 kHz ping from the host to %s over both switches: %s", ip, st)
+		if st.Lost() > 0 {
+			t.Errorf("%d pings to %s lost", st.Lost(), ip)
+		}
+	}
+	deletePods(t, "default", "dspod")
+	assertReleased(t, "e2e-ds-ptp", "e2e-ds-bridge", "e2e-ds-mv")
+}
+
+// onPrimaryIPs waits until the pod's network-status shows network as its
+// primary on eth0 with ips and checks that the kubelet's pod IPs are ips.
+func onPrimaryIPs(t testing.TB, pod, network string, ips []string) {
+	t.Helper()
+	eventually(t, 30*time.Second, pod+" on "+network, func() error {
+		p, err := getPod("default", pod)
+		if err != nil {
+			return err
+		}
+		st, err := networkStatus(p)
+		if err != nil {
+			return err
+		}
+		if len(st) != 2 || st[0].Name != network || st[0].Interface != "eth0" || !st[0].Default || !slices.Equal(st[0].IPs, ips) {
+			return fmt.Errorf("network-status %+v", st)
+		}
+		var podIPs []string
+		for _, ip := range p.Status.PodIPs {
+			podIPs = append(podIPs, ip.IP)
+		}
+		if !slices.Equal(podIPs, ips) {
+			return fmt.Errorf("status.podIPs %v", podIPs)
+		}
+		return nil
+	})
 }
 
 // A NetworkMigration moves real pods from the bridge primary to ptp and

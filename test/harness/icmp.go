@@ -16,6 +16,7 @@ var pingIDs atomic.Uint32
 type Pinger struct {
 	conn net.PacketConn
 	dst  *net.IPAddr
+	v6   bool // ICMPv6 echo (the kernel computes its checksum)
 	id   uint16
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -27,13 +28,19 @@ type Pinger struct {
 	maxGap time.Duration
 }
 
-// StartPinger starts pinging ip.
+// StartPinger starts pinging ip (IPv4 or IPv6).
 func StartPinger(ip string, interval time.Duration) (*Pinger, error) {
-	conn, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
+	dst := net.ParseIP(ip)
+	v6 := dst != nil && dst.To4() == nil
+	network, laddr := "ip4:icmp", "0.0.0.0"
+	if v6 {
+		network, laddr = "ip6:ipv6-icmp", "::"
+	}
+	conn, err := net.ListenPacket(network, laddr)
 	if err != nil {
 		return nil, err
 	}
-	p := &Pinger{conn: conn, dst: &net.IPAddr{IP: net.ParseIP(ip)}, id: uint16(pingIDs.Add(1)) ^ 0x5a00,
+	p := &Pinger{conn: conn, dst: &net.IPAddr{IP: dst}, v6: v6, id: uint16(pingIDs.Add(1)) ^ 0x5a00,
 		stop: make(chan struct{}), got: map[uint16]bool{}}
 	p.wg.Add(2)
 	go p.send(interval)
@@ -52,7 +59,11 @@ func (p *Pinger) send(interval time.Duration) {
 		case <-t.C:
 		}
 		msg := []byte{8, 0, 0, 0, byte(p.id >> 8), byte(p.id), byte(seq >> 8), byte(seq)}
-		binary.BigEndian.PutUint16(msg[2:], checksum(msg))
+		if p.v6 {
+			msg[0] = 128 // echo request
+		} else {
+			binary.BigEndian.PutUint16(msg[2:], checksum(msg))
+		}
 		p.mu.Lock()
 		p.sent++
 		p.mu.Unlock()
@@ -68,7 +79,11 @@ func (p *Pinger) receive() {
 		if err != nil {
 			return // closed
 		}
-		if n < 8 || buf[0] != 0 || binary.BigEndian.Uint16(buf[4:]) != p.id || from.String() != p.dst.String() {
+		reply := byte(0)
+		if p.v6 {
+			reply = 129
+		}
+		if n < 8 || buf[0] != reply || binary.BigEndian.Uint16(buf[4:]) != p.id || !from.(*net.IPAddr).IP.Equal(p.dst.IP) {
 			continue
 		}
 		now := time.Now()

@@ -320,6 +320,18 @@ func (e *env) multiHomed(t testing.TB) (map[string]string, func(p *harness.Pod) 
 	return map[string]string{selection.NetworksAnnotation: "sec-net1@net1,sec-net2@net2"}, start
 }
 
+// bridgeProxy reads proxy_arp and proxy_ndp of the env's bridge.
+func (e *env) bridgeProxy(t testing.TB) string {
+	t.Helper()
+	read := func(path string) string {
+		b, err := os.ReadFile(path)
+		must(t, err)
+		return strings.TrimSpace(string(b))
+	}
+	return "proxy_arp=" + read("/proc/sys/net/ipv4/conf/"+e.bridge+"/proxy_arp") +
+		" proxy_ndp=" + read("/proc/sys/net/ipv6/conf/"+e.bridge+"/proxy_ndp")
+}
+
 // assertSecondaryPaths checks with route lookups inside the pod that a
 // neighbour on each secondary's segment (the .250 of multiHomed's subnets)
 // is reached through that secondary, and a client off the node (far) not.
@@ -388,10 +400,12 @@ func testSwitch(t *testing.T, family string, conf func(t testing.TB, e *env, nam
 		}
 	}
 
+	proxyBefore := e.bridgeProxy(t)
 	setDefaultNetwork(t, p, "net-b")
 	t.Logf("A->B: %s", waitEvents(t, p, "NetworkSwitched", 1)[0])
 	e.assertPrimary(t, p, ips, "default/net-b", []string{b, cluster}, nil)
 	flowing()
+	t.Logf("proxy ARP / NDP on A's bridge while the pod is on B: %s", e.bridgeProxy(t))
 	must(t, e.rt.Check(ctx, p))
 	// GC with the pod valid keeps B's allocation (keyed by its CNI
 	// name) and A's reservation.
@@ -403,6 +417,10 @@ func testSwitch(t *testing.T, family string, conf func(t testing.TB, e *env, nam
 	e.assertPrimary(t, p, ips, cluster, []string{cluster, b}, nil)
 	flowing()
 	must(t, e.rt.Check(ctx, p))
+	// Back on the bridge: what the switch turned on there is undone.
+	if got := e.bridgeProxy(t); got != proxyBefore {
+		t.Errorf("proxy ARP / NDP on A's bridge after the switch back: %s, before the switches: %s", got, proxyBefore)
+	}
 
 	for name, tr := range clients {
 		stats, n, err := tr.stop()
