@@ -3,7 +3,6 @@ package handover
 import (
 	"fmt"
 	"net"
-	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -21,18 +19,8 @@ import (
 // network whose routes must never move.
 func podNS(t *testing.T) ns.NetNS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root (network namespaces): run as root")
-	}
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.Close(); _ = testutils.UnmountNS(n) })
+	n := newNetNS(t)
 	must(t, n.Do(func(ns.NetNS) error {
-		lo, err := netlinksafe.LinkByName("lo")
-		must(t, err)
-		must(t, netlink.LinkSetUp(lo))
 		addVeth(t, "eth0", "10.9.0.5/24")
 		addVeth(t, "net1", "192.168.9.5/24")
 		l, _ := netlinksafe.LinkByName("eth0")

@@ -39,6 +39,17 @@ func kubectlRewire(t testing.TB, args ...string) string {
 // kubelet's pod IP is still ip.
 func onPrimary(t testing.TB, pod, network, ip string) {
 	t.Helper()
+	onPrimaryIPs(t, pod, network, []string{ip}, 1)
+	if addrs := podAddrs(t, "default", pod); len(addrs) != 2 || !slices.Equal(addrs["eth0"], []string{ip}) {
+		t.Fatalf("%s: addresses %v, want lo and eth0 with %s", pod, addrs, ip)
+	}
+}
+
+// onPrimaryIPs waits until the pod's network-status lists n interfaces, the
+// first network as its primary on eth0 with ips, and the kubelet's pod IPs
+// are ips.
+func onPrimaryIPs(t testing.TB, pod, network string, ips []string, n int) {
+	t.Helper()
 	eventually(t, 30*time.Second, pod+" on "+network, func() error {
 		p, err := getPod("default", pod)
 		if err != nil {
@@ -48,17 +59,18 @@ func onPrimary(t testing.TB, pod, network, ip string) {
 		if err != nil {
 			return err
 		}
-		if len(st) != 1 || st[0].Name != network || st[0].Interface != "eth0" || !st[0].Default || len(st[0].IPs) != 1 || st[0].IPs[0] != ip {
+		if len(st) != n || st[0].Name != network || st[0].Interface != "eth0" || !st[0].Default || !slices.Equal(st[0].IPs, ips) {
 			return fmt.Errorf("network-status %+v", st)
 		}
-		if p.Status.PodIP != ip {
-			return fmt.Errorf("status.podIP %s", p.Status.PodIP)
+		var podIPs []string
+		for _, ip := range p.Status.PodIPs {
+			podIPs = append(podIPs, ip.IP)
+		}
+		if !slices.Equal(podIPs, ips) {
+			return fmt.Errorf("status.podIPs %v", podIPs)
 		}
 		return nil
 	})
-	if addrs := podAddrs(t, "default", pod); len(addrs) != 2 || !slices.Equal(addrs["eth0"], []string{ip}) {
-		t.Fatalf("%s: addresses %v, want lo and eth0 with %s", pod, addrs, ip)
-	}
 }
 
 // A running pod of the real node moves from the bridge primary to ptp and
@@ -154,7 +166,7 @@ func TestLiveSwitchDualStack(t *testing.T) {
 	for _, to := range []string{"e2e-ds-ptp", "e2e-ds-bridge"} {
 		out := kubectlRewire(t, "switch", "dspod", "--to", to, "--timeout", "60s")
 		t.Logf("%s", strings.TrimSpace(out))
-		onPrimaryIPs(t, "dspod", "default/"+to, ips)
+		onPrimaryIPs(t, "dspod", "default/"+to, ips, 2)
 		for _, n := range []string{"e2e-ds-bridge", "e2e-ds-ptp"} {
 			for _, ip := range ips {
 				if !slices.Contains(hostLocalIPs(n), ip) {
@@ -172,33 +184,6 @@ func TestLiveSwitchDualStack(t *testing.T) {
 	}
 	deletePods(t, "default", "dspod")
 	assertReleased(t, "e2e-ds-ptp", "e2e-ds-bridge", "e2e-ds-mv")
-}
-
-// onPrimaryIPs waits until the pod's network-status shows network as its
-// primary on eth0 with ips and checks that the kubelet's pod IPs are ips.
-func onPrimaryIPs(t testing.TB, pod, network string, ips []string) {
-	t.Helper()
-	eventually(t, 30*time.Second, pod+" on "+network, func() error {
-		p, err := getPod("default", pod)
-		if err != nil {
-			return err
-		}
-		st, err := networkStatus(p)
-		if err != nil {
-			return err
-		}
-		if len(st) != 2 || st[0].Name != network || st[0].Interface != "eth0" || !st[0].Default || !slices.Equal(st[0].IPs, ips) {
-			return fmt.Errorf("network-status %+v", st)
-		}
-		var podIPs []string
-		for _, ip := range p.Status.PodIPs {
-			podIPs = append(podIPs, ip.IP)
-		}
-		if !slices.Equal(podIPs, ips) {
-			return fmt.Errorf("status.podIPs %v", podIPs)
-		}
-		return nil
-	})
 }
 
 // A NetworkMigration moves real pods from the bridge primary to ptp and
