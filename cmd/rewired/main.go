@@ -153,6 +153,11 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	unlock, err := lockStateDir(o.stateDir, log)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	st, err := store.New(o.stateDir, cfg.StoreSync)
 	if err != nil {
 		return err
@@ -344,4 +349,16 @@ func serve(ctx context.Context, d *daemon.Daemon, socket string, log *slog.Logge
 	}
 	reconciling.Wait() // a plug in progress finishes (or is undone at the next start)
 	return nil
+}
+
+// lockStateDir takes the state dir's writer lock for the daemon's life,
+// waiting (and saying so) while another rewired or a no-daemon DEL holds it:
+// a rolling update with surge starts the new daemon beside the old one.
+func lockStateDir(dir string, log *slog.Logger) (func(), error) {
+	unlock, err := store.LockDir(dir, false)
+	if errors.Is(err, store.ErrLocked) {
+		log.Info("waiting for the state dir: another process holds it", "stateDir", dir)
+		unlock, err = store.LockDir(dir, true)
+	}
+	return unlock, err
 }

@@ -206,7 +206,11 @@ func (e *Executor) GC(ctx context.Context, valid []types.GCAttachment) error {
 
 // gcNetworks calls GC on each remembered network with the attachments the
 // store still holds for it, and forgets networks no sandbox uses any more.
+// No delegate ADD runs meanwhile (gcGate): every attachment is recorded
+// before its ADD, so the snapshot holds every lease that exists.
 func (e *Executor) gcNetworks(ctx context.Context) error {
+	e.gcGate.Lock()
+	defer e.gcGate.Unlock()
 	inUse, err := e.attachmentsByNetwork()
 	if err != nil {
 		return err
@@ -240,9 +244,9 @@ func (e *Executor) attachmentsByNetwork() (map[string][]types.GCAttachment, erro
 	}
 	out := map[string][]types.GCAttachment{}
 	for _, id := range ids {
-		unlock := e.Lock(id)
+		// No sandbox lock: records are replaced atomically, and an ADD
+		// holding one may be waiting for gcGate.
 		sb, err := e.store.Get(id)
-		unlock()
 		if err != nil || sb == nil {
 			continue
 		}

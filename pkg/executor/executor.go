@@ -38,34 +38,49 @@ type Executor struct {
 	Routes func(netns string, specs []attachment.Spec) error
 
 	podsMu sync.Mutex
-	pods   map[string]string // pod UID -> container ID of its newest sandbox
+	pods   map[string]*store.Sandbox // pod UID -> its newest completed sandbox
+
+	// gcGate keeps delegate ADDs (read side) and the GC of delegate
+	// networks (write side) apart: GC's list of valid attachments is
+	// snapshotted from the records, so a lease made while it runs (a
+	// hot-plug, a switch) would look stale to it.
+	gcGate sync.RWMutex
 }
 
 // New returns an executor delegating through cni and recording in st.
 func New(cni libcni.CNI, st *store.Store, log *slog.Logger) *Executor {
-	return &Executor{cni: cni, store: st, log: log, Routes: ApplyDefaultRoute, pods: map[string]string{}}
+	return &Executor{cni: cni, store: st, log: log, Routes: ApplyDefaultRoute, pods: map[string]*store.Sandbox{}}
 }
 
 // ByPod returns the container ID of the pod's newest completed sandbox, or "".
 func (e *Executor) ByPod(uid string) string {
 	e.podsMu.Lock()
 	defer e.podsMu.Unlock()
-	return e.pods[uid]
+	if sb := e.pods[uid]; sb != nil {
+		return sb.ContainerID
+	}
+	return ""
 }
 
+// indexPod makes sb its pod's sandbox unless a newer one is indexed (a
+// restart indexes the records in no useful order; a pod may have an old
+// sandbox whose DEL did not come yet).
 func (e *Executor) indexPod(sb *store.Sandbox) {
 	if sb.PodUID == "" {
 		return
 	}
 	e.podsMu.Lock()
-	e.pods[sb.PodUID] = sb.ContainerID
-	e.podsMu.Unlock()
+	defer e.podsMu.Unlock()
+	if cur := e.pods[sb.PodUID]; cur != nil && cur.ContainerID != sb.ContainerID && cur.Created.After(sb.Created) {
+		return
+	}
+	e.pods[sb.PodUID] = &store.Sandbox{ContainerID: sb.ContainerID, Created: sb.Created}
 }
 
 func (e *Executor) unindexPod(containerID string) {
 	e.podsMu.Lock()
-	for uid, id := range e.pods {
-		if id == containerID {
+	for uid, sb := range e.pods {
+		if sb.ContainerID == containerID {
 			delete(e.pods, uid)
 		}
 	}
@@ -114,7 +129,7 @@ func (e *Executor) Add(ctx context.Context, sb *store.Sandbox, specs []attachmen
 	if err := e.delLocked(ctx, sb.ContainerID, sb.NetNS, args); err != nil {
 		return nil, fmt.Errorf("cleaning up an earlier ADD of this sandbox: %w", err)
 	}
-	sb.Complete = false
+	sb.Complete, sb.Created = false, time.Now()
 	sb.Attachments = make([]store.Attachment, len(specs))
 	for i, s := range specs {
 		sb.Attachments[i] = store.Attachment{Spec: s, State: store.Adding}
@@ -182,7 +197,9 @@ func (e *Executor) addOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 	}
 	dctx, cancel := delegateContext(ctx)
 	defer cancel()
+	e.gcGate.RLock()
 	r, err := e.cni.AddNetworkList(dctx, list, runtimeConf(sb.ContainerID, sb.NetNS, a, args))
+	e.gcGate.RUnlock()
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,6 +15,10 @@ import (
 	"github.com/rewire-cni/rewire/pkg/nad"
 	"github.com/rewire-cni/rewire/pkg/planner"
 )
+
+// NADReadTimeout bounds the API read of a NAD missing from the cache (the
+// ADD path waits for it; an unreachable API server must not hold it).
+const NADReadTimeout = 10 * time.Second
 
 // Networks resolves NetworkAttachmentDefinitions from an informer cache,
 // memoising each parsed config by resourceVersion.
@@ -63,7 +68,9 @@ func (n *Networks) Lookup(namespace, name string) (*planner.Network, error) {
 	}
 	if !ok {
 		// Not in the cache: the NAD may have been created an instant ago.
-		u, err := n.client.Resource(nad.GVR).Namespace(namespace).Get(context.Background(), name, metav1.GetOptions{})
+		ctx, cancel := context.WithTimeout(context.Background(), NADReadTimeout)
+		defer cancel()
+		u, err := n.client.Resource(nad.GVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("NetworkAttachmentDefinition %s not found", key)
 		}

@@ -9,6 +9,8 @@ package offline
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -56,7 +58,11 @@ func Del(getenv func(string) string, stdin io.Reader) ([]byte, int) {
 	if err := req.Validate(); err != nil {
 		return cniError(conf.CNIVersion, types.ErrInvalidEnvironmentVariables, err.Error(), ""), 1
 	}
-	if err := del(conf.StateDir, getenv("CNI_PATH"), req); err != nil {
+	err = del(conf.StateDir, getenv("CNI_PATH"), req)
+	if errors.Is(err, store.ErrLocked) {
+		return cniError(conf.CNIVersion, types.ErrTryAgainLater, "try again later: rewired is starting", err.Error()), 1
+	}
+	if err != nil {
 		return cniError(conf.CNIVersion, types.ErrInternal,
 			"DEL without rewired: not released (still recorded, retried by the next DEL)", err.Error()), 1
 	}
@@ -69,10 +75,15 @@ func Del(getenv func(string) string, stdin io.Reader) ([]byte, int) {
 // again, one process deeper each time; such an attachment fails, stays
 // recorded and is named in the error.
 func del(stateDir, cniPath string, req wire.Request) error {
-	st, err := store.Open(stateDir, true)
+	st, err := store.OpenExisting(stateDir, true)
+	if err != nil {
+		return fmt.Errorf("%w (the network config's stateDir must be rewired's --state-dir)", err)
+	}
+	unlock, err := store.LockDir(stateDir, false)
 	if err != nil {
 		return err
 	}
+	defer unlock()
 	exec := nad.GuardExec(&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
 	cni := libcni.NewCNIConfigWithCacheDir(filepath.SplitList(cniPath), filepath.Join(stateDir, "cache"), exec)
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

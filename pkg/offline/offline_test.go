@@ -108,3 +108,44 @@ func TestDelValidatesTheRequest(t *testing.T) {
 		}
 	}
 }
+
+// The no-daemon DEL never reports a release it did not do: a stateDir
+// without Rewire's store (the daemon runs with another --state-dir) is an
+// error naming it, with nothing created there; a state dir whose lock a
+// starting daemon holds answers "try again later".
+func TestDelNeedsTheDaemonsStore(t *testing.T) {
+	env := map[string]string{"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_PATH": t.TempDir()}
+	del := func(stateDir string) (uint, string) {
+		conf := `{"cniVersion":"1.1.0","name":"rewire-cni-network","type":"rewire","stateDir":"` + stateDir + `"}`
+		out, code := Del(func(k string) string { return env[k] }, strings.NewReader(conf))
+		var res struct {
+			Code    uint   `json:"code"`
+			Msg     string `json:"msg"`
+			Details string `json:"details"`
+		}
+		if code != 1 || json.Unmarshal(out, &res) != nil {
+			t.Fatalf("DEL with state dir %s: exit %d, %s", stateDir, code, out)
+		}
+		return res.Code, res.Msg + ": " + res.Details
+	}
+	missing := filepath.Join(t.TempDir(), "not-rewires")
+	if code, msg := del(missing); code != 999 || !strings.Contains(msg, "not released") || !strings.Contains(msg, missing) {
+		t.Fatalf("DEL without a store: code %d %q", code, msg)
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Fatalf("the DEL created %s (%v)", missing, err)
+	}
+
+	stateDir := t.TempDir()
+	if _, err := store.Open(stateDir, true); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := store.LockDir(stateDir, false) // the daemon
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if code, msg := del(stateDir); code != 11 {
+		t.Fatalf("DEL beside a daemon holding the store: code %d %q, want 11", code, msg)
+	}
+}

@@ -60,7 +60,10 @@ type Sandbox struct {
 	CNIVersion string `json:"cniVersion"`
 	// Complete is set once the runtime's ADD succeeded; a record left
 	// incomplete by a crash is rolled back at restart.
-	Complete    bool         `json:"complete"`
+	Complete bool `json:"complete"`
+	// Created is when the runtime's ADD began: a pod's newest sandbox is
+	// the one hot-plug and switch act on.
+	Created     time.Time    `json:"created,omitzero"`
 	Attachments []Attachment `json:"attachments"`
 	// Switch is set while the primary network is being switched.
 	Switch *Switch `json:"switch,omitempty"`

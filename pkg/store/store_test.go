@@ -165,3 +165,28 @@ func TestGroupSync(t *testing.T) {
 	}
 	t.Logf("%d callers, %d syncs", callers, g.Syncs)
 }
+
+// One writer: a second LockDir fails at once without wait, and succeeds
+// once the holder lets go; OpenExisting refuses a dir without a store.
+func TestLockDir(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := LockDir(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockDir(dir, false); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second lock: %v, want ErrLocked", err)
+	}
+	unlock()
+	again, err := LockDir(dir, false)
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	again()
+	if _, err := OpenExisting(filepath.Join(dir, "nope"), true); err == nil {
+		t.Fatal("OpenExisting of a dir without a store succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nope")); !os.IsNotExist(err) {
+		t.Fatalf("OpenExisting created the dir (%v)", err)
+	}
+}
