@@ -85,14 +85,21 @@ func (f *family) keys() []string {
 	return keys
 }
 
+// labelEscaper escapes a label value as the text exposition format wants:
+// backslash, double quote and line feed, nothing else (strconv.Quote's
+// \u and \x escapes are not part of the format).
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+
+func escapeLabel(v string) string { return labelEscaper.Replace(v) }
+
 // labelString renders {a="x",b="y"} with extra pairs appended.
 func (f *family) labelString(values []string, extra ...string) string {
 	var parts []string
 	for i, l := range f.labels {
-		parts = append(parts, l+"="+strconv.Quote(values[i]))
+		parts = append(parts, l+`="`+escapeLabel(values[i])+`"`)
 	}
 	for i := 0; i+1 < len(extra); i += 2 {
-		parts = append(parts, extra[i]+"="+strconv.Quote(extra[i+1]))
+		parts = append(parts, extra[i]+`="`+escapeLabel(extra[i+1])+`"`)
 	}
 	if len(parts) == 0 {
 		return ""

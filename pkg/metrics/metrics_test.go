@@ -3,6 +3,9 @@ package metrics
 import (
 	"strings"
 	"testing"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 func TestExposition(t *testing.T) {
@@ -51,4 +54,31 @@ func TestWrongLabelCountPanics(t *testing.T) {
 		}
 	}()
 	NewCounter("t_x", "x", "a").Inc()
+}
+
+// The exposition is valid for a real parser (Prometheus' own), also with
+// label values that need escaping (plugin names and failure reasons come
+// from configs and errors), and reads back the values written.
+func TestExpositionParses(t *testing.T) {
+	c := NewCounter("t_failures_total", "Failures.", "reason")
+	odd := "quote \" backslash \\ newline \n tab \t unicode é \x01"
+	c.Inc(odd)
+	h := NewHistogram("t_delegate_seconds", "Durations.", "plugin")
+	h.Observe(0.01, `we"ird\`)
+	var b strings.Builder
+	for _, m := range []Writer{c, h} {
+		m.Write(&b)
+	}
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatalf("exposition does not parse: %v\n%s", err, b.String())
+	}
+	got := fams["t_failures_total"].GetMetric()[0].GetLabel()[0].GetValue()
+	if got != odd {
+		t.Fatalf("label value read back as %q, want %q", got, odd)
+	}
+	if n := fams["t_delegate_seconds"].GetMetric()[0].GetHistogram().GetSampleCount(); n != 1 {
+		t.Fatalf("histogram count %d", n)
+	}
 }
