@@ -22,7 +22,7 @@ import (
 
 func statusFlags(fs *pflag.FlagSet) func(*cli, []string) error {
 	output := fs.StringP("output", "o", "table", "table, json or yaml")
-	nodeView := fs.Bool("node-view", true, "also compare with the node's record and the pod's netns (exec into the node's rewired pod)")
+	nodeView := fs.Bool("node-view", false, "also compare with the node's record and the pod's netns (needs pods/exec into the node's privileged rewired pod: administrators)")
 	daemonNS, daemonSel := daemonFlags(fs)
 	return func(c *cli, args []string) error {
 		ctx, cancel := c.ctx()
@@ -119,14 +119,32 @@ func drift(pod *corev1.Pod, list []netstatus.Status) []string {
 		}
 		out = append(out, fmt.Sprintf("%s is requested but not attached (yet)", e.Key()))
 	}
-	if dn, err := selection.ParseDefaultNetwork(pod.Annotations[selection.DefaultNetworkAnnotation], pod.Namespace); err == nil && dn != nil {
+	if dn, err := selection.ParseDefaultNetwork(pod.Annotations[selection.DefaultNetworkAnnotation]); err == nil && dn != nil {
 		for _, s := range list {
-			if s.Default && s.Name != dn.Key() {
-				out = append(out, fmt.Sprintf("primary network %s is requested, the pod is on %s", dn.Key(), s.Name))
+			if s.Default && !isNetwork(s.Name, dn) {
+				out = append(out, fmt.Sprintf("primary network %s is requested, the pod is on %s", requested(dn), s.Name))
 			}
 		}
 	}
 	return out
+}
+
+// isNetwork reports whether the network key is the one the default-network
+// element names: a name without a namespace may be in the node's
+// multusNamespace or the pod's namespace (the daemon resolves it).
+func isNetwork(key string, e *selection.Element) bool {
+	if e.Namespace == "" {
+		return strings.HasSuffix(key, "/"+e.Name)
+	}
+	return key == e.Key()
+}
+
+// requested is the default-network element as written.
+func requested(e *selection.Element) string {
+	if e.Namespace == "" {
+		return e.Name
+	}
+	return e.Key()
 }
 
 func attachFlags(fs *pflag.FlagSet) func(*cli, []string) error {

@@ -22,7 +22,7 @@ import (
 const usage = `kubectl rewire: Rewire's multi-network pod tools
 
 Usage:
-  kubectl rewire status POD [-o table|json|yaml] [--node-view=false]
+  kubectl rewire status POD [-o table|json|yaml] [--node-view]
                                                     interfaces of a pod (network-status) and drift from
                                                     its annotations, the node's record and its netns
   kubectl rewire attach POD NETWORK [--ifname IF] [--ip CIDR]... [--mac MAC]

@@ -89,7 +89,7 @@ func TestLiveSwitch(t *testing.T) {
 	t.Logf("%s", strings.TrimSpace(out))
 	onPrimary(t, "swpod", "default/e2e-ptp", ip)
 	// The node's record and the pod's interfaces agree with network-status.
-	if out := kubectlRewire(t, "status", "swpod"); !strings.Contains(out, "record and interfaces match") ||
+	if out := kubectlRewire(t, "status", "swpod", "--node-view"); !strings.Contains(out, "record and interfaces match") ||
 		!regexp.MustCompile(`(?m)^eth0\s+default/e2e-ptp\s+`+regexp.QuoteMeta(ip)+`\s+\S+\s+true$`).MatchString(out) {
 		t.Fatalf("kubectl rewire status after the switch:\n%s", out)
 	}
