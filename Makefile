@@ -5,7 +5,11 @@ TOOLS = $(shell hack/build-tools.sh)
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS = -s -w -X github.com/rewire-cni/rewire/pkg/daemon.Version=$(VERSION)
 
-.PHONY: all build image e2e-images e2e node-up node-down tools test race unit integration bench fuzz soak demo fmt vet clean
+.PHONY: all build image e2e-images e2e node-up node-down tools deps-test deps-demo deps-e2e test race unit integration bench fuzz soak demo fmt vet clean
+
+# go test's own default (10 min) is too close to what the integration
+# package takes on a loaded 2-core machine (about 4 min idle).
+TEST_TIMEOUT ?= 40m
 
 all: build
 
@@ -36,30 +40,35 @@ e2e-images:
 tools:
 	@hack/build-tools.sh
 
+# What this machine needs for test, demo and e2e (packages, kernel links,
+# root): missing Debian packages are installed (hack/deps.sh holds the lists).
+deps-test deps-demo deps-e2e:
+	@hack/deps.sh $(@:deps-%=%)
+
 # Unit and integration tests (real netns, real plugins, real kube-apiserver).
-test: vet
-	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) test -race -count=1 ./...
+test: deps-test vet
+	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd tools && $(GO) test -count=1 ./image/
 
 # The soak and hot-plug tests with rewired itself built with -race (a data
 # race in the daemon fails the test; about 2 minutes).
-race:
-	REWIRE_TOOLS_DIR=$(TOOLS) REWIRE_RACE=1 $(GO) test -race -count=1 -run 'TestSoak|TestHotplugAddRemoveSwap|TestGC|^TestSwitch$$' ./test/integration/
+race: deps-test
+	REWIRE_TOOLS_DIR=$(TOOLS) REWIRE_RACE=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run 'TestSoak|TestHotplugAddRemoveSwap|TestGC|^TestSwitch$$' ./test/integration/
 
-unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/)
+unit: deps-test
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v /test/)
 
-integration:
-	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) test -count=1 -v ./test/integration/
+integration: deps-test
+	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./test/integration/
 
 # Benchmarks that print figures (ADD overhead vs direct delegates, API calls).
-bench:
-	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./test/integration/
+bench: deps-test
+	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '^$$' -bench . -benchtime 1x ./test/integration/
 
 # The larger soak: 2500 random operations with daemon kills (SEED=n to replay).
 SEED ?= 0
-soak:
-	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) test -count=1 -v -run '^TestSoak$$' ./test/integration/ -soak-ops 2500 -soak-seed $(SEED)
+soak: deps-test
+	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) test -count=1 -timeout 120m -v -run '^TestSoak$$' ./test/integration/ -soak-ops 2500 -soak-seed $(SEED)
 
 # Each fuzz target for FUZZTIME (corpora in pkg/*/testdata/fuzz).
 FUZZTIME ?= 10s
@@ -70,7 +79,7 @@ fuzz:
 
 # The local demo: etcd + kube-apiserver + rewired, the seed's macvlan-conf NAD
 # and samplepod, a CNI ADD as a runtime would, then a full cleanup.
-demo:
+demo: deps-demo
 	@echo "demo: building tools (first run: several minutes, cached afterwards)"
 	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) run ./test/demo
 
@@ -79,11 +88,11 @@ demo:
 # Rewire installed by kubectl apply -k deploy/. The node is torn down at the
 # end. First run builds the node's parts (hack/build-node.sh, cached).
 # E2E_RUN=regexp runs some scenarios only.
-e2e: image e2e-images
+e2e: deps-e2e image e2e-images
 	hack/e2e.sh
 
 # The node alone, for poking at by hand (KUBECONFIG: hack/node.sh env).
-node-up: image e2e-images
+node-up: deps-e2e image e2e-images
 	hack/node.sh up
 node-down:
 	hack/node.sh down

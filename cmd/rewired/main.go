@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/config"
 	"github.com/rewire-cni/rewire/pkg/daemon"
 	"github.com/rewire-cni/rewire/pkg/devinfo"
@@ -84,7 +85,7 @@ func main() {
 	flag.StringVar(&o.socket, "socket-path", wire.DefaultSocket, "unix socket the rewire plugin connects to")
 	flag.StringVar(&o.stateDir, "state-dir", "/var/lib/rewire", "attachment store and libcni cache directory")
 	flag.StringVar(&o.configFile, "config", "/etc/rewire/config.yaml", "daemon config file (YAML or JSON)")
-	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (default: the config's logLevel, else info)")
 	flag.StringVar(&o.podName, "pod-name", os.Getenv("POD_NAME"), "rewired's own pod, where it publishes its self-check (default $POD_NAME; empty: none)")
 	flag.StringVar(&o.podNamespace, "pod-namespace", os.Getenv("POD_NAMESPACE"), "rewired's own pod's namespace (default $POD_NAMESPACE)")
 	flag.DurationVar(&o.doctorInterval, "doctor-interval", time.Minute, "how often the self-check is published")
@@ -144,14 +145,17 @@ func runInstall(args []string) error {
 }
 
 func run(o options) error {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
-	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg, err := config.Load(o.configFile)
 	if err != nil {
 		return err
+	}
+	level, err := logLevel(o.logLevel, cfg)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if len(cfg.Ignored) > 0 {
+		log.Info("Multus configuration keys without a meaning for Rewire, ignored", "keys", cfg.Ignored)
 	}
 	unlock, err := lockStateDir(o.stateDir, log)
 	if err != nil {
@@ -166,8 +170,10 @@ func run(o options) error {
 	// concurrent requests.
 	pluginExec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
 	// GuardExec: never run Rewire's own binaries as a delegate (a record
-	// from an older version may name them).
-	cni := libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(o.stateDir, "cache"), executor.Timed(nad.GuardExec(pluginExec)))
+	// from an older version may name them). WithCNIArgs: an attachment's
+	// own CNI_ARGS (Multus's IP= and MAC=) reach its plugins.
+	cni := attachment.WithCNIArgs(libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(o.stateDir, "cache"),
+		executor.Timed(nad.GuardExec(pluginExec))))
 	exec := executor.New(cni, st, log)
 	if o.testFaults != "" {
 		in, err := fault.Parse(o.testFaults)
@@ -218,6 +224,21 @@ func run(o options) error {
 		go serveMetrics(ctx, d.MetricsServer(o.metricsAddr), log)
 	}
 	return serve(ctx, d, o.socket, log)
+}
+
+// logLevel is --log-level when given, else the config's logLevel (Multus's
+// names included), else info.
+func logLevel(flagValue string, cfg *config.Config) (slog.Level, error) {
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "log-level" })
+	if !given {
+		return cfg.Level()
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(flagValue)); err != nil {
+		return level, fmt.Errorf("--log-level: %w", err)
+	}
+	return level, nil
 }
 
 // publishDoctor writes the node's self-check on rewired's own pod every

@@ -2,7 +2,9 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -12,7 +14,9 @@ import (
 )
 
 // Config is the daemon configuration (YAML or JSON). Key names follow
-// Multus where Multus has the same setting, so a Multus config ports over.
+// Multus where Multus has the same setting, and a Multus configuration file
+// (00-multus.conf or a thick daemon's daemon-config.json) is read as it is
+// (multus.go).
 type Config struct {
 	// ClusterNetwork is the pod's primary network: the name of a
 	// NetworkAttachmentDefinition in MultusNamespace, or the path of a CNI
@@ -56,7 +60,30 @@ type Config struct {
 	// SwitchDrainTimeout bounds how long a re-addressing switch keeps the
 	// old primary for connections on its address (default 5m).
 	SwitchDrainTimeout Duration `json:"switchDrainTimeout,omitempty"`
+	// StrictCapabilities refuses an ips or mac request for a network none
+	// of whose plugins declares the capability (the CNI spec's reading).
+	// Without it (the default, as Multus does) the request also goes to the
+	// plugins as IP= and MAC= in CNI_ARGS, which static IPAM, macvlan and
+	// tuning honour, and the pod gets an Event saying so.
+	StrictCapabilities bool `json:"strictCapabilities,omitempty"`
+	// ReadinessIndicatorFile makes ADD answer "try again later" until this
+	// file exists (Multus's readinessindicatorfile: the cluster network's
+	// daemon writes it when it is ready).
+	ReadinessIndicatorFile string `json:"readinessIndicatorFile,omitempty"`
+	// LogLevel is the daemon's log level when --log-level is not given:
+	// debug, info, warn, error, or Multus's debug, verbose, error, panic.
+	LogLevel string `json:"logLevel,omitempty"`
+
+	// ClusterNetworkConfig is the cluster network's CNI config when a Multus
+	// config gives it inline (delegates[0]); ClusterNetwork then names it.
+	ClusterNetworkConfig json.RawMessage `json:"-"`
+	// Ignored lists the keys of a Multus config that mean nothing for
+	// Rewire (the daemon logs them once).
+	Ignored []string `json:"-"`
 }
+
+// defaultBinDir is where CNI plugins are unless binDirs says otherwise.
+const defaultBinDir = "/opt/cni/bin"
 
 // Duration is a time.Duration written as "2s" in the config file.
 type Duration struct{ time.Duration }
@@ -87,17 +114,54 @@ func Load(path string) (*Config, error) {
 	return Parse(raw)
 }
 
-// Parse decodes a YAML or JSON config and fills in defaults.
+// Parse decodes a YAML or JSON config, Rewire's or Multus's, and fills in
+// defaults. Unknown keys are errors in Rewire's config; in Multus's they
+// are ignored (as Multus does) and listed in Ignored.
 func Parse(raw []byte) (*Config, error) {
+	js, err := yaml.YAMLToJSONStrict(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parsing config: %w", err)
+	}
+	t, err := fromMultus(js)
+	if err != nil {
+		return nil, fmt.Errorf("parsing config: %w", err)
+	}
+	if t != nil {
+		raw = t.json
+	}
 	c := &Config{}
 	if err := yaml.UnmarshalStrict(raw, c); err != nil {
 		return nil, fmt.Errorf("parsing config: %w", err)
 	}
+	if t != nil {
+		c.ClusterNetworkConfig, c.Ignored = t.inline, t.ignored
+	}
 	c.setDefaults()
 	if c.ClusterNetwork == "" {
-		return nil, fmt.Errorf("config: clusterNetwork is required")
+		return nil, fmt.Errorf("config: clusterNetwork is required (in a Multus config: clusterNetwork, delegates, " +
+			"or multusAutoconfigDir with multusConfigFile auto)")
+	}
+	if _, err := c.Level(); err != nil {
+		return nil, err
 	}
 	return c, nil
+}
+
+// Level is the log level LogLevel names: slog's debug, info, warn and
+// error, or Multus's debug, verbose (info), error and panic (error); empty
+// is info.
+func (c *Config) Level() (slog.Level, error) {
+	switch strings.ToLower(c.LogLevel) {
+	case "", "info", "verbose":
+		return slog.LevelInfo, nil
+	case "debug":
+		return slog.LevelDebug, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error", "panic":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("config: logLevel %q: want debug, info, warn, error (or Multus's verbose, panic)", c.LogLevel)
 }
 
 func (c *Config) setDefaults() {
@@ -115,7 +179,7 @@ func (c *Config) setDefaults() {
 		c.ConfDir = "/etc/cni/net.d"
 	}
 	if len(c.BinDirs) == 0 {
-		c.BinDirs = []string{"/opt/cni/bin"}
+		c.BinDirs = []string{defaultBinDir}
 	}
 	if c.PodResourcesSocket == "" {
 		c.PodResourcesSocket = "/var/lib/kubelet/pod-resources/kubelet.sock"

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +69,146 @@ func TestConfDirAllowed(t *testing.T) {
 				t.Errorf("the refusal must say why and what to do: %v", err)
 			}
 		})
+	}
+}
+
+// Multus's own configuration files, in the shapes Multus's deployments and
+// docs give them, are read as they are: the keys with a meaning for Rewire
+// are applied, the others ignored and listed, never an error.
+func TestParseMultusConfig(t *testing.T) {
+	cases := []struct {
+		name, config string
+		want         func(*Config) string // "" when the config is as expected
+		ignored      string
+	}{
+		{"thick daemon-config.json (multus-daemonset-thick.yml)", `{
+			"chrootDir": "/hostroot",
+			"cniVersion": "0.3.1",
+			"logLevel": "verbose",
+			"logToStderr": true,
+			"cniConfigDir": "/host/etc/cni/net.d",
+			"multusAutoconfigDir": "/host/etc/cni/net.d",
+			"multusConfigFile": "auto",
+			"socketDir": "/host/run/multus/"
+		}`, func(c *Config) string {
+			return expect(c.ClusterNetwork == "/host/etc/cni/net.d" && c.LogLevel == "verbose" && c.BinDirs[0] == "/opt/cni/bin")
+		}, "chrootdir cniconfigdir cniversion logtostderr socketdir"},
+		{"thick daemon-config.json with isolation, readiness file, per-node certificates", `{
+			"cniVersion": "0.3.1",
+			"chrootDir": "/hostroot",
+			"logToStderr": true,
+			"logLevel": "debug",
+			"binDir": "/var/lib/cni/bin",
+			"perNodeCertificate": {"enabled": true, "bootstrapKubeconfig": "/var/lib/kubelet/kubeconfig",
+				"certDir": "/etc/cni/multus/certs", "certDuration": "24h"},
+			"cniConfigDir": "/host/etc/cni/net.d",
+			"multusConfigFile": "auto",
+			"multusAutoconfigDir": "/host/run/multus/cni/net.d",
+			"namespaceIsolation": true,
+			"globalNamespaces": "default, openshift-multus,openshift-sriov-network-operator",
+			"readinessindicatorfile": "/host/run/multus/cni/net.d/10-ovn-kubernetes.conf",
+			"daemonSocketDir": "/run/multus/socket",
+			"socketDir": "/host/run/multus/socket",
+			"auxiliaryCNIChainName": "vendor-cni-chain",
+			"metricsPort": 9091
+		}`, func(c *Config) string {
+			return expect(c.ClusterNetwork == "/host/run/multus/cni/net.d" && c.NamespaceIsolation &&
+				strings.Join(c.GlobalNamespaces, " ") == "default openshift-multus openshift-sriov-network-operator" &&
+				c.ReadinessIndicatorFile == "/host/run/multus/cni/net.d/10-ovn-kubernetes.conf" &&
+				strings.Join(c.BinDirs, " ") == "/var/lib/cni/bin /opt/cni/bin" && c.LogLevel == "debug")
+		}, "auxiliarycnichainname chrootdir cniconfigdir cniversion daemonsocketdir logtostderr metricsport pernodecertificate socketdir"},
+		{"thick daemon-config.json naming the master CNI", `{"cniConfigDir": "/host/etc/cni/net.d",
+			"multusMasterCNI": "10-calico.conflist", "multusConfigFile": "auto"}`, func(c *Config) string {
+			return expect(c.ClusterNetwork == "/host/etc/cni/net.d/10-calico.conflist")
+		}, ""},
+		{"thick 00-multus.conf (multus-shim)", `{"auxiliaryCNIChainName":"vendor-cni-chain","binDir":"/var/lib/cni/bin",
+			"clusterNetwork":"/host/run/multus/cni/net.d/10-ovn-kubernetes.conf","cniVersion":"0.3.1",
+			"daemonSocketDir":"/run/multus/socket","globalNamespaces":"default,openshift-multus","logLevel":"verbose",
+			"logToStderr":true,"name":"multus-cni-network","namespaceIsolation":true,"type":"multus-shim"}`, func(c *Config) string {
+			return expect(c.ClusterNetwork == "/host/run/multus/cni/net.d/10-ovn-kubernetes.conf" && c.ClusterNetworkConfig == nil &&
+				strings.Join(c.GlobalNamespaces, ",") == "default,openshift-multus" && c.BinDirs[0] == "/var/lib/cni/bin")
+		}, "auxiliarycnichainname cniversion daemonsocketdir logtostderr name type"},
+		{"thin 00-multus.conf with a delegate (multus-daemonset.yml)", `{
+			"cniVersion": "0.3.1",
+			"name": "multus-cni-network",
+			"type": "multus",
+			"capabilities": {"portMappings": true},
+			"kubeconfig": "/etc/cni/net.d/multus.d/multus.kubeconfig",
+			"delegates": [{"name": "default-cni-network", "plugins": [
+				{"type": "flannel", "name": "flannel.1", "delegate": {"isDefaultGateway": true, "hairpinMode": true}},
+				{"type": "portmap", "capabilities": {"portMappings": true}}]}]
+		}`, func(c *Config) string {
+			var d struct {
+				CNIVersion string            `json:"cniVersion"`
+				Plugins    []json.RawMessage `json:"plugins"`
+			}
+			_ = json.Unmarshal(c.ClusterNetworkConfig, &d)
+			return expect(c.ClusterNetwork == "default-cni-network" && d.CNIVersion == "0.3.1" && len(d.Plugins) == 2)
+		}, "capabilities cniversion kubeconfig name type"},
+		{"thin 00-multus.conf with two delegates", `{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus",
+			"delegates":[{"cniVersion":"0.3.1","name":"weave","type":"weave-net"},{"cniVersion":"0.3.1","name":"mv","type":"macvlan"}]}`,
+			func(c *Config) string { return expect(c.ClusterNetwork == "weave" && c.ClusterNetworkConfig != nil) },
+			"cniversion delegates[1:] (1 networks: declare them as NADs in defaultNetworks) name type"},
+		{"the configuration reference (docs/configuration.md)", `{
+			"name": "node-cni-network",
+			"type": "multus",
+			"kubeconfig": "/etc/kubernetes/node-kubeconfig.yaml",
+			"confDir": "/etc/cni/multus/net.d",
+			"cniDir": "/var/lib/cni/multus",
+			"binDir": "/opt/cni/bin",
+			"LogFile": "/var/log/multus.log",
+			"LogLevel": "debug",
+			"capabilities": {"portMappings": true},
+			"readinessindicatorfile": "",
+			"namespaceIsolation": false,
+			"Note1": "NOTE: you can set clusterNetwork+defaultNetworks OR delegates!!",
+			"clusterNetwork": "defaultCRD",
+			"defaultNetworks": ["sidecarCRD", "flannel"],
+			"systemNamespaces": ["kube-system", "admin"],
+			"multusNamespace": "kube-system",
+			"retryDeleteOnError": true,
+			"delegates": [{"type": "weave-net", "hairpinMode": true}]
+		}`, func(c *Config) string {
+			return expect(c.ClusterNetwork == "defaultCRD" && c.ClusterNetworkConfig == nil && c.ConfDir == "/etc/cni/multus/net.d" &&
+				strings.Join(c.DefaultNetworks, ",") == "sidecarCRD,flannel" && strings.Join(c.SystemNamespaces, ",") == "kube-system,admin" &&
+				c.LogLevel == "debug" && strings.Join(c.BinDirs, ",") == "/opt/cni/bin")
+		}, "capabilities cnidir delegates kubeconfig logfile name note1 retrydeleteonerror type"},
+		{"Rewire's config in YAML, with Multus's globalNamespaces string", "clusterNetwork: x\nglobalNamespaces: a,b\n",
+			func(c *Config) string { return expect(strings.Join(c.GlobalNamespaces, " ") == "a b") }, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(c.config))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if msg := c.want(cfg); msg != "" {
+				t.Errorf("config = %+v", cfg)
+			}
+			if got := strings.Join(cfg.Ignored, " "); got != c.ignored {
+				t.Errorf("ignored = %q\nwant      %q", got, c.ignored)
+			}
+		})
+	}
+}
+
+func expect(ok bool) string {
+	if ok {
+		return ""
+	}
+	return "not as expected"
+}
+
+// Multus's log levels map onto the daemon's; a level neither knows is an
+// error.
+func TestLevel(t *testing.T) {
+	for in, want := range map[string]slog.Level{"": slog.LevelInfo, "verbose": slog.LevelInfo, "debug": slog.LevelDebug,
+		"panic": slog.LevelError, "error": slog.LevelError, "warn": slog.LevelWarn, "Info": slog.LevelInfo} {
+		if got, err := (&Config{LogLevel: in}).Level(); err != nil || got != want {
+			t.Errorf("Level(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	if _, err := Parse([]byte("clusterNetwork: x\nlogLevel: loud\n")); err == nil || !strings.Contains(err.Error(), "loud") {
+		t.Errorf("logLevel loud: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -139,9 +140,27 @@ func parseArgs(s string) ([][2]string, podRef, error) {
 }
 
 // ClusterNetwork returns the cluster network's config when clusterNetwork is
-// a path (nil when it names a NAD), or why it is not usable yet.
+// a path or given inline (nil when it names a NAD), or why it is not usable
+// yet: also while the readiness indicator file does not exist.
 func (d *Daemon) ClusterNetwork() (*libcni.NetworkConfigList, error) {
+	if f := d.Config.ReadinessIndicatorFile; f != "" {
+		if _, err := os.Stat(f); err != nil {
+			return nil, fmt.Errorf("readiness indicator file %s: %w", f, err)
+		}
+	}
+	return d.clusterConfig()
+}
+
+// clusterConfig is ClusterNetwork without the readiness indicator file.
+func (d *Daemon) clusterConfig() (*libcni.NetworkConfigList, error) {
 	cn := d.Config.ClusterNetwork
+	if raw := d.Config.ClusterNetworkConfig; len(raw) > 0 {
+		list, err := nad.ConfList(raw, cn)
+		if err != nil {
+			return nil, fmt.Errorf("cluster network %s (the Multus config's delegates[0]): %w", cn, err)
+		}
+		return list, nil
+	}
 	if filepath.IsAbs(cn) {
 		list, err := nad.LoadPath(cn, PluginType)
 		if err != nil {

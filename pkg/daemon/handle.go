@@ -150,6 +150,9 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 		d.event(ref, kube.EventWarning, kube.ReasonAddFailed, err.Error())
 		return nil, err
 	}
+	if msg := cniArgsMessage(specs); msg != "" {
+		d.event(ref, kube.EventNormal, kube.ReasonCNIArgsFallback, msg)
+	}
 	sb := &store.Sandbox{
 		ContainerID: req.ContainerID, NetNS: req.NetNS, IfName: req.IfName, Args: args,
 		PodNamespace: ref.Namespace, PodName: ref.Name, PodUID: string(ref.UID), CNIVersion: conf.CNIVersion,
@@ -232,6 +235,32 @@ func (d *Daemon) prepareDevInfo(s *attachment.Spec, containerID string) error {
 	caps[devinfo.Capability] = path
 	s.CapabilityArgs = caps
 	return nil
+}
+
+// cniArgsMessage says which attachments get an ips or mac request only as
+// IP= or MAC= in CNI_ARGS, because no plugin of their network declares the
+// capability ("" when none does): the Multus way, which static IPAM,
+// macvlan and tuning honour and other plugins may ignore.
+func cniArgsMessage(specs []attachment.Spec) string {
+	keyOf := map[string]string{}
+	for k, arg := range planner.CNIArgOf {
+		keyOf[arg] = k
+	}
+	var parts []string
+	for _, s := range specs {
+		var keys, args []string
+		for _, p := range s.CNIArgs() {
+			keys, args = append(keys, keyOf[p[0]]), append(args, p[0]+"="+p[1])
+		}
+		if len(keys) > 0 {
+			parts = append(parts, fmt.Sprintf("%s (%s): %s, as %s", s.Network, s.Link(), strings.Join(keys, " and "), strings.Join(args, ";")))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "Passed in CNI_ARGS only, no plugin of the network declaring the capability (strictCapabilities refuses this): " +
+		strings.Join(parts, "; ")
 }
 
 // report queues the network-status write and the AddedInterface Event.

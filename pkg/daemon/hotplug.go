@@ -237,6 +237,9 @@ func (r *Reconciler) apply(ctx context.Context, ref podRef, sb *store.Sandbox, d
 			errs = append(errs, err)
 			continue
 		}
+		if msg := cniArgsMessage([]attachment.Spec{s}); msg != "" {
+			r.d.event(ref, kube.EventNormal, kube.ReasonCNIArgsFallback, msg)
+		}
 		res, err := r.d.Exec.Plug(ctx, sb, s)
 		metrics.Reconciles.Inc("plug", result(err))
 		if err != nil {

@@ -39,7 +39,7 @@ func (d *Daemon) recordedPrimary(uid ktypes.UID) (string, bool) {
 
 // clusterKey is the network key the cluster network is recorded under.
 func (d *Daemon) clusterKey() string {
-	if list, err := d.ClusterNetwork(); err == nil && list != nil {
+	if list, err := d.clusterConfig(); err == nil && list != nil {
 		return list.Name
 	}
 	return d.Config.MultusNamespace + "/" + d.Config.ClusterNetwork
@@ -49,7 +49,7 @@ func (d *Daemon) clusterKey() string {
 func (d *Daemon) canOwn(key string) bool {
 	var list *libcni.NetworkConfigList
 	if key == d.clusterKey() {
-		list, _ = d.ClusterNetwork()
+		list, _ = d.clusterConfig()
 	}
 	if list == nil {
 		ns, name, _ := strings.Cut(key, "/")

@@ -40,7 +40,7 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 	if cur == nil {
 		return nil
 	}
-	want, err := r.d.planPrimary(pod, sb.IfName, cur.CapabilityArgs)
+	want, err := r.d.planPrimary(pod, sb.IfName, cur.CapabilityArgs, cur.Network)
 	var planErr *planner.Error
 	switch {
 	case errors.As(err, &planErr):
@@ -158,14 +158,15 @@ func (d *Daemon) startedByMigration(pod *kube.Pod, network string) bool {
 	return v == network
 }
 
-// planPrimary plans the primary attachment of a running pod.
-func (d *Daemon) planPrimary(pod *kube.Pod, ifName string, runtimeArgs map[string]interface{}) (attachment.Spec, error) {
+// planPrimary plans the primary attachment of a running pod, now on network
+// current.
+func (d *Daemon) planPrimary(pod *kube.Pod, ifName string, runtimeArgs map[string]interface{}, current string) (attachment.Spec, error) {
 	cluster, err := d.ClusterNetwork()
 	if err != nil {
 		return attachment.Spec{}, err
 	}
 	return planner.Primary(planner.Input{
 		Pod:    planner.Pod{Namespace: pod.Namespace, Name: pod.Name, Annotations: pod.Annotations},
-		Config: d.Config, ClusterNetwork: cluster, IfName: ifName, RuntimeArgs: runtimeArgs, Lookup: d.Networks,
+		Config: d.Config, ClusterNetwork: cluster, IfName: ifName, RuntimeArgs: runtimeArgs, CurrentPrimary: current, Lookup: d.Networks,
 	})
 }

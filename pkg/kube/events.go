@@ -21,6 +21,9 @@ const (
 	ReasonAddedInterface = "AddedInterface"
 	ReasonAddFailed      = "NetworkAddFailed"
 	ReasonDelIncomplete  = "NetworkDeleteIncomplete"
+	// ReasonCNIArgsFallback: an ips or mac request reaches the plugins only
+	// as IP= or MAC= in CNI_ARGS (no plugin declares the capability).
+	ReasonCNIArgsFallback = "CapabilityInCNIArgs"
 
 	// Hot-plug (the networks annotation of a running pod).
 	ReasonInterfaceAdded        = "InterfaceAdded"

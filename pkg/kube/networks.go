@@ -72,7 +72,7 @@ func (n *Networks) Lookup(namespace, name string) (*planner.Network, error) {
 		defer cancel()
 		u, err := n.client.Resource(nad.GVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("NetworkAttachmentDefinition %s not found", key)
+			return nil, fmt.Errorf("NetworkAttachmentDefinition %s %w", key, planner.ErrNotFound)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading NetworkAttachmentDefinition %s: %w", key, err)

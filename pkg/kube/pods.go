@@ -73,9 +73,24 @@ func (p *Pods) Run(ctx context.Context) { p.informer.Run(ctx.Done()) }
 // Synced reports whether the first list has been received.
 func (p *Pods) Synced() bool { return p.informer.HasSynced() }
 
+// MirrorAnnotation marks a mirror pod: the API's stand-in the kubelet
+// creates for a static pod (read from a manifest on the node). Its value is
+// the static pod's config hash, which is also the static pod's UID: the UID
+// the runtime knows the pod by (K8S_POD_UID), while the mirror pod has its
+// own.
+const MirrorAnnotation = "kubernetes.io/config.mirror"
+
+// isPod reports whether the API's pod m is the pod the runtime calls uid
+// (any pod when uid is empty): the same UID, or the mirror pod of the
+// static pod uid.
+func isPod(m *metav1.PartialObjectMetadata, uid types.UID) bool {
+	return uid == "" || m.UID == uid || m.Annotations[MirrorAnnotation] == string(uid)
+}
+
 // Get returns the pod namespace/name with the given UID (any UID when uid is
-// empty). A pod the cache does not have yet is waited for, then read once
-// from the API server.
+// empty), or the mirror pod of the static pod with that UID. A pod the
+// cache does not have yet is waited for, then read once from the API
+// server.
 func (p *Pods) Get(ctx context.Context, namespace, name string, uid types.UID) (*Pod, error) {
 	deadline := time.Now().Add(p.wait)
 	for {
@@ -98,7 +113,7 @@ func (p *Pods) Get(ctx context.Context, namespace, name string, uid types.UID) (
 	if err != nil {
 		return nil, fmt.Errorf("reading pod %s/%s: %w", namespace, name, err)
 	}
-	if uid != "" && m.UID != uid {
+	if !isPod(m, uid) {
 		return nil, fmt.Errorf("pod %s/%s has UID %s, the runtime asked for %s", namespace, name, m.UID, uid)
 	}
 	return fromMeta(m), nil
@@ -110,7 +125,7 @@ func (p *Pods) cached(namespace, name string, uid types.UID) *Pod {
 		return nil
 	}
 	m, ok := obj.(*metav1.PartialObjectMetadata)
-	if !ok || (uid != "" && m.UID != uid) {
+	if !ok || !isPod(m, uid) {
 		return nil
 	}
 	return fromMeta(m)

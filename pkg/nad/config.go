@@ -147,9 +147,16 @@ func LoadFile(path, defaultName string) (*libcni.NetworkConfigList, error) {
 	return list, nil
 }
 
+// multusTypes are the plugin types of Multus's own CNI config (thin and
+// thick): one left in the runtime's directory (after a move from Multus, or
+// a Multus daemon's auto-detected directory) is never the cluster network,
+// which it would only delegate back from.
+var multusTypes = map[string]bool{"multus": true, "multus-shim": true}
+
 // LoadPath loads a CNI config from a file, or from a directory the way the
 // kubelet picks its network: the first loadable file in lexical order,
-// skipping configs whose first plugin has type skipType (Rewire's own).
+// skipping configs whose first plugin has type skipType (Rewire's own) or
+// is Multus.
 func LoadPath(path, skipType string) (*libcni.NetworkConfigList, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -164,7 +171,7 @@ func LoadPath(path, skipType string) (*libcni.NetworkConfigList, error) {
 	}
 	for _, f := range files {
 		list, err := LoadFile(f, "")
-		if err != nil || list.Plugins[0].Network.Type == skipType {
+		if err != nil || list.Plugins[0].Network.Type == skipType || multusTypes[list.Plugins[0].Network.Type] {
 			continue
 		}
 		return list, nil

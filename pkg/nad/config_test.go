@@ -169,3 +169,18 @@ func TestLoadPathSkipsRewire(t *testing.T) {
 		t.Fatalf("got %v %v", l, err)
 	}
 }
+
+// A Multus config left in the directory (thin or thick) is not the cluster
+// network either.
+func TestLoadPathSkipsMultus(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "00-multus.conf"), []byte(`{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus-shim",
+		"clusterNetwork":"/host/etc/cni/net.d/10-flannel.conflist","socketDir":"/host/run/multus/"}`), 0o644)
+	os.WriteFile(filepath.Join(dir, "01-multus.conf"), []byte(`{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus",
+		"delegates":[{"cniVersion":"0.3.1","name":"cbr0","type":"bridge"}]}`), 0o644)
+	os.WriteFile(filepath.Join(dir, "10-flannel.conflist"), []byte(`{"cniVersion":"1.0.0","name":"cbr0","plugins":[{"type":"bridge"}]}`), 0o644)
+	l, err := LoadPath(dir, "rewire")
+	if err != nil || l.Name != "cbr0" || len(l.Plugins) != 1 || l.Plugins[0].Network.Type != "bridge" {
+		t.Fatalf("got %v %v", l, err)
+	}
+}

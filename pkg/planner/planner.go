@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/containernetworking/cni/libcni"
 
@@ -25,8 +27,12 @@ type Network struct {
 }
 
 // Lookup resolves the NAD namespace/name. It returns an error that says
-// why a network is unusable (not found, bad config).
+// why a network is unusable: wrapping ErrNotFound when there is no such
+// NAD, anything else for a NAD that cannot be used (bad config).
 type Lookup func(namespace, name string) (*Network, error)
+
+// ErrNotFound is wrapped by a Lookup's error for a NAD that does not exist.
+var ErrNotFound = errors.New("not found")
 
 // Pod is the part of a pod the planner reads.
 type Pod struct {
@@ -47,7 +53,11 @@ type Input struct {
 	// RuntimeArgs are the runtimeConfig values the runtime passed to Rewire;
 	// they go to the primary network only.
 	RuntimeArgs map[string]interface{}
-	Lookup      Lookup
+	// CurrentPrimary is the network a running pod's primary is on (empty at
+	// ADD): a default-network name without a namespace that can mean it
+	// keeps meaning it (see Primary).
+	CurrentPrimary string
+	Lookup         Lookup
 }
 
 // Error is a planning failure caused by the pod's or the cluster's
@@ -119,14 +129,14 @@ func Secondaries(in Input, recorded []attachment.Spec) ([]attachment.Spec, error
 // cluster network.
 func Primary(in Input) (attachment.Spec, error) {
 	s := attachment.Spec{IfName: in.IfName, Primary: true, CapabilityArgs: in.RuntimeArgs}
-	override, err := selection.ParseDefaultNetwork(in.Pod.Annotations[selection.DefaultNetworkAnnotation], in.Pod.Namespace)
+	override, err := selection.ParseDefaultNetwork(in.Pod.Annotations[selection.DefaultNetworkAnnotation])
 	if err != nil {
 		return s, &Error{Err: err}
 	}
 	var n *Network
 	switch {
 	case override != nil:
-		if n, err = lookupAllowed(in, *override); err != nil {
+		if n, err = lookupDefaultNetwork(in, *override); err != nil {
 			return s, err
 		}
 	case in.ClusterNetwork != nil:
@@ -138,6 +148,50 @@ func Primary(in Input) (attachment.Spec, error) {
 	}
 	s.Network, s.Config, s.ResourceName = n.Key, n.ConfList.Bytes, n.ResourceName
 	return s, nil
+}
+
+// lookupDefaultNetwork resolves the default-network annotation's network.
+// A name without a namespace is looked up in MultusNamespace, as Multus
+// does, then in the pod's namespace (Rewire's reading before, so that such
+// annotations keep working); a namespace that namespace isolation forbids
+// the pod is skipped. A running pod whose primary is on one of those
+// networks stays on it, so that a NAD of the same name created later in
+// MultusNamespace does not move it. A NAD that exists but cannot be used is
+// reported, never skipped.
+func lookupDefaultNetwork(in Input, e selection.Element) (*Network, error) {
+	if e.Namespace != "" {
+		return lookupAllowed(in, e)
+	}
+	var errs []string
+	for _, ns := range defaultNetworkNamespaces(in, e.Name) {
+		e.Namespace = ns
+		n, err := in.Lookup(ns, e.Name)
+		if err == nil {
+			return n, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return nil, &Error{Err: fmt.Errorf("network %s: %w", e.Key(), err)}
+		}
+		errs = append(errs, err.Error())
+	}
+	return nil, fail("network %q (no namespace given: looked up in multusNamespace %s, then in the pod's namespace %s): %s",
+		e.Name, in.Config.MultusNamespace, in.Pod.Namespace, strings.Join(errs, "; "))
+}
+
+// defaultNetworkNamespaces are the namespaces a default-network name without
+// a namespace is looked up in, in order.
+func defaultNetworkNamespaces(in Input, name string) []string {
+	var out []string
+	for _, ns := range []string{in.Config.MultusNamespace, in.Pod.Namespace} {
+		if !slices.Contains(out, ns) && in.Config.NamespaceAllowed(in.Pod.Namespace, ns) {
+			out = append(out, ns)
+		}
+	}
+	if i := slices.Index(out, strings.TrimSuffix(in.CurrentPrimary, "/"+name)); i > 0 {
+		current := out[i]
+		out = append([]string{current}, slices.Delete(out, i, i+1)...)
+	}
+	return out
 }
 
 // lookupAllowed enforces namespace isolation, then resolves the network.
@@ -175,9 +229,11 @@ func planElement(in Input, e selection.Element, fromPod bool) (attachment.Spec, 
 		ResourceName: n.ResourceName,
 		Selection:    selectionKey(e),
 	}
-	if s.CapabilityArgs, err = capabilityArgs(e, nad.Capabilities(n.ConfList)); err != nil {
+	var viaArgs [][2]string
+	if s.CapabilityArgs, viaArgs, err = capabilityArgs(e, nad.Capabilities(n.ConfList), in.Config.StrictCapabilities); err != nil {
 		return s, &Error{Err: fmt.Errorf("network %s: %w", e.Key(), err)}
 	}
+	s.SetCNIArgs(viaArgs)
 	for k := range e.CNIArgs {
 		if !in.Config.CNIArgAllowed(k) {
 			return s, fail("network %s: cni-args key %q is not allowed on this node (cniArgsAllowlist)", e.Key(), k)
@@ -197,37 +253,74 @@ func selectionKey(e selection.Element) string {
 	return string(b)
 }
 
-// capabilityArgs turns the element's capability keys into runtimeConfig,
-// failing when no plugin of the network declares the capability.
-func capabilityArgs(e selection.Element, caps map[string]bool) (map[string]interface{}, error) {
-	values := map[string]interface{}{}
-	if len(e.IPs) > 0 {
-		values["ips"] = e.IPs
-	}
-	if e.MAC != "" {
-		values["mac"] = e.MAC
-	}
-	if len(e.PortMappings) > 0 {
-		values["portMappings"] = e.PortMappings
-	}
-	if e.Bandwidth != nil {
-		values["bandwidth"] = e.Bandwidth
-	}
-	if e.InfinibandGUID != "" {
-		values["infiniband-guid"] = e.InfinibandGUID
-	}
-	if len(values) == 0 {
-		return nil, nil
+// CNIArgOf maps the selection keys Multus also passes in CNI_ARGS to their
+// CNI_ARGS key (static IPAM reads IP, macvlan and tuning read MAC).
+var CNIArgOf = map[string]string{"mac": "MAC", "ips": "IP"}
+
+// capabilityArgs turns the element's capability keys into runtimeConfig
+// (libcni passes each only to the plugins declaring it). A key no plugin of
+// the network declares is refused, except ips and mac when not strict:
+// those also go into CNI_ARGS as Multus passes them (MAC=, then IP= with
+// the addresses comma-separated), returned as pairs.
+func capabilityArgs(e selection.Element, caps map[string]bool, strict bool) (map[string]interface{}, [][2]string, error) {
+	reqs := requests(e)
+	if len(reqs) == 0 {
+		return nil, nil, nil
 	}
 	args := map[string]interface{}{}
-	for key, v := range values {
-		capName := capabilityOf[key]
-		if !caps[capName] {
-			return nil, fmt.Errorf("%q requested but no plugin of the network declares the %q capability", key, capName)
+	var viaArgs [][2]string
+	for _, r := range reqs {
+		capName := capabilityOf[r.key]
+		args[capName] = r.value
+		switch argKey, hasArg := CNIArgOf[r.key]; {
+		case caps[capName]:
+		case hasArg && !strict:
+			viaArgs = append(viaArgs, [2]string{argKey, cniArgValue(r.value)})
+		case hasArg:
+			return nil, nil, fmt.Errorf("%q requested but no plugin of the network declares the %q capability "+
+				"(strictCapabilities is set; without it the request would go to the plugins as %s= in CNI_ARGS, as Multus passes it)",
+				r.key, capName, argKey)
+		default:
+			return nil, nil, fmt.Errorf("%q requested but no plugin of the network declares the %q capability", r.key, capName)
 		}
-		args[capName] = v
 	}
-	return args, nil
+	return args, viaArgs, nil
+}
+
+// request is one capability key of a selection element and its value.
+type request struct {
+	key   string
+	value interface{}
+}
+
+// requests lists the element's capability keys, mac before ips (the order
+// Multus writes them into CNI_ARGS).
+func requests(e selection.Element) []request {
+	var r []request
+	if e.MAC != "" {
+		r = append(r, request{"mac", e.MAC})
+	}
+	if len(e.IPs) > 0 {
+		r = append(r, request{"ips", e.IPs})
+	}
+	if len(e.PortMappings) > 0 {
+		r = append(r, request{"portMappings", e.PortMappings})
+	}
+	if e.Bandwidth != nil {
+		r = append(r, request{"bandwidth", e.Bandwidth})
+	}
+	if e.InfinibandGUID != "" {
+		r = append(r, request{"infiniband-guid", e.InfinibandGUID})
+	}
+	return r
+}
+
+// cniArgValue is a capability value as Multus writes it into CNI_ARGS.
+func cniArgValue(v interface{}) string {
+	if ips, ok := v.([]string); ok {
+		return strings.Join(ips, ",")
+	}
+	return fmt.Sprint(v)
 }
 
 // injectArgs puts cni-args and ipam-claim-reference into every plugin's

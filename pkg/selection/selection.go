@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/utils"
@@ -97,27 +98,70 @@ func ParseNetworks(value, podNamespace string) ([]Element, error) {
 	return elems, nil
 }
 
-// ParseDefaultNetwork parses the default-network annotation: a single
-// "[namespace/]name". It returns nil when the annotation is empty.
-func ParseDefaultNetwork(value, podNamespace string) (*Element, error) {
+// ParseDefaultNetwork parses the default-network annotation:
+// "[namespace/]name" or, as Multus also accepts, a JSON list holding one
+// network selection element with a name and an optional namespace (nothing
+// else applies to the primary network). Namespace stays empty when the value
+// names none: Multus looks such a name up in its multusNamespace (the
+// planner resolves it). It returns nil when the annotation is empty.
+func ParseDefaultNetwork(value string) (*Element, error) {
 	value = strings.TrimSpace(value)
 	if value == "" {
 		return nil, nil
 	}
-	e, err := parseShort(value)
-	if err == nil && e.Interface != "" {
-		err = errors.New("an interface name cannot be given for the default network")
+	e, err := parseDefault(value)
+	if err == nil {
+		check := e
+		if check.Namespace == "" {
+			check.Namespace = "default" // any valid one: the name is checked here, the namespace later
+		}
+		err = check.Validate()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", DefaultNetworkAnnotation, err)
 	}
-	if e.Namespace == "" {
-		e.Namespace = podNamespace
-	}
-	if err := e.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", DefaultNetworkAnnotation, err)
-	}
 	return &e, nil
+}
+
+// parseDefault decodes the default-network annotation's two forms.
+func parseDefault(value string) (Element, error) {
+	if !strings.HasPrefix(value, "[") && !strings.HasPrefix(value, "{") {
+		if strings.Contains(value, ",") {
+			return Element{}, fmt.Errorf("more than one network given (%q): the default network is one", value)
+		}
+		e, err := parseShort(value)
+		if err == nil && e.Interface != "" {
+			err = errors.New("an interface name cannot be given for the default network")
+		}
+		return e, err
+	}
+	var elems []Element
+	if err := json.Unmarshal([]byte(value), &elems); err != nil {
+		return Element{}, fmt.Errorf("invalid JSON list of network selection elements: %w", err)
+	}
+	if len(elems) != 1 {
+		return Element{}, fmt.Errorf("want exactly one network selection element, not %d", len(elems))
+	}
+	e := elems[0]
+	if extra := otherKeys(e); len(extra) > 0 {
+		return Element{}, fmt.Errorf("only name and namespace can be given for the default network, not %s", strings.Join(extra, ", "))
+	}
+	return e, nil
+}
+
+// otherKeys lists the keys an element sets besides name and namespace.
+func otherKeys(e Element) []string {
+	e.Name, e.Namespace = "", ""
+	raw, _ := json.Marshal(e)
+	var m map[string]json.RawMessage
+	_ = json.Unmarshal(raw, &m)
+	delete(m, "name")
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // parseShort parses "[namespace/]name[@interface]".

@@ -75,18 +75,43 @@ func TestParseNetworksErrors(t *testing.T) {
 	}
 }
 
+// The default-network annotation: the short form and, as Multus accepts,
+// a JSON list of one element; a name without a namespace keeps it empty
+// (the planner looks it up in multusNamespace, as Multus does).
 func TestParseDefaultNetwork(t *testing.T) {
-	e, err := ParseDefaultNetwork("kube-system/calico", "pod-ns")
-	if err != nil || e.Name != "calico" || e.Namespace != "kube-system" {
-		t.Errorf("got %+v, %v", e, err)
+	cases := []struct {
+		name, in string
+		want     *Element
+		err      string
+	}{
+		{"empty", " ", nil, ""},
+		{"namespace/name", "kube-system/calico", &Element{Name: "calico", Namespace: "kube-system"}, ""},
+		{"name only", "calico", &Element{Name: "calico"}, ""},
+		{"json name", `[{"name":"calico"}]`, &Element{Name: "calico"}, ""},
+		{"json name and namespace", ` [{"name":"calico","namespace":"net"}] `, &Element{Name: "calico", Namespace: "net"}, ""},
+		{"json unknown keys ignored", `[{"name":"calico","future-key":1}]`, &Element{Name: "calico"}, ""},
+		{"interface", "net@eth1", nil, "interface name cannot be given"},
+		{"two networks", "a,b", nil, "more than one network"},
+		{"json two elements", `[{"name":"a"},{"name":"b"}]`, nil, "exactly one network selection element, not 2"},
+		{"json empty list", `[]`, nil, "exactly one network selection element, not 0"},
+		{"json object", `{"name":"a"}`, nil, "invalid JSON"},
+		{"json ips", `[{"name":"a","ips":["10.0.0.1/24"],"interface":"x"}]`, nil, "not interface, ips"},
+		{"json without name", `[{"namespace":"x"}]`, nil, "name is required"},
+		{"bad name", "Calico", nil, `name "Calico"`},
+		{"bad namespace", `[{"name":"a","namespace":"UP"}]`, nil, `namespace "UP"`},
 	}
-	if e, err := ParseDefaultNetwork("", "pod-ns"); e != nil || err != nil {
-		t.Errorf("empty: got %+v, %v", e, err)
-	}
-	if _, err := ParseDefaultNetwork("net@eth1", "pod-ns"); err == nil {
-		t.Error("an interface name for the default network must be refused")
-	}
-	if _, err := ParseDefaultNetwork("a,b", "pod-ns"); err == nil {
-		t.Error("two default networks must be refused")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := ParseDefaultNetwork(c.in)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) || !strings.HasPrefix(err.Error(), DefaultNetworkAnnotation) {
+					t.Fatalf("error = %v, want one containing %q", err, c.err)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, c.want) {
+				t.Errorf("got %+v, %v; want %+v", got, err, c.want)
+			}
+		})
 	}
 }

@@ -183,6 +183,10 @@ func (a *APIServer) installCRD(file string) error {
 // behaviour during an API outage. StartAgain brings it back.
 func (a *APIServer) StopAPIServer() { a.apiserver.stop() }
 
+// KillAPIServer kills kube-apiserver (SIGKILL: gone at once, where a stop
+// lets it drain requests for a while); etcd keeps running.
+func (a *APIServer) KillAPIServer() { a.apiserver.kill() }
+
 // StartAgain restarts kube-apiserver on the same port and data.
 func (a *APIServer) StartAgain() error {
 	var err error

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rewire-cni/rewire/pkg/daemon"
 )
 
 // Daemon is a rewired process.
@@ -115,6 +117,41 @@ func (d *Daemon) Counters() (map[string]int64, error) {
 	}
 	out := map[string]int64{}
 	return out, json.Unmarshal([]byte(body), &out)
+}
+
+// PodView returns the daemon's view of a pod (GET /debug/pods/NS/NAME):
+// false when its pod cache does not have the pod.
+func (d *Daemon) PodView(namespace, name string) (daemon.PodView, bool, error) {
+	var v daemon.PodView
+	code, body, err := d.Get("/debug/pods/" + namespace + "/" + name)
+	switch {
+	case err != nil:
+		return v, false, err
+	case code == http.StatusNotFound:
+		return v, false, nil
+	case code != http.StatusOK:
+		return v, false, fmt.Errorf("/debug/pods/%s/%s: %d %s", namespace, name, code, body)
+	}
+	return v, true, json.Unmarshal([]byte(body), &v)
+}
+
+// Metric returns the value of one series of the daemon's metrics, named as
+// the text format writes it (`rewire_reconciles_total{operation="plug",result="ok"}`);
+// 0 when the daemon has not written that series yet.
+func (d *Daemon) Metric(series string) (float64, error) {
+	code, body, err := d.Get("/metrics")
+	if err != nil {
+		return 0, err
+	}
+	if code != http.StatusOK {
+		return 0, fmt.Errorf("/metrics: %d %s", code, body)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, nil
 }
 
 // CPU returns the CPU time (user + system) the daemon has used so far.

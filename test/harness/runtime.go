@@ -171,9 +171,10 @@ func DefaultRouteDevFamily(netns ns.NetNS, family int) (string, error) {
 
 func isDefault(n *net.IPNet) bool { ones, _ := n.Mask.Size(); return ones == 0 }
 
-// Snapshot is the leak-relevant state of the host: links, addresses, routes
-// and policy rules, and the files under watched directories (host-local
-// allocations, store records, caches). Addresses and routes are "dev what".
+// Snapshot is the leak-relevant state of the host (or of the part of it a
+// test made, see Scope): links, addresses, routes and policy rules, and the
+// files under watched directories (host-local allocations, store records,
+// caches). Addresses and routes are "dev what".
 type Snapshot struct {
 	Links  []string
 	Addrs  []string
@@ -184,10 +185,17 @@ type Snapshot struct {
 
 // TakeSnapshot records the host's network state and every file under dirs
 // (host-local's lock and last_reserved_ip files excluded: they are not
-// allocations).
+// allocations). A leak check takes a TakeScopedSnapshot instead: the whole
+// host changes under it whenever anything else on the machine does.
 func TakeSnapshot(dirs ...string) (Snapshot, error) {
+	return takeSnapshot(nil, dirs)
+}
+
+// takeSnapshot records the network state in scope (nil: all of it) and the
+// files under dirs.
+func takeSnapshot(scope *Scope, dirs []string) (Snapshot, error) {
 	var s Snapshot
-	if err := s.network(); err != nil {
+	if err := s.network(scope); err != nil {
 		return s, err
 	}
 	for _, d := range dirs {
@@ -207,24 +215,30 @@ func TakeSnapshot(dirs ...string) (Snapshot, error) {
 	return s, nil
 }
 
-func (s *Snapshot) network() error {
+func (s *Snapshot) network(scope *Scope) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return err
 	}
-	names := map[int]string{}
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
-		s.Links = append(s.Links, l.Attrs().Name)
-	}
 	addrs, err := netlinksafe.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return err
 	}
+	var in *scoped
+	if scope != nil {
+		in = inScope(scope, links, addrs)
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+		if in.link(l) {
+			s.Links = append(s.Links, l.Attrs().Name)
+		}
+	}
 	for _, a := range addrs {
-		if !a.IP.IsLinkLocalUnicast() {
+		if !a.IP.IsLinkLocalUnicast() && in.addr(a) {
 			s.Addrs = append(s.Addrs, names[a.LinkIndex]+" "+a.IPNet.String())
 		}
 	}
@@ -233,7 +247,7 @@ func (s *Snapshot) network() error {
 		return err
 	}
 	for _, r := range routes {
-		if r.Dst == nil || !r.Dst.IP.IsLinkLocalUnicast() {
+		if (r.Dst == nil || !r.Dst.IP.IsLinkLocalUnicast()) && in.route(r) {
 			s.Routes = append(s.Routes, fmt.Sprintf("%s %v via %v table %d", names[r.LinkIndex], r.Dst, r.Gw, r.Table))
 		}
 	}
@@ -242,7 +256,9 @@ func (s *Snapshot) network() error {
 		return err
 	}
 	for _, r := range rules {
-		s.Rules = append(s.Rules, fmt.Sprintf("%d %v %v table %d", r.Priority, r.Src, r.Dst, r.Table))
+		if in.rule(r) {
+			s.Rules = append(s.Rules, fmt.Sprintf("%d %v %v table %d", r.Priority, r.Src, r.Dst, r.Table))
+		}
 	}
 	for _, l := range [][]string{s.Links, s.Addrs, s.Routes, s.Rules} {
 		sort.Strings(l)

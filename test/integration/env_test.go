@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -34,14 +36,23 @@ var (
 	seq             atomic.Int32
 )
 
+// skipRootTests is the environment variable that skips the package on
+// purpose when not root; without it, not being root fails the run.
+const skipRootTests = "REWIRE_SKIP_ROOT_TESTS"
+
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
 func run(m *testing.M) int {
 	if os.Geteuid() != 0 {
-		fmt.Println("integration tests need root (network namespaces); skipping")
-		return 0
+		if os.Getenv(skipRootTests) == "1" {
+			fmt.Printf("integration tests need root (network namespaces); skipped: %s=1\n", skipRootTests)
+			return 0
+		}
+		fmt.Printf("FAIL: integration tests need root (network namespaces, links): run them as root, "+
+			"or set %s=1 to skip them on purpose\n", skipRootTests)
+		return 1
 	}
 	root, _ := filepath.Abs("../..")
 	var err error
@@ -110,6 +121,7 @@ type env struct {
 	daemon  *harness.Daemon
 	rt      *harness.Runtime
 	before  harness.Snapshot
+	netns   netnsList // the pods' network namespaces (see scope)
 }
 
 type envOpts struct {
@@ -122,6 +134,8 @@ type envOpts struct {
 	clusterRange [2]int
 	// family of the pod networks: "4" (default), "6" or "dual".
 	family string
+	// node is the node's name (default "node-N").
+	node string
 	// clusterIPAM is the cluster network's IPAM: "host-local" (default) or
 	// "whereabouts" (one cluster-wide pool for the env's subnet).
 	clusterIPAM string
@@ -129,12 +143,15 @@ type envOpts struct {
 
 func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
-	n := int(seq.Add(1))
+	n := claimEnv(t)
 	e := &env{
 		t: t, n: n, dir: t.TempDir(), node: fmt.Sprintf("node-%d", n),
 		bridge: fmt.Sprintf("rwbr%d", n), master: fmt.Sprintf("rwm%d", n), subnet: fmt.Sprintf("10.250.%d", n),
 	}
 	e.ipamDir = filepath.Join(e.dir, "ipam")
+	if o.node != "" {
+		e.node = o.node
+	}
 	e.family = o.family
 	if e.family == "" {
 		e.family = "4"
@@ -142,7 +159,6 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if e.family != "4" {
 		e.subnet6 = fmt.Sprintf("fd50:%d:", n)
 	}
-	e.makeMaster()
 	confDir := filepath.Join(e.dir, "net.d")
 	must(t, os.MkdirAll(confDir, 0o755))
 	cluster := e.clusterConf(o.clusterRange)
@@ -163,7 +179,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	e.rt, err = harness.NewRuntime([]string{binDir, tools}, filepath.Join(e.dir, "runtime-cache"), e.daemon.Socket, e.daemon.StateDir, o.cniVersion)
 	must(t, err)
-	e.before, err = harness.TakeSnapshot(e.watched()...)
+	e.before, err = e.snapshot()
 	must(t, err)
 	t.Cleanup(e.cleanup)
 	if !o.noStart {
@@ -222,17 +238,34 @@ func (e *env) ranges(extra string, gateway bool) string {
 	return fmt.Sprintf(`"ranges":[%s],"routes":[%s]`, strings.Join(sets, ","), strings.Join(routes, ","))
 }
 
-// makeMaster creates a veth pair whose first end serves as macvlan master
-// (this kernel has no dummy links).
-func (e *env) makeMaster() {
+// claimEnv picks the env's number n and creates its macvlan master rwm<n>,
+// a veth pair whose first end serves as master (this kernel has no dummy
+// links). Creating the link is the claim: a number whose master exists
+// already (another run of the package on this machine, or one killed
+// before its cleanup) is skipped, so that no two envs share names and
+// subnets (10.25x.<n>.0/24).
+func claimEnv(t testing.TB) int {
+	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: e.master}, PeerName: e.master + "p"}
-	must(e.t, netlink.LinkAdd(veth))
-	for _, name := range []string{e.master, e.master + "p"} {
-		l, err := netlinksafe.LinkByName(name)
-		must(e.t, err)
-		must(e.t, netlink.LinkSetUp(l))
+	for {
+		n := int(seq.Add(1))
+		if n > 255 {
+			t.Fatal("no free env number up to 255: their masters rwm<n> exist (left by killed test runs? ip link del them)")
+		}
+		master := fmt.Sprintf("rwm%d", n)
+		err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: master}, PeerName: master + "p"})
+		if errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		must(t, err)
+		t.Cleanup(func() { deleteLink(master) })
+		for _, name := range []string{master, master + "p"} {
+			l, err := netlinksafe.LinkByName(name)
+			must(t, err)
+			must(t, netlink.LinkSetUp(l))
+		}
+		return n
 	}
 }
 
@@ -264,15 +297,13 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// assertNoLeaks compares the watched state with the state before the test.
-// Bridges the bridge plugin created are expected to stay (it never deletes
-// them); name them in bridges.
+// assertNoLeaks compares what the env made on the host (its scope: links,
+// addresses, routes and rules, and the files of the watched directories)
+// with the state before the test. Bridges the bridge plugin created are
+// expected to stay (it never deletes them); name them in bridges.
 func (e *env) assertNoLeaks(bridges ...string) {
 	e.t.Helper()
-	after, err := harness.TakeSnapshot(e.watched()...)
-	must(e.t, err)
-	allowed := append(bridges, e.bridge, e.master, e.master+"p")
-	if d := e.before.Without(allowed...).Diff(after.Without(allowed...)); d != "" {
+	if d := e.leaks(bridges...); d != "" {
 		e.t.Errorf("leaks after DEL:\n%s", d)
 	}
 }
@@ -317,6 +348,7 @@ func (e *env) newPod(namespace, name string, annotations map[string]string) *har
 	must(e.t, err)
 	netns, err := testutils.NewNS()
 	must(e.t, err)
+	e.netns.add(netns)
 	hp := &harness.Pod{Namespace: namespace, Name: name, UID: string(created.UID),
 		ContainerID: fmt.Sprintf("c%d-%d-%s", os.Getpid(), e.n, name), NetNS: netns}
 	e.t.Cleanup(func() {

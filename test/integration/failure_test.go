@@ -27,9 +27,10 @@ func cniError(t *testing.T, err error) *types.Error {
 }
 
 // Bad input is refused before anything is created, with a CNI error and an
-// Event that say why.
+// Event that say why. (strictCapabilities: an ips request for a network
+// without the capability is refused rather than passed in CNI_ARGS.)
 func TestBadInputRejected(t *testing.T) {
-	e := newEnv(t, envOpts{extraConfig: "namespaceIsolation: true\n"})
+	e := newEnv(t, envOpts{extraConfig: "namespaceIsolation: true\nstrictCapabilities: true\n"})
 	e.createNAD("isolated", "mv", e.macvlanConf("mv", "192.168.3"), nil)
 	e.createNAD("other", "elsewhere", e.macvlanConf("elsewhere", "192.168.4"), nil)
 	cases := []struct{ name, networks, want string }{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/rewire-cni/rewire/pkg/daemon"
 	"github.com/rewire-cni/rewire/pkg/nad"
 	"github.com/rewire-cni/rewire/pkg/selection"
 	"github.com/rewire-cni/rewire/test/harness"
@@ -25,14 +27,80 @@ func setNetworks(t testing.TB, p *harness.Pod, value string) {
 // setAnnotation merge-patches one annotation of the pod ("" removes it).
 func setAnnotation(t testing.TB, p *harness.Pod, key, value string) {
 	t.Helper()
+	patchAnnotation(t, p, key, value)
+}
+
+// patchAnnotation is setAnnotation returning the pod's resourceVersion
+// after the patch (for waitReconciled).
+func patchAnnotation(t testing.TB, p *harness.Pod, key, value string) string {
+	t.Helper()
 	var v interface{} = value
 	if value == "" {
 		v = nil
 	}
 	body, _ := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{
 		"annotations": map[string]interface{}{key: v}}})
-	_, err := api.Client.CoreV1().Pods(p.Namespace).Patch(context.Background(), p.Name, types.MergePatchType, body, metav1.PatchOptions{})
+	pod, err := api.Client.CoreV1().Pods(p.Namespace).Patch(context.Background(), p.Name, types.MergePatchType, body, metav1.PatchOptions{})
 	must(t, err)
+	return pod.ResourceVersion
+}
+
+// waitView polls the env's daemon's view of the pod (its pod cache, see
+// daemon.PodView) until cond holds: where a test needs the daemon to have
+// seen an edit, it waits for that instead of sleeping.
+func (e *env) waitView(t testing.TB, p *harness.Pod, what string, cond func(daemon.PodView) bool) daemon.PodView {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	var v daemon.PodView
+	for time.Now().Before(deadline) {
+		var ok bool
+		var err error
+		if v, ok, err = e.daemon.PodView(p.Namespace, p.Name); err == nil && ok && cond(v) {
+			return v
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("the daemon's view of pod %s/%s never had %s: %+v", p.Namespace, p.Name, what, v)
+	return v
+}
+
+// waitReconciled waits until the daemon has finished a reconcile of the
+// pod that read resourceVersion rv or a later one: what the edit that made
+// rv asked for has been done (or refused).
+func (e *env) waitReconciled(t testing.TB, p *harness.Pod, rv string) {
+	t.Helper()
+	e.waitView(t, p, "a finished reconcile of version "+rv, func(v daemon.PodView) bool { return notOlder(v.Reconciled, rv) })
+}
+
+// notOlder compares resourceVersions. They are opaque to API clients but
+// etcd revisions here, which only grow: a test may order them.
+func notOlder(have, want string) bool {
+	h, err1 := strconv.ParseUint(have, 10, 64)
+	w, err2 := strconv.ParseUint(want, 10, 64)
+	return err1 == nil && err2 == nil && h >= w
+}
+
+// waitMetric waits until a series of the env's daemon's metrics has value v.
+func waitMetric(t testing.TB, e *env, series string, v float64) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for e.metric(t, series) != v {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon's %s never was %v", series, v)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// plugsOK is the daemon's counter of successful plugs.
+const plugsOK = `rewire_reconciles_total{operation="plug",result="ok"}`
+
+// metric reads one series of the env's daemon's metrics.
+func (e *env) metric(t testing.TB, series string) float64 {
+	t.Helper()
+	v, err := e.daemon.Metric(series)
+	must(t, err)
+	return v
 }
 
 // waitLinks polls the pod netns until cond holds.
@@ -193,21 +261,117 @@ func TestHotplugAfterDaemonRestart(t *testing.T) {
 	e.assertNoLeaks()
 }
 
-// The pod's sandbox deleted while a plug may be in flight: whatever order
-// the daemon sees them in, nothing leaks.
+// The pod's sandbox deleted while a plug is in flight, an edit arriving
+// while a DEL is in flight, and the orders without overlap (the edit seen
+// after the DEL, the plug done before it): whatever order the daemon sees
+// them in, nothing leaks. Each forced order is checked to have happened
+// (net1 in the netns, the daemon's plug counter and in-flight gauges); the
+// unforced ones, a DEL right behind the edit, are counted and logged. The
+// leak check waits until the daemon has finished the reconcile of every
+// edit.
 func TestHotplugRacingDel(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	e := newEnv(t, envOpts{noStart: true})
+	// The first DEL of an eth0 holds the pod's sandbox lock for 2 s before
+	// it deletes it, and the first plug of a net1 once its delegate has
+	// made the interface.
+	e.daemon.ExtraArgs = []string{"--test-faults", "del:before:eth0=delay:2s,add:after:net1=delay:2s"}
+	must(t, e.daemon.Start())
 	e.createNAD("default", "racy", e.macvlanConf("racy", "192.168.26"), nil)
 	ctx := context.Background()
-	for i := range 5 {
-		p := e.newPod("default", fmt.Sprintf("race-%d", i), nil)
+	pod := func(name string) *harness.Pod {
+		p := e.newPod("default", name, nil)
 		_, err := e.rt.Add(ctx, p)
 		must(t, err)
-		setNetworks(t, p, "racy")
+		return p
+	}
+	net1 := func(l map[string]harness.Link) bool { return hasAddrIn("192.168.26.")(l["net1"]) }
+	const delsInFlight = `rewire_inflight_operations{operation="DEL"}`
+	const reconcilesInFlight = `rewire_inflight_operations{operation="reconcile"}`
+
+	// The edit arrives while the DEL holds the sandbox: its reconcile runs
+	// while the DEL does and plugs nothing.
+	p := pod("race-del")
+	plugs := e.metric(t, plugsOK)
+	deleted := make(chan error, 1)
+	go func() { deleted <- e.rt.Del(ctx, p) }()
+	waitMetric(t, e, delsInFlight, 1)
+	rv := patchAnnotation(t, p, selection.NetworksAnnotation, "racy")
+	overlapped := false
+	for deadline := time.Now().Add(15 * time.Second); !overlapped && time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		v, _, err := e.daemon.PodView(p.Namespace, p.Name)
+		must(t, err)
+		running := e.metric(t, reconcilesInFlight) > 0 || notOlder(v.Reconciled, rv)
+		if e.metric(t, delsInFlight) == 0 {
+			break
+		}
+		overlapped = running
+	}
+	must(t, <-deleted)
+	e.waitReconciled(t, p, rv)
+	if !overlapped {
+		t.Errorf("the edit's reconcile did not run while the DEL was in flight")
+	} else {
+		t.Log("the edit's reconcile ran while the DEL held the sandbox")
+	}
+	if e.metric(t, plugsOK) != plugs {
+		t.Errorf("a plug ran for a sandbox being deleted")
+	}
+
+	// The DEL arrives while the plug holds the sandbox: it waits for the
+	// plug, then deletes net1 with the rest.
+	p = pod("race-inflight")
+	plugs = e.metric(t, plugsOK)
+	rv = patchAnnotation(t, p, selection.NetworksAnnotation, "racy")
+	waitLinks(t, p, "net1 made by the plug's delegate", net1)
+	if e.metric(t, plugsOK) != plugs {
+		t.Fatal("the plug finished before the DEL was sent: the delay fault did not hold it")
+	}
+	start := time.Now()
+	must(t, e.rt.Del(ctx, p))
+	waited := time.Since(start)
+	e.waitReconciled(t, p, rv)
+	if e.metric(t, plugsOK) != plugs+1 {
+		t.Errorf("the plug in flight at the DEL did not finish")
+	}
+	if waited < 500*time.Millisecond {
+		t.Errorf("the DEL took %s: it did not wait for the plug holding the sandbox", waited)
+	}
+	t.Logf("the DEL waited %s for the plug in flight", waited.Round(time.Millisecond))
+
+	// The daemon sees the edit after the DEL: no sandbox, nothing plugged.
+	p = pod("race-after")
+	plugs = e.metric(t, plugsOK)
+	must(t, e.rt.Del(ctx, p))
+	rv = patchAnnotation(t, p, selection.NetworksAnnotation, "racy")
+	e.waitReconciled(t, p, rv)
+	if e.metric(t, plugsOK) != plugs {
+		t.Errorf("a plug ran for a deleted sandbox")
+	}
+
+	// The plug is done before the DEL.
+	p = pod("race-before")
+	rv = patchAnnotation(t, p, selection.NetworksAnnotation, "racy")
+	waitLinks(t, p, "net1", net1)
+	e.waitReconciled(t, p, rv)
+	must(t, e.rt.Del(ctx, p))
+
+	// The DEL right behind the edit, a few ms apart (not synchronisation:
+	// the order is left to the daemon), counted by what the daemon did.
+	orders := map[string]int{}
+	for i := range 5 {
+		p := pod(fmt.Sprintf("race-%d", i))
+		plugs := e.metric(t, plugsOK)
+		rv := patchAnnotation(t, p, selection.NetworksAnnotation, "racy")
 		time.Sleep(time.Duration(i) * 5 * time.Millisecond)
 		must(t, e.rt.Del(ctx, p))
+		e.waitReconciled(t, p, rv)
+		if e.metric(t, plugsOK) > plugs {
+			orders["plug, then DEL"]++
+		} else {
+			orders["DEL, then no plug"]++
+		}
 	}
-	time.Sleep(500 * time.Millisecond) // let any queued reconcile run
+	t.Logf("DEL 0-20 ms behind the edit, over 5 pods: %v", orders)
 	e.assertNoLeaks()
 }
 
@@ -237,27 +401,42 @@ func TestHotplugDelegateFailure(t *testing.T) {
 	e.assertNoLeaks()
 }
 
-// The API server goes away right after an annotation edit: the plug still
-// happens (from the informer cache) and network-status catches up when the
-// API server is back.
+// The API server goes away right after an annotation edit, while its plug
+// runs: the plug still finishes (from the informer cache) and
+// network-status catches up when the API server is back. The plug is held
+// (a delay fault) until the API server is gone, and checked to finish
+// during the outage.
 func TestHotplugDuringAPIOutage(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	e := newEnv(t, envOpts{noStart: true})
+	e.daemon.ExtraArgs = []string{"--test-faults", "add:after:net1=delay:2s"} // the plug ends 2 s after its delegate
+	must(t, e.daemon.Start())
 	e.createNAD("default", "mv", e.macvlanConf("mv", "192.168.29"), nil)
 	p := e.newPod("default", "hot-outage", nil)
 	ctx := context.Background()
 	_, err := e.rt.Add(ctx, p)
 	must(t, err)
 	networkStatus(t, p)
+	plugs := e.metric(t, plugsOK)
 	setNetworks(t, p, "mv")
-	time.Sleep(100 * time.Millisecond) // the watch delivers the edit
-	api.StopAPIServer()
+	// The daemon has the edit and its plug runs: the delegate made net1.
+	waitLinks(t, p, "net1 made by the plug's delegate", func(l map[string]harness.Link) bool { return hasAddrIn("192.168.29.")(l["net1"]) })
+	api.KillAPIServer()
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
 			must(t, api.StartAgain())
 		}
 	})
-	waitLinks(t, p, "net1 during the outage", func(l map[string]harness.Link) bool { return hasAddrIn("192.168.29.")(l["net1"]) })
+	if e.metric(t, plugsOK) != plugs {
+		t.Fatal("the plug finished before the API server went away: no outage to survive")
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for e.metric(t, plugsOK) == plugs {
+		if time.Now().After(deadline) {
+			t.Fatal("the plug did not finish during the outage")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	must(t, api.StartAgain())
 	restarted = true
 	if got := statusNames(t, p, 2); !strings.HasSuffix(got, "default/mv@net1") {

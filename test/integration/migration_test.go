@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/rewire-cni/rewire/pkg/daemon"
 	"github.com/rewire-cni/rewire/pkg/migration"
 	"github.com/rewire-cni/rewire/pkg/selection"
 	"github.com/rewire-cni/rewire/test/harness"
@@ -103,7 +104,10 @@ func TestMigration(t *testing.T) {
 			pods = append(pods, mp)
 		}
 	}
-	time.Sleep(300 * time.Millisecond) // the daemons' pod caches see the labels
+	for _, mp := range pods { // the daemons' pod caches have the labels the migration selects on
+		want := map[bool]string{true: "web", false: "other"}[mp.web]
+		mp.e.waitView(t, mp.p, "label app="+want, func(v daemon.PodView) bool { return v.Labels["app"] == want })
+	}
 
 	cpu0 := make([]time.Duration, len(nodes))
 	for i, e := range nodes {
@@ -116,16 +120,23 @@ func TestMigration(t *testing.T) {
 		_ = api.Dynamic.Resource(migration.GVR).Delete(context.Background(), "to-ptp", metav1.DeleteOptions{})
 	})
 
-	// Pause in the middle: no switch starts while paused.
+	// Pause in the middle: every node reports that it saw the pause and
+	// that its switches in flight are done; then no switch starts.
 	waitMigration(t, "to-ptp", "6 pods switched", func(s migration.Status) bool { return s.Switched >= 6 })
 	cli(t, "networkmigration to-ptp paused", "migrate", "pause", "to-ptp")
-	time.Sleep(2 * time.Second) // switches in flight finish
-	paused := migrationStatus(t, "to-ptp")
-	time.Sleep(2 * time.Second)
-	if now := migrationStatus(t, "to-ptp"); now.Switched != paused.Switched || now.Phase != "Paused" {
-		t.Fatalf("switches went on while paused: %+v then %+v", paused.Counts, now.Counts)
+	pausedAt := time.Now()
+	paused := waitMigration(t, "to-ptp", "every node paused, no switch running", func(s migration.Status) bool {
+		return s.Phase == "Paused" && len(s.Nodes) == 3 && quiet(s)
+	})
+	settled := time.Since(pausedAt)
+	// An observation window, not synchronisation: 8 of the nodes' 250 ms
+	// migration steps, polled, in which nothing may move.
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if now := migrationStatus(t, "to-ptp"); now.Switched != paused.Switched || now.Phase != "Paused" || !quiet(now) {
+			t.Fatalf("switches went on while paused: %+v then %+v", paused, now)
+		}
 	}
-	t.Logf("paused at %+v", paused.Counts)
+	t.Logf("paused at %+v (every node paused, its switches done, %s after the pause)", paused.Counts, settled.Round(time.Millisecond))
 	cli(t, "networkmigration to-ptp resumed", "migrate", "resume", "to-ptp")
 	watched := make(chan string, 1)
 	go func() {
@@ -146,7 +157,8 @@ func TestMigration(t *testing.T) {
 	if len(failedPods) != 1 || !strings.Contains(failedPods[0].Reason, "injected fault") {
 		t.Fatalf("failed pods on %s: %+v", nodes[2].node, failedPods)
 	}
-	t.Logf("migration of 27 pods on 3 nodes (2 at a time per node, with a 4 s pause): %s; failed: %+v", took.Round(time.Millisecond), failedPods)
+	t.Logf("migration of 27 pods on 3 nodes (2 at a time per node, with a pause of %s + 2 s): %s; failed: %+v",
+		settled.Round(time.Millisecond), took.Round(time.Millisecond), failedPods)
 	for i, e := range nodes {
 		t.Logf("  %s: rewired CPU %.2f s during the migration, RSS %.1f MiB now, peak %.1f MiB", e.node,
 			(e.daemon.CPU() - cpu0[i]).Seconds(), float64(e.daemon.RSS())/(1<<20), float64(e.daemon.PeakRSS())/(1<<20))
@@ -194,6 +206,17 @@ func TestMigration(t *testing.T) {
 	}
 }
 
+// quiet reports whether every node of the status has seen the pause and
+// runs no switch.
+func quiet(s migration.Status) bool {
+	for _, n := range s.Nodes {
+		if !n.Paused || n.Switching > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // assertOn waits until the pod's network-status shows network as primary
 // with its original IP.
 func assertOn(t testing.TB, mp *migPod, network string) {
@@ -232,7 +255,7 @@ func TestMigrationNewPods(t *testing.T) {
 	assertOn(t, old, "default/np-ptp")
 
 	fresh := &migPod{e: e, p: e.newPod("default", "np-new", nil)}
-	time.Sleep(300 * time.Millisecond) // the daemon's pod cache sees it
+	e.waitView(t, fresh.p, "the new pod", func(v daemon.PodView) bool { return string(v.UID) == fresh.p.UID })
 	r, err = e.rt.Add(ctx, fresh.p)
 	must(t, err)
 	fresh.ip = primaryIP(t, r)
