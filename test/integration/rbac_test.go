@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -70,6 +71,14 @@ current-context: t
 	must(t, err)
 	t.Cleanup(func() { _ = api.Client.CoreV1().Pods("default").Delete(ctx, other.Name, metav1.DeleteOptions{}) })
 	patch := []byte(`{"metadata":{"annotations":{"v1.multus-cni.io/default-network":"attacker-net"}}}`)
+	// The API server applies an admission policy once its informer has it
+	// (a second or so after kubectl apply): wait for that, then check.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, err := as.CoreV1().Pods("default").Patch(ctx, other.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+		if apierrors.IsForbidden(err) || time.Now().After(deadline) {
+			break
+		}
+	}
 	_, denied["patch a pod of another node"] = as.CoreV1().Pods("default").Patch(ctx, other.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 	if err := denied["patch a pod of another node"]; err != nil && !strings.Contains(err.Error(), "its own node") {
 		t.Errorf("the denial does not say why: %v", err)
