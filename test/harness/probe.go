@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
 )
 
 // Echo serves UDP and TCP echo on port inside a pod netns until Close.
@@ -28,6 +29,7 @@ func StartEcho(netns ns.NetNS, port int) (*Echo, error) {
 		if e.udp, err = net.ListenUDP("udp", &net.UDPAddr{Port: port}); err != nil {
 			return err
 		}
+		deepBuffer(e.udp)
 		e.tcp, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
 		return err
 	})
@@ -89,6 +91,18 @@ func (s ProbeStats) String() string {
 	return fmt.Sprintf("%d sent, %d lost, longest gap %.1f ms", s.Sent, s.Lost(), float64(s.MaxGap.Microseconds())/1000)
 }
 
+// deepBuffer gives a UDP socket a receive buffer for seconds of 1 kHz
+// probes (SO_RCVBUFFORCE: root, above net.core.rmem_max), so that a test
+// process starved of CPU for a moment on a loaded machine reads the replies
+// late instead of the kernel dropping them and the probes counting as lost.
+func deepBuffer(c *net.UDPConn) {
+	if raw, err := c.SyscallConn(); err == nil {
+		_ = raw.Control(func(fd uintptr) {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+		})
+	}
+}
+
 // Prober sends a numbered UDP probe every interval from a client netns to an
 // echo server and records the replies.
 type Prober struct {
@@ -115,6 +129,7 @@ func StartProber(netns ns.NetNS, target string, interval time.Duration) (*Prober
 	}); err != nil {
 		return nil, err
 	}
+	deepBuffer(p.conn)
 	p.wg.Add(2)
 	go p.send(interval)
 	go p.receive()

@@ -46,7 +46,7 @@ func BenchmarkSwitch(b *testing.B) {
 func benchSwitch(b *testing.B, family, name string, conf func(testing.TB, *env, string) string) {
 	e := newEnv(b, envOpts{family: family})
 	annotations, secondaryTraffic := e.multiHomed(b)
-	p := e.newPod("default", "sw-bench", annotations)
+	p := e.newPod("default", fmt.Sprintf("sw-bench-%d", e.n), annotations)
 	ctx := context.Background()
 	r, err := e.rt.Add(ctx, p)
 	must(b, err)
