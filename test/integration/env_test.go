@@ -121,7 +121,10 @@ type env struct {
 	daemon  *harness.Daemon
 	rt      *harness.Runtime
 	before  harness.Snapshot
-	netns   netnsList // the pods' network namespaces (see scope)
+	// fixtures are host links a test made for the env after its start
+	// (they stay until its cleanup; the leak check leaves them out).
+	fixtures []string
+	netns    netnsList // the pods' network namespaces (see scope)
 }
 
 type envOpts struct {

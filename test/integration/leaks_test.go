@@ -74,6 +74,7 @@ func (e *env) leaks(allowed ...string) string {
 	after, err := e.snapshot()
 	must(e.t, err)
 	allowed = append(allowed, e.bridge, e.master, e.master+"p")
+	allowed = append(allowed, e.fixtures...)
 	return e.before.Without(allowed...).Diff(after.Without(allowed...))
 }
 

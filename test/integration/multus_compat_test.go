@@ -8,10 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rewire-cni/rewire/pkg/kube"
 	"github.com/rewire-cni/rewire/pkg/selection"
@@ -30,22 +28,9 @@ func (e *env) staticNAD() string {
 // there are at least n.
 func eventMessages(t testing.TB, p *harness.Pod, reason string, n int) []string {
 	t.Helper()
-	var msgs []string
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		evs, err := api.Client.CoreV1().Events(p.Namespace).List(context.Background(), metav1.ListOptions{
-			FieldSelector: "involvedObject.name=" + p.Name + ",reason=" + reason})
-		must(t, err)
-		msgs = msgs[:0]
-		for _, ev := range evs.Items {
-			msgs = append(msgs, ev.Message)
-		}
-		if len(msgs) >= n {
-			slices.Sort(msgs)
-			return msgs
-		}
-	}
-	t.Fatalf("pod %s/%s has %d %s events, want %d: %q", p.Namespace, p.Name, len(msgs), reason, n, msgs)
-	return nil
+	msgs := waitEvents(t, p, reason, n)
+	slices.Sort(msgs)
+	return msgs
 }
 
 // ips and mac on a network none of whose plugins declares the capability:

@@ -44,21 +44,8 @@ func BenchmarkSwitch(b *testing.B) {
 }
 
 func benchSwitch(b *testing.B, family, name string, conf func(testing.TB, *env, string) string) {
-	e := newEnv(b, envOpts{family: family})
-	annotations, secondaryTraffic := e.multiHomed(b)
-	p := e.newPod("default", fmt.Sprintf("sw-bench-%d", e.n), annotations)
+	e, p, _, clients := switchPod(b, family, conf)
 	ctx := context.Background()
-	r, err := e.rt.Add(ctx, p)
-	must(b, err)
-	ips := primaryIPs(b, r)
-	e.createNAD("default", "net-b", conf(b, e, fmt.Sprintf("b-%d", e.n)), nil)
-	startEcho(b, p)
-	clients := secondaryTraffic(p)
-	far, near := farClient(b, e), nearClient(b, e)
-	for _, ip := range strings.Split(ips, ",") {
-		clients[ip+" through the host"] = startTraffic(b, far, ip)
-		clients[ip+" on A's bridge"] = startTraffic(b, near, ip)
-	}
 	figs := map[string]*switchFigures{"A->B": {probes: map[string][]harness.ProbeStats{}}, "B->A": {probes: map[string][]harness.ProbeStats{}}}
 	b.ResetTimer()
 	for i := range 2 * *switchSamples {
