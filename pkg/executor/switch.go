@@ -61,11 +61,12 @@ func (s *SwitchAborted) Unwrap() error { return s.Err }
 
 // Switch moves the sandbox's primary network to spec without a restart,
 // keeping the primary IP addresses (make-before-break); the caller holds
-// Lock. The old primary's routes are pinned in a side table, the new network
-// is added under a temporary interface name asking its IPAM for the same
-// addresses (the "ips" capability), traffic is cut over by removing the pin
-// rule, the addresses are announced, the old attachment is deleted with its
-// exact config and interface name, and the new interface takes its name.
+// Lock. The pod's routing is pinned in a side table, the new network is
+// added under a temporary interface name holding the same addresses (see
+// claim), traffic is cut over by removing the pin rule, the addresses are
+// announced, the old attachment is retired (its interface deleted with its
+// exact config, its IPAM reservation kept until the pod's DEL: see Retire),
+// and the new interface takes its name.
 //
 // Before the new network is added, any failure is undone (SwitchAborted).
 // After it, the switch only goes forward: an error leaves the pod on the new
