@@ -73,9 +73,9 @@ soak: deps-test
 # Each fuzz target for FUZZTIME (corpora in pkg/*/testdata/fuzz).
 FUZZTIME ?= 10s
 fuzz:
-	$(GO) test ./pkg/selection/ -run '^$$' -fuzz '^FuzzParseNetworks$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./pkg/nad/ -run '^$$' -fuzz '^FuzzConfList$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./pkg/daemon/ -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME)
+	hack/fuzz.sh ./pkg/selection/ FuzzParseNetworks $(FUZZTIME)
+	hack/fuzz.sh ./pkg/nad/ FuzzConfList $(FUZZTIME)
+	hack/fuzz.sh ./pkg/daemon/ FuzzHandle $(FUZZTIME)
 
 # The local demo: etcd + kube-apiserver + rewired, the seed's macvlan-conf NAD
 # and samplepod, a CNI ADD as a runtime would, then a full cleanup.
