@@ -184,7 +184,7 @@ func TestLiveSwitchDualStack(t *testing.T) {
 		t.Logf("1 kHz ping from the host to %s over both switches: %s", ip, st)
 		switch {
 		case st.Lost() > 0 && strings.Contains(ip, ":"):
-			// KNOWN DEFECT (issue #11, open): in 2 of 4 runs on the real node
+			// KNOWN DEFECT (issue #11, open): in 2 of 5 runs on the real node
 			// ~30% of the host's IPv6 pings were lost, scattered (longest
 			// gap < 10 ms), 0 in the integration tests and the benchmark.
 			// Reported with the host's and the pod's state until fixed.
