@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
 
@@ -214,34 +213,6 @@ func (e *Executor) addOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 		return nil, err
 	}
 	return res, nil
-}
-
-// AddressInUse is returned when a delegate's IPAM hands out an address that
-// another pod on this node holds (two IPAMs on one range, or a stale store):
-// the attachment is rolled back instead of taking the address over.
-type AddressInUse struct {
-	IP     net.IP
-	Holder store.Holder
-}
-
-func (a *AddressInUse) Error() string {
-	return fmt.Sprintf("its IPAM handed out %s, which pod %s holds on this node (network %s, interface %s): "+
-		"networks that allocate from one range must share one IPAM store", a.IP, a.Holder.Pod, a.Holder.Network, a.Holder.IfName)
-}
-
-// uniqueAddresses refuses a result holding an address that an attachment of
-// another sandbox on this node holds (live, or Retained after a switch).
-func (e *Executor) uniqueAddresses(sb *store.Sandbox, res *current.Result) error {
-	for _, ip := range res.IPs {
-		holders, err := e.store.Holders(ip.Address.IP, sb.ContainerID)
-		if err != nil {
-			return fmt.Errorf("checking address %s: %w", ip.Address.IP, err)
-		}
-		if len(holders) > 0 {
-			return &AddressInUse{IP: ip.Address.IP, Holder: holders[0]}
-		}
-	}
-	return nil
 }
 
 // DelegateTimeout bounds one delegate call.

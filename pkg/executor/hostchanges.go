@@ -1,6 +1,14 @@
 package executor
 
 import (
+	"encoding/json"
+	"net"
+	"os"
+	"slices"
+	"time"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+
 	"github.com/rewire-cni/rewire/pkg/handover"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
@@ -54,4 +62,91 @@ func (e *Executor) othersHostChanges(containerID, bridge string) handover.HostCh
 		}
 	}
 	return sum
+}
+
+// handOffHost prepares the host for the old primary's removal: neighbours
+// on its bridge are answered by the host for the moved addresses (see
+// handover.ProxyNeighbours; what it turns on is recorded in the sandbox
+// and undone when nothing needs it), and host routes to them other than the
+// new primary's are withdrawn so that inbound traffic takes the new route
+// before the old link goes (see handover.WithdrawHostRoutes). Failures are
+// logged: the switch itself is done.
+func (e *Executor) handOffHost(sb *store.Sandbox, old, new *store.Attachment) {
+	e.undoHostChanges(sb) // a switch back: the bridge may hold the addresses again
+	ips := podIPs(old)
+	for _, name := range hostLinks(old) {
+		if !isBridge(name) {
+			continue
+		}
+		c, err := handover.ProxyNeighbours(name, ips)
+		if err != nil {
+			e.sbLog(sb).Warn("proxying ARP/NDP for moved addresses", "bridge", name, "err", err)
+		}
+		e.recordHostChanges(sb, c)
+	}
+	if err := handover.WithdrawHostRoutes(ips, hostLinks(new)); err != nil {
+		e.sbLog(sb).Warn("withdrawing host routes of the old primary", "err", err)
+	}
+}
+
+// SettleTimeout bounds the wait for the new primary's IPv6 addresses to
+// finish duplicate address detection before the cut-over.
+const SettleTimeout = 5 * time.Second
+
+// settle waits, when the pod has IPv6 addresses, until no IPv6 address of
+// the new primary, in the pod or on the host-side link that routes them
+// (link-local ones included: neighbour discovery needs them), is tentative: traffic cut over to an address still in
+// DAD is dropped. Traffic keeps flowing through the old primary meanwhile.
+// A timeout is logged and the switch goes on.
+func (e *Executor) settle(sb *store.Sandbox, to *store.Attachment) {
+	var v6 []net.IP
+	for _, ip := range podIPs(to) {
+		if ip.To4() == nil {
+			v6 = append(v6, ip)
+		}
+	}
+	if len(v6) == 0 {
+		return
+	}
+	if err := handover.WaitSettled(sb.NetNS, to.Link(), SettleTimeout); err != nil {
+		e.sbLog(sb).Warn("new primary's addresses not settled", "err", err)
+	}
+	// The host-side links of the new network that route the addresses (a
+	// routed network's veth, whose routes are parked; a bridge), not every
+	// bridge port.
+	var links []string
+	for _, r := range sb.Switch.Parked {
+		links = append(links, r.Link)
+	}
+	if err := handover.SkipDAD(links); err != nil {
+		e.sbLog(sb).Warn("ending DAD on the new primary's host-side links", "err", err)
+	}
+	for _, l := range handover.RoutedVia(v6) {
+		if slices.Contains(hostLinks(to), l) {
+			links = append(links, l)
+		}
+	}
+	if err := handover.HostWaitSettled(links, SettleTimeout); err != nil {
+		e.sbLog(sb).Warn("new primary's host-side addresses not settled", "err", err)
+	}
+}
+
+// hostLinks are the host-side interfaces in an attachment's result.
+func hostLinks(a *store.Attachment) []string {
+	var res current.Result
+	if err := json.Unmarshal(a.Result, &res); err != nil {
+		return nil
+	}
+	var links []string
+	for _, iface := range res.Interfaces {
+		if iface.Sandbox == "" {
+			links = append(links, iface.Name)
+		}
+	}
+	return links
+}
+
+func isBridge(name string) bool {
+	_, err := os.Stat("/sys/class/net/" + name + "/bridge")
+	return err == nil
 }

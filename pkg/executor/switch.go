@@ -6,19 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"slices"
 	"time"
 
-	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/handover"
-	"github.com/rewire-cni/rewire/pkg/nad"
-	"github.com/rewire-cni/rewire/pkg/reservation"
-	"github.com/rewire-cni/rewire/pkg/selection"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
 
@@ -173,25 +166,6 @@ func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink str
 	return res, e.Reorder(sb, nil) // stores the record, the new primary first
 }
 
-// keptAll checks that a keep-ip switch's new attachment holds every address
-// of the old primary: an IPAM that ignores requested addresses (whereabouts
-// does, even when a plugin declares the "ips" capability) hands out others.
-func (e *Executor) keptAll(sb *store.Sandbox, to *store.Attachment) error {
-	from := sb.Find(sb.Switch.From)
-	if sb.Switch.Readdress || from == nil {
-		return nil
-	}
-	want, err := podAddresses(from)
-	if err != nil {
-		return err
-	}
-	if !holdsAll(to, want) {
-		return fmt.Errorf("network %s handed out %v instead of the pod's %v: its IPAM does not honour requested addresses "+
-			"(give it the same IPAM pool as %s, or switch with %s: readdress)", to.Network, Addresses(to), ipsOf(want), from.Network, selection.SwitchModeAnnotation)
-	}
-	return nil
-}
-
 // abortSwitch deletes the new attachment and gives the old one its routes
 // back. A failure keeps the switch recorded (retried by ResumeSwitch).
 func (e *Executor) abortSwitch(ctx context.Context, sb *store.Sandbox) error {
@@ -270,48 +244,6 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 	return e.Reorder(sb, nil)
 }
 
-// SettleTimeout bounds the wait for the new primary's IPv6 addresses to
-// finish duplicate address detection before the cut-over.
-const SettleTimeout = 5 * time.Second
-
-// settle waits, when the pod has IPv6 addresses, until no IPv6 address of
-// the new primary, in the pod or on the host-side link that routes them
-// (link-local ones included: neighbour discovery needs them), is tentative: traffic cut over to an address still in
-// DAD is dropped. Traffic keeps flowing through the old primary meanwhile.
-// A timeout is logged and the switch goes on.
-func (e *Executor) settle(sb *store.Sandbox, to *store.Attachment) {
-	var v6 []net.IP
-	for _, ip := range podIPs(to) {
-		if ip.To4() == nil {
-			v6 = append(v6, ip)
-		}
-	}
-	if len(v6) == 0 {
-		return
-	}
-	if err := handover.WaitSettled(sb.NetNS, to.Link(), SettleTimeout); err != nil {
-		e.sbLog(sb).Warn("new primary's addresses not settled", "err", err)
-	}
-	// The host-side links of the new network that route the addresses (a
-	// routed network's veth, whose routes are parked; a bridge), not every
-	// bridge port.
-	var links []string
-	for _, r := range sb.Switch.Parked {
-		links = append(links, r.Link)
-	}
-	if err := handover.SkipDAD(links); err != nil {
-		e.sbLog(sb).Warn("ending DAD on the new primary's host-side links", "err", err)
-	}
-	for _, l := range handover.RoutedVia(v6) {
-		if slices.Contains(hostLinks(to), l) {
-			links = append(links, l)
-		}
-	}
-	if err := handover.HostWaitSettled(links, SettleTimeout); err != nil {
-		e.sbLog(sb).Warn("new primary's host-side addresses not settled", "err", err)
-	}
-}
-
 // drained returns a Draining error while connections use the old
 // attachment's addresses and the drain timeout has not passed.
 func (e *Executor) drained(sb *store.Sandbox) error {
@@ -332,46 +264,6 @@ func (e *Executor) drained(sb *store.Sandbox) error {
 	return nil
 }
 
-// handOffHost prepares the host for the old primary's removal: neighbours
-// on its bridge are answered by the host for the moved addresses (see
-// handover.ProxyNeighbours; what it turns on is recorded in the sandbox
-// and undone when nothing needs it), and host routes to them other than the
-// new primary's are withdrawn so that inbound traffic takes the new route
-// before the old link goes (see handover.WithdrawHostRoutes). Failures are
-// logged: the switch itself is done.
-func (e *Executor) handOffHost(sb *store.Sandbox, old, new *store.Attachment) {
-	e.undoHostChanges(sb) // a switch back: the bridge may hold the addresses again
-	ips := podIPs(old)
-	for _, name := range hostLinks(old) {
-		if !isBridge(name) {
-			continue
-		}
-		c, err := handover.ProxyNeighbours(name, ips)
-		if err != nil {
-			e.sbLog(sb).Warn("proxying ARP/NDP for moved addresses", "bridge", name, "err", err)
-		}
-		e.recordHostChanges(sb, c)
-	}
-	if err := handover.WithdrawHostRoutes(ips, hostLinks(new)); err != nil {
-		e.sbLog(sb).Warn("withdrawing host routes of the old primary", "err", err)
-	}
-}
-
-// hostLinks are the host-side interfaces in an attachment's result.
-func hostLinks(a *store.Attachment) []string {
-	var res current.Result
-	if err := json.Unmarshal(a.Result, &res); err != nil {
-		return nil
-	}
-	var links []string
-	for _, iface := range res.Interfaces {
-		if iface.Sandbox == "" {
-			links = append(links, iface.Name)
-		}
-	}
-	return links
-}
-
 // podAddresses returns the addresses of the attachment's pod interface.
 func podAddresses(a *store.Attachment) ([]*net.IPNet, error) {
 	res, err := storedResult(a)
@@ -390,112 +282,6 @@ func podAddresses(a *store.Attachment) ([]*net.IPNet, error) {
 		return nil, &SwitchRefused{Reason: fmt.Sprintf("the primary network %s gave the pod no IP address to keep", a.Network)}
 	}
 	return out, nil
-}
-
-// claim makes spec hand out ips, the pod's primary addresses, for a
-// keep-ip switch. When the pod already holds them in spec's IPAM store (a
-// switch back to a network it left, whose reservation is Retained, or a
-// network sharing the current one's IPAM pool), spec configures them
-// statically and that reservation stays their owner; otherwise spec's IPAM
-// is asked for them (the "ips" capability) and holds them too. A network
-// that can do neither is refused, saying what would make it possible.
-func claim(sb *store.Sandbox, spec *attachment.Spec, from *store.Attachment, ips []*net.IPNet) error {
-	spec.CapabilityArgs = withIPs(from.CapabilityArgs, nil)
-	if key := reservation.Key(spec.Config); key != "" {
-		for i := range sb.Attachments {
-			a := &sb.Attachments[i]
-			held := a.State == store.Added || a.State == store.Retained
-			if !held || reservation.Key(a.Config) != key || !holdsAll(a, ips) {
-				continue
-			}
-			res, err := storedResult(a)
-			if err != nil {
-				return err
-			}
-			conf, err := reservation.Static(spec.Config, res)
-			if err != nil {
-				return &SwitchRefused{Reason: fmt.Sprintf("network %s: %v", spec.Network, err)}
-			}
-			spec.Config = conf
-			return nil
-		}
-	}
-	list, err := spec.ConfList()
-	if err != nil {
-		return &SwitchRefused{Reason: err.Error()}
-	}
-	if !nad.Capabilities(list)["ips"] {
-		return &SwitchRefused{Reason: fmt.Sprintf("network %s cannot take over %v: none of its plugins declares the \"ips\" capability "+
-			"(add \"capabilities\":{\"ips\":true} to the plugin carrying its IPAM, give it the same IPAM pool as %s, "+
-			"or switch with %s: readdress)", spec.Network, ips, from.Network, selection.SwitchModeAnnotation)}
-	}
-	if nets, known := reservation.Ranges(spec.Config); known {
-		if out := reservation.Outside(nets, ipsOf(ips)); len(out) > 0 {
-			return &SwitchRefused{Reason: fmt.Sprintf("network %s cannot take over %v: its IPAM ranges %v do not contain it "+
-				"(add a range holding it, or switch with %s: readdress)", spec.Network, out, nets, selection.SwitchModeAnnotation)}
-		}
-	}
-	spec.CapabilityArgs = withIPs(from.CapabilityArgs, ips)
-	return nil
-}
-
-// holdsAll reports whether an attachment's result has every address of ips.
-func holdsAll(a *store.Attachment, ips []*net.IPNet) bool {
-	have := podIPs(a)
-	for _, ip := range ips {
-		found := false
-		for _, h := range have {
-			found = found || h.Equal(ip.IP)
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
-}
-
-// canHold refuses a switch whose old primary could not be retired: keeping
-// its reservation needs the reference static IPAM plugin in the bin dirs.
-func (e *Executor) canHold(from *store.Attachment) error {
-	if _, ok, _ := reservation.ReleaseOnly(from.Config); !ok {
-		return nil
-	}
-	cfg, ok := e.cni.(*libcni.CNIConfig)
-	if !ok {
-		return nil
-	}
-	if _, err := invoke.FindInPath(reservation.StaticType, cfg.Path); err != nil {
-		return &SwitchRefused{Reason: fmt.Sprintf("keeping the pod's addresses reserved in %s needs the reference %q IPAM plugin in %v",
-			from.Network, reservation.StaticType, cfg.Path)}
-	}
-	return nil
-}
-
-func ipsOf(nets []*net.IPNet) []net.IP {
-	out := make([]net.IP, len(nets))
-	for i, n := range nets {
-		out[i] = n.IP
-	}
-	return out
-}
-
-// withIPs returns the runtime arguments of the old primary with "ips" set
-// to the addresses the new network must hand out (none: no "ips").
-func withIPs(args map[string]interface{}, ips []*net.IPNet) map[string]interface{} {
-	out := map[string]interface{}{}
-	for k, v := range args {
-		out[k] = v
-	}
-	delete(out, "ips")
-	if len(ips) == 0 {
-		return out
-	}
-	list := make([]string, len(ips))
-	for i, ip := range ips {
-		list[i] = ip.String()
-	}
-	out["ips"] = list
-	return out
 }
 
 // tempName is the first of rwsw0…rwsw9 that no attachment of the sandbox
@@ -535,9 +321,4 @@ func storedResult(a *store.Attachment) (*current.Result, error) {
 		return nil, fmt.Errorf("stored result of %s: %w", a.IfName, err)
 	}
 	return res, nil
-}
-
-func isBridge(name string) bool {
-	_, err := os.Stat("/sys/class/net/" + name + "/bridge")
-	return err == nil
 }
