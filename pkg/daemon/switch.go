@@ -70,6 +70,8 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 		return nil
 	}
 	from, start := cur.Network, time.Now()
+	var cutOver time.Duration
+	opts.CutOver = func() { cutOver = time.Since(start) }
 	_, err = r.d.Exec.Switch(ctx, sb, want, opts)
 	metrics.Reconciles.Inc("switch", switchResult(err))
 	var refused *executor.SwitchRefused
@@ -94,13 +96,14 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 	}
 	took := time.Since(start)
 	metrics.SwitchSeconds.Observe(took.Seconds())
-	r.d.Log.Info("switched primary network", "pod", ref, "from", from, "to", want.Network, "ms", ms(took))
+	metrics.SwitchCutOverSeconds.Observe(cutOver.Seconds())
+	r.d.Log.Info("switched primary network", "pod", ref, "from", from, "to", want.Network, "cutOverMs", ms(cutOver), "ms", ms(took))
 	kept := fmt.Sprintf("keeping %v", executor.Addresses(sb.Primary()))
 	if opts.Readdress {
 		kept = "with new addresses (nothing to drain)"
 	}
-	r.d.event(ref, kube.EventNormal, kube.ReasonNetworkSwitched, fmt.Sprintf("Switched %s from %s to %s %s in %.1f ms",
-		sb.IfName, from, want.Network, kept, ms(took)))
+	r.d.event(ref, kube.EventNormal, kube.ReasonNetworkSwitched, fmt.Sprintf("Switched %s from %s to %s %s: traffic moved in %.1f ms, done in %.1f ms",
+		sb.IfName, from, want.Network, kept, ms(cutOver), ms(took)))
 	r.publish(ref, sb)
 	return nil
 }

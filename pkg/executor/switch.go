@@ -29,6 +29,10 @@ type SwitchOptions struct {
 	// while new connections use the new network.
 	Readdress    bool
 	DrainTimeout time.Duration
+	// CutOver, when set, is called once the pod's traffic runs on the new
+	// network (before the old attachment is retired and the new interface
+	// renamed, which Switch still does before it returns).
+	CutOver func()
 }
 
 // Draining is returned by Switch and ResumeSwitch while a re-addressing
@@ -56,8 +60,9 @@ func (s *SwitchAborted) Unwrap() error { return s.Err }
 // keeping the primary IP addresses (make-before-break); the caller holds
 // Lock. The pod's routing is pinned in a side table, the new network is
 // added under a temporary interface name holding the same addresses (see
-// claim), traffic is cut over by removing the pin rule, the addresses are
-// announced, the old attachment is retired (its interface deleted with its
+// claim), the pod and the host get each other's MAC on it (so that the
+// first packets after the cut-over need no neighbour resolution), traffic
+// is cut over by removing the pin rule, the addresses are announced, the old attachment is retired (its interface deleted with its
 // exact config, its IPAM reservation kept until the pod's DEL: see Retire),
 // and the new interface takes its name.
 //
@@ -105,7 +110,7 @@ func (e *Executor) Switch(ctx context.Context, sb *store.Sandbox, spec attachmen
 		}
 		return nil, &SwitchAborted{Err: err}
 	}
-	return res, e.finishSwitch(context.WithoutCancel(ctx), sb)
+	return res, e.finishSwitch(context.WithoutCancel(ctx), sb, opts.CutOver)
 }
 
 // ResumeSwitch finishes a switch a crash or an error interrupted: it is
@@ -120,7 +125,7 @@ func (e *Executor) ResumeSwitch(ctx context.Context, sb *store.Sandbox) error {
 		return e.abortSwitch(ctx, sb)
 	}
 	e.sbLog(sb).Info("finishing interrupted switch", "from", sb.Switch.From, "to", sb.Switch.To)
-	return e.finishSwitch(ctx, sb)
+	return e.finishSwitch(ctx, sb, nil)
 }
 
 // pinAndAdd pins the old primary's routes and adds the new network. On
@@ -191,9 +196,10 @@ func (e *Executor) abortSwitch(ctx context.Context, sb *store.Sandbox) error {
 	return e.store.Put(sb)
 }
 
-// finishSwitch cuts traffic over to the new primary, deletes the old one and
-// renames the new interface. Each step is idempotent.
-func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
+// finishSwitch cuts traffic over to the new primary (then calls cutOver if
+// set), deletes the old one and renames the new interface. Each step is
+// idempotent.
+func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox, cutOver func()) error {
 	to := sb.Find(sb.Switch.To)
 	if sb.Switch.Readdress {
 		if err := e.drained(sb); err != nil {
@@ -205,6 +211,9 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 		return err
 	}
 	e.settle(sb, to)
+	if err := handover.SeedNeighbours(sb.NetNS, to.Link(), podIPs(to), hostLinks(to)); err != nil {
+		e.sbLog(sb).Warn("giving the pod and the host each other's MAC on the new primary", "err", err)
+	}
 	if err := handover.RestoreHostRoutes(sb.Switch.Parked); err != nil {
 		return fmt.Errorf("routing the kept addresses to %s: %w", to.Network, err)
 	}
@@ -218,6 +227,9 @@ func (e *Executor) finishSwitch(ctx context.Context, sb *store.Sandbox) error {
 		e.handOffHost(sb, from, to)
 	}
 	e.sbLog(sb).Debug("switch step", "step", "switch:cut-over")
+	if cutOver != nil {
+		cutOver()
+	}
 	if err := e.fault("switch:cut-over"); err != nil {
 		return err
 	}

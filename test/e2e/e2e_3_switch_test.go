@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -149,6 +152,7 @@ func TestLiveSwitchDualStack(t *testing.T) {
 	if len(net1) != 1 {
 		t.Fatalf("dspod has no net1 address: %v", podAddrs(t, "default", "dspod"))
 	}
+	before := snmp6(t)
 	pings := map[string]*harness.Pinger{}
 	for _, ip := range append(ips, net1[0]) {
 		ping, err := harness.StartPinger(ip, time.Millisecond)
@@ -162,6 +166,9 @@ func TestLiveSwitchDualStack(t *testing.T) {
 			}
 			return nil
 		})
+	}
+	for ip, ping := range pings {
+		t.Logf("before the first switch, ping %s so far: %s", ip, ping.Stats())
 	}
 	for _, to := range []string{"e2e-ds-ptp", "e2e-ds-bridge"} {
 		out := kubectlRewire(t, "switch", "dspod", "--to", to, "--timeout", "60s")
@@ -184,10 +191,12 @@ func TestLiveSwitchDualStack(t *testing.T) {
 		t.Logf("1 kHz ping from the host to %s over both switches: %s", ip, st)
 		switch {
 		case st.Lost() > 0 && strings.Contains(ip, ":"):
-			// KNOWN DEFECT (issue #11, open): in 2 of 5 runs on the real node
-			// ~30% of the host's IPv6 pings were lost, scattered (longest
-			// gap < 10 ms), 0 in the integration tests and the benchmark.
-			// Reported with the host's and the pod's state until fixed.
+			// KNOWN DEFECT (issue #11, open): in about 1 of 7 runs on the
+			// real node ~30% of the host's IPv6 pings are lost, scattered
+			// (longest gap < 20 ms), all by the end of the first switch;
+			// the pod's counters show every request arrived and the
+			// replies went missing. IPv4 and net1 lose nothing. Reported
+			// with the host's and the pod's state until fixed.
 			t.Logf("KNOWN DEFECT: %d IPv6 pings to %s lost", st.Lost(), ip)
 			v6lost = true
 		case st.Lost() > 0:
@@ -195,6 +204,7 @@ func TestLiveSwitchDualStack(t *testing.T) {
 		}
 	}
 	if t.Failed() || v6lost {
+		t.Logf("host: IPv6 counters that changed during the pings: %s", snmp6Delta(before, snmp6(t)))
 		for _, args := range [][]string{{"-6", "route"}, {"-6", "neigh"}, {"-6", "rule"}, {"-s", "-6", "addr", "show", "rwds0"}} {
 			out, _ := exec.Command("ip", args...).CombinedOutput()
 			t.Logf("host: ip %s:\n%s", strings.Join(args, " "), out)
@@ -224,7 +234,7 @@ func TestMigrationRealPods(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { kubectl("", "delete", "networkmigration", "e2e-mig", "--ignore-not-found") })
-	kubectlRewire(t, "migrate", "create", "e2e-mig", "--from", "cluster", "--to", "e2e-ptp", "-l", "e2e=true", "--max-per-node", "2")
+	kubectlRewire(t, "migrate", "create", "e2e-mig", "--from", "cluster", "--to", "default/e2e-ptp", "-l", "e2e=true", "--max-per-node", "2")
 	out := kubectlRewire(t, "migrate", "status", "e2e-mig", "-w", "--timeout", "120s")
 	t.Logf("migration:\n%s", out)
 	if !strings.Contains(out, "3/3 done: 3 switched, 0 failed, 0 skipped, 0 remaining (Complete)") {
@@ -309,4 +319,33 @@ func TestUpgrade(t *testing.T) {
 	t.Logf("100 Hz ping from the host to %s across the upgrade: %s", pods[0], ping.Stop())
 	deletePods(t, "default", pods...)
 	assertReleased(t, "up-net", "e2e-bridge")
+}
+
+// snmp6 reads the host's IPv6 counters (/proc/net/snmp6).
+func snmp6(t *testing.T) map[string]int64 {
+	b, err := os.ReadFile("/proc/net/snmp6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 2 {
+			out[f[0]], _ = strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	return out
+}
+
+// snmp6Delta lists the drop, error and ICMPv6 counters that changed.
+func snmp6Delta(before, after map[string]int64) string {
+	var out []string
+	for k, v := range after {
+		if d := v - before[k]; d != 0 && (strings.Contains(k, "Discard") || strings.Contains(k, "NoRoute") ||
+			strings.Contains(k, "Err") || strings.Contains(k, "Icmp6") || strings.Contains(k, "Drop")) {
+			out = append(out, fmt.Sprintf("%s +%d", k, d))
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
 }

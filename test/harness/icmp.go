@@ -21,11 +21,13 @@ type Pinger struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
-	mu     sync.Mutex
-	sent   int
-	got    map[uint16]bool
-	last   time.Time
-	maxGap time.Duration
+	mu      sync.Mutex
+	sent    int
+	failed  int // sends the kernel refused (counted in sent: they are lost)
+	lastErr error
+	got     map[uint16]bool
+	last    time.Time
+	maxGap  time.Duration
 }
 
 // StartPinger starts pinging ip (IPv4 or IPv6).
@@ -64,10 +66,14 @@ func (p *Pinger) send(interval time.Duration) {
 		} else {
 			binary.BigEndian.PutUint16(msg[2:], checksum(msg))
 		}
+		_, err := p.conn.WriteTo(msg, p.dst)
 		p.mu.Lock()
 		p.sent++
+		if err != nil {
+			p.failed++
+			p.lastErr = err
+		}
 		p.mu.Unlock()
-		_, _ = p.conn.WriteTo(msg, p.dst)
 	}
 }
 
@@ -101,7 +107,7 @@ func (p *Pinger) receive() {
 func (p *Pinger) Stats() ProbeStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return ProbeStats{Sent: p.sent, Received: len(p.got), MaxGap: p.maxGap}
+	return ProbeStats{Sent: p.sent, Received: len(p.got), MaxGap: p.maxGap, SendFailed: p.failed, SendErr: p.lastErr}
 }
 
 // Stop stops sending, waits briefly for late replies and returns the stats.

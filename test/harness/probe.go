@@ -82,13 +82,21 @@ type ProbeStats struct {
 	GapEnd time.Time
 	// LostAt are the send times of the lost probes.
 	LostAt []time.Time
+	// SendFailed counts probes the kernel refused to send (SendErr the
+	// last error); they count as lost.
+	SendFailed int
+	SendErr    error
 }
 
 // Lost is the number of probes never answered.
 func (s ProbeStats) Lost() int { return s.Sent - s.Received }
 
 func (s ProbeStats) String() string {
-	return fmt.Sprintf("%d sent, %d lost, longest gap %.1f ms", s.Sent, s.Lost(), float64(s.MaxGap.Microseconds())/1000)
+	out := fmt.Sprintf("%d sent, %d lost, longest gap %.1f ms", s.Sent, s.Lost(), float64(s.MaxGap.Microseconds())/1000)
+	if s.SendFailed > 0 {
+		out += fmt.Sprintf(" (%d not sent: %v)", s.SendFailed, s.SendErr)
+	}
+	return out
 }
 
 // deepBuffer gives a UDP socket a receive buffer for seconds of 1 kHz

@@ -19,8 +19,8 @@ var switchSamples = flag.Int("switch-samples", 20, "switches each way per scenar
 
 // switchFigures collects one direction's measurements.
 type switchFigures struct {
-	daemon, endToEnd []time.Duration
-	probes           map[string][]harness.ProbeStats // by client
+	cutOver, daemon, endToEnd []time.Duration
+	probes                    map[string][]harness.ProbeStats // by client
 }
 
 // BenchmarkSwitch measures live primary switches A->B and back,
@@ -68,20 +68,22 @@ func benchSwitch(b *testing.B, family, name string, conf func(testing.TB, *env, 
 				fmt.Printf("%s PATCH %s: %s lost %v\n", dir, start.Format("05.000000"), c, st.LostAt)
 			}
 		}
-		f.daemon = append(f.daemon, eventDuration(b, waitEvents(b, p, "NetworkSwitched", i+1)[i]))
+		cut, done := eventDurations(b, waitEvents(b, p, "NetworkSwitched", i+1)[i])
+		f.cutOver, f.daemon = append(f.cutOver, cut), append(f.daemon, done)
 	}
 	b.StopTimer()
 	if os.Getenv("SWITCH_DEBUG") != "" {
 		for _, l := range strings.Split(e.daemon.Log(), "\n") {
-			if strings.Contains(l, "switch step") || strings.Contains(l, "switched") {
-				fmt.Println(l[:min(len(l), 140)])
+			if strings.Contains(l, "switch step") || strings.Contains(l, "switched") || strings.Contains(l, `"WARN"`) {
+				fmt.Println(l[:min(len(l), 260)])
 			}
 		}
 	}
 	for _, dir := range []string{"A->B", "B->A"} {
 		f := figs[dir]
-		fmt.Printf("switch ipv%s %s %s over %d: daemon median %.1f ms worst %.1f ms | PATCH->new eth0 median %.1f ms worst %.1f ms\n",
-			family, name, dir, len(f.daemon), ms(median(f.daemon)), ms(worst(f.daemon)), ms(median(f.endToEnd)), ms(worst(f.endToEnd)))
+		fmt.Printf("switch ipv%s %s %s over %d: daemon cut-over median %.1f ms worst %.1f ms, done median %.1f ms worst %.1f ms | PATCH->new eth0 median %.1f ms worst %.1f ms\n",
+			family, name, dir, len(f.daemon), ms(median(f.cutOver)), ms(worst(f.cutOver)), ms(median(f.daemon)), ms(worst(f.daemon)),
+			ms(median(f.endToEnd)), ms(worst(f.endToEnd)))
 		for _, c := range sortedKeys(f.probes) {
 			fmt.Printf("    %-32s %s\n", c+":", probeSummary(f.probes[c]))
 		}
@@ -129,15 +131,20 @@ func waitNewEth0(t testing.TB, p *harness.Pod, before int) {
 	t.Fatal("the switch did not complete")
 }
 
-var eventMs = regexp.MustCompile(` in ([0-9.]+) ms$`)
+var eventMs = regexp.MustCompile(`traffic moved in ([0-9.]+) ms, done in ([0-9.]+) ms$`)
 
-func eventDuration(t testing.TB, msg string) time.Duration {
+// eventDurations are the cut-over and total durations a NetworkSwitched
+// Event reports.
+func eventDurations(t testing.TB, msg string) (cutOver, done time.Duration) {
 	m := eventMs.FindStringSubmatch(msg)
 	if m == nil {
-		t.Fatalf("NetworkSwitched event without a duration: %q", msg)
+		t.Fatalf("NetworkSwitched event without durations: %q", msg)
 	}
-	v, _ := strconv.ParseFloat(m[1], 64)
-	return time.Duration(v * float64(time.Millisecond))
+	d := func(s string) time.Duration {
+		v, _ := strconv.ParseFloat(s, 64)
+		return time.Duration(v * float64(time.Millisecond))
+	}
+	return d(m[1]), d(m[2])
 }
 
 func probeSummary(s []harness.ProbeStats) string {
