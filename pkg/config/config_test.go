@@ -171,8 +171,8 @@ func TestParseMultusConfig(t *testing.T) {
 		}`, func(c *Config) string {
 			return expect(c.ClusterNetwork == "defaultCRD" && c.ClusterNetworkConfig == nil && c.ConfDir == "/etc/cni/multus/net.d" &&
 				strings.Join(c.DefaultNetworks, ",") == "sidecarCRD,flannel" && strings.Join(c.SystemNamespaces, ",") == "kube-system,admin" &&
-				c.LogLevel == "debug" && strings.Join(c.BinDirs, ",") == "/opt/cni/bin")
-		}, "capabilities cnidir delegates kubeconfig logfile name note1 retrydeleteonerror type"},
+				c.LogLevel == "debug" && strings.Join(c.BinDirs, ",") == "/opt/cni/bin" && c.CNIDir == "/var/lib/cni/multus")
+		}, "capabilities delegates kubeconfig logfile name note1 retrydeleteonerror type"},
 		{"Rewire's config in YAML, with Multus's globalNamespaces string", "clusterNetwork: x\nglobalNamespaces: a,b\n",
 			func(c *Config) string { return expect(strings.Join(c.GlobalNamespaces, " ") == "a b") }, ""},
 	}

@@ -17,7 +17,7 @@ import (
 // and the CNI NetConf they embed, matched case-insensitively as Go's JSON
 // decoder does (Multus's docs write "LogFile"). Keys Rewire has under the
 // same name (clusterNetwork, defaultNetworks, systemNamespaces,
-// multusNamespace, namespaceIsolation, globalNamespaces, confDir,
+// multusNamespace, namespaceIsolation, globalNamespaces, confDir, cniDir,
 // readinessindicatorfile, logLevel) are Rewire's; the others are translated
 // when they mean something for Rewire, and otherwise ignored and listed in
 // Config.Ignored, never an error.
@@ -37,7 +37,6 @@ var multusKeys = map[string]string{
 	// Multus's NetConf.
 	"bindir":                "searched first for plugins, before binDirs",
 	"delegates":             "delegates[0] is the cluster network when clusterNetwork is absent",
-	"cnidir":                "ignored: Rewire keeps its own store (--state-dir)",
 	"kubeconfig":            "ignored: rewired takes --kubeconfig (in-cluster by default)",
 	"logfile":               "ignored: rewired logs to stderr",
 	"logtostderr":           "ignored",

@@ -17,6 +17,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/kube"
 	"github.com/rewire-cni/rewire/pkg/metrics"
+	"github.com/rewire-cni/rewire/pkg/netstatus"
 	"github.com/rewire-cni/rewire/pkg/planner"
 	"github.com/rewire-cni/rewire/pkg/podresources"
 	"github.com/rewire-cni/rewire/pkg/selection"
@@ -117,7 +118,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, namespace, name string) erro
 	defer r.done(namespace+"/"+name, pod.ResourceVersion)
 	cid := r.d.Exec.ByPod(string(pod.UID))
 	if cid == "" {
-		return nil // no sandbox of this pod on this node (yet)
+		// A pod Multus networked before the takeover gets its record now.
+		var err error
+		if cid, err = r.d.Exec.AdoptPod(ctx, string(pod.UID), pod.Annotations[netstatus.Annotation]); cid == "" {
+			return err // no sandbox of this pod on this node (yet)
+		}
 	}
 	defer r.d.Exec.Lock(cid)()
 	sb, err := r.d.Exec.Get(cid)
@@ -215,7 +220,14 @@ func (r *Reconciler) apply(ctx context.Context, ref podRef, sb *store.Sandbox, d
 	removed := map[string]attachment.Spec{}
 	changed := false
 	var errs []error
+	baseline := false
 	for _, a := range sb.Specs() {
+		if w := want[a.IfName]; !a.Primary && a.Selection == "" && w.Network == a.Network {
+			// Adopted from Multus: made from the element that asks for
+			// this network under this name now.
+			sb.Find(a.IfName).Selection, baseline = w.Selection, true
+			continue
+		}
 		if a.Primary || same(a, want[a.IfName]) || sb.Switch != nil && a.IfName == sb.Switch.From {
 			continue // the primary, and the old primary of a draining switch
 		}
@@ -256,7 +268,7 @@ func (r *Reconciler) apply(ctx context.Context, ref podRef, sb *store.Sandbox, d
 		changed = true
 		r.d.event(ref, kube.EventNormal, kube.ReasonInterfaceAdded, fmt.Sprintf("Added %s %v from %s", s.IfName, ipsOf(res), s.Network))
 	}
-	if changed {
+	if changed || baseline {
 		errs = append(errs, r.d.Exec.Reorder(sb, order))
 	}
 	return changed, errors.Join(errs...)

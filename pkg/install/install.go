@@ -62,7 +62,30 @@ func Run(o Options) error {
 	if err != nil {
 		return err
 	}
+	if ext := filepath.Ext(o.ConfName); ext == ".conf" || ext == ".json" {
+		// A runtime reads such a file as one network config, not a list:
+		// Rewire's plugin with the list's name and version (installing over
+		// Multus's 00-multus.conf replaces it in one rename).
+		if conf, err = single(conf); err != nil {
+			return err
+		}
+	}
 	return writeAtomic(filepath.Join(o.ConfDir, o.ConfName), 0o644, bytes.NewReader(conf))
+}
+
+// single turns a one-plugin config list into that plugin's network config.
+func single(list []byte) ([]byte, error) {
+	var l struct {
+		CNIVersion string                   `json:"cniVersion"`
+		Name       string                   `json:"name"`
+		Plugins    []map[string]interface{} `json:"plugins"`
+	}
+	if err := json.Unmarshal(list, &l); err != nil || len(l.Plugins) != 1 {
+		return nil, fmt.Errorf("rewire's config list: %v", err)
+	}
+	p := l.Plugins[0]
+	p["cniVersion"], p["name"] = l.CNIVersion, l.Name
+	return json.MarshalIndent(p, "", "  ")
 }
 
 // OfflineName is rewired's copy in the CNI bin dir: the plugin runs it for

@@ -50,3 +50,33 @@ func TestRunInstallsAtomicallyAndFirst(t *testing.T) {
 		}
 	}
 }
+
+// Installed over Multus's 00-multus.conf (deploy/over-multus), Rewire's
+// config replaces it in one rename and is read as a single network config.
+func TestRunOverMultusConf(t *testing.T) {
+	dir := t.TempDir()
+	plugin := filepath.Join(dir, "src-rewire")
+	if err := os.WriteFile(plugin, []byte("#!/bin/true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin, conf := filepath.Join(dir, "bin"), filepath.Join(dir, "net.d")
+	if err := os.MkdirAll(conf, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	multus := filepath.Join(conf, "00-multus.conf")
+	if err := os.WriteFile(multus, []byte(`{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus-shim"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Run(Options{Plugin: plugin, BinDir: bin, ConfDir: conf, ConfName: "00-multus.conf", Socket: "/run/rewire/rewire.sock"}); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := libcni.ConfFiles(conf, []string{".conf", ".conflist", ".json"})
+	if len(files) != 1 || files[0] != multus {
+		t.Fatalf("conf files = %v, want Multus's file only", files)
+	}
+	c, err := libcni.ConfFromFile(multus)
+	if err != nil || c.Network.Type != "rewire" || c.Network.Name != "rewire-cni-network" || c.Network.CNIVersion != "1.1.0" ||
+		!c.Network.Capabilities["portMappings"] || !bytes.Contains(c.Bytes, []byte(`"stateDir": "/var/lib/rewire"`)) {
+		t.Errorf("config: %+v %s %v", c.Network, c.Bytes, err)
+	}
+}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/executor"
+	"github.com/rewire-cni/rewire/pkg/multuscache"
 	"github.com/rewire-cni/rewire/pkg/nad"
 	"github.com/rewire-cni/rewire/pkg/store"
 	"github.com/rewire-cni/rewire/pkg/wire"
@@ -88,7 +89,11 @@ func del(stateDir, cniPath string, req wire.Request) error {
 	exec := nad.GuardExec(&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
 	cni := attachment.WithCNIArgs(libcni.NewCNIConfigWithCacheDir(filepath.SplitList(cniPath), filepath.Join(stateDir, "cache"), exec))
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return executor.New(cni, st, log).Del(context.Background(), req.ContainerID, req.NetNS, nil)
+	ex := executor.New(cni, st, log)
+	// A pod Multus networked before the takeover, deleted before rewired
+	// first ran: released from Multus's state (its default cniDir).
+	ex.Foreign = multuscache.Source{Dir: multuscache.DefaultDir, CacheDir: filepath.Join(stateDir, "cache")}
+	return ex.Del(context.Background(), req.ContainerID, req.NetNS, nil)
 }
 
 func cniError(cniVersion string, code uint, msg, details string) []byte {

@@ -169,8 +169,8 @@ func newEnv(t testing.TB, o envOpts) *env {
 		cluster = e.clusterConfIPAM(e.whereaboutsIPAM())
 	}
 	must(t, os.WriteFile(filepath.Join(confDir, "10-cluster.conflist"), []byte(cluster), 0o644))
-	cfg := fmt.Sprintf("clusterNetwork: %s\nconfDir: %s\nbinDirs: [%s]\ndeviceInfoDir: %s\n%s",
-		confDir, confDir, tools, filepath.Join(e.dir, "devinfo"), o.extraConfig)
+	cfg := fmt.Sprintf("clusterNetwork: %s\nconfDir: %s\nbinDirs: [%s]\ndeviceInfoDir: %s\ncniDir: %s\n%s",
+		confDir, confDir, tools, filepath.Join(e.dir, "devinfo"), e.multusDir(), o.extraConfig)
 	var err error
 	if o.kubeconfig == "" {
 		o.kubeconfig = api.Kubeconfig

@@ -168,13 +168,13 @@ func TestMultusConfigFile(t *testing.T) {
 	  "kubeconfig": "/etc/cni/net.d/multus.d/multus.kubeconfig",
 	  "logFile": "/var/log/multus.log",
 	  "logLevel": "verbose",
-	  "cniDir": "/var/lib/cni/multus",
+	  "cniDir": %q,
 	  "binDir": %q,
 	  "confDir": %q,
 	  "readinessindicatorfile": %q,
 	  "globalNamespaces": "default,other",
 	  "delegates": [%s]
-	}`, tools, filepath.Join(e.dir, "net.d"), indicator, e.clusterConf([2]int{}))))
+	}`, filepath.Join(e.dir, "multus"), tools, filepath.Join(e.dir, "net.d"), indicator, e.clusterConf([2]int{}))))
 	must(t, e.daemon.Start())
 	p := e.newPod("default", "multus-conf", nil)
 	ctx := context.Background()
@@ -193,7 +193,7 @@ func TestMultusConfigFile(t *testing.T) {
 	}
 	log := e.daemon.Log()
 	if n := strings.Count(log, "Multus configuration keys without a meaning for Rewire"); n != 1 ||
-		!strings.Contains(log, `"keys":["capabilities","cnidir","cniversion","kubeconfig","logfile","name","type"]`) {
+		!strings.Contains(log, `"keys":["capabilities","cniversion","kubeconfig","logfile","name","type"]`) {
 		t.Errorf("want one log line listing the ignored keys:\n%s", tail(log, 20))
 	}
 	must(t, e.rt.Del(ctx, p))
