@@ -16,7 +16,7 @@ import (
 // reconciler's verdicts.
 func (d *Daemon) MigrationNode(name string, labels map[string]string, pods *kube.Pods, namespaces *kube.Namespaces, rec *Reconciler) migration.Node {
 	return migration.Node{
-		Name: name, Labels: labels, Pods: pods.List, Patch: pods.Patch, NamespaceLabels: namespaces.Labels,
+		Name: name, Labels: labels, MultusNamespace: d.Config.MultusNamespace, Pods: pods.List, Patch: pods.Patch, NamespaceLabels: namespaces.Labels,
 		Primary: d.recordedPrimary, ClusterKey: d.clusterKey, CanOwn: d.canOwn, Rejected: rec.Rejected, Log: d.Log,
 	}
 }
@@ -45,8 +45,9 @@ func (d *Daemon) clusterKey() string {
 	return d.Config.MultusNamespace + "/" + d.Config.ClusterNetwork
 }
 
-// canOwn reports whether a network (key) can be asked for a pod's IP.
-func (d *Daemon) canOwn(key string) bool {
+// canOwn reports whether a network (key) can be asked for a pod's IP, and
+// an error when the network cannot be loaded.
+func (d *Daemon) canOwn(key string) (bool, error) {
 	var list *libcni.NetworkConfigList
 	if key == d.clusterKey() {
 		list, _ = d.clusterConfig()
@@ -55,9 +56,9 @@ func (d *Daemon) canOwn(key string) bool {
 		ns, name, _ := strings.Cut(key, "/")
 		n, err := d.Networks(ns, name)
 		if err != nil {
-			return false
+			return false, err
 		}
 		list = n.ConfList
 	}
-	return nad.Capabilities(list)["ips"]
+	return nad.Capabilities(list)["ips"], nil
 }

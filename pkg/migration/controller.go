@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +24,9 @@ import (
 type Node struct {
 	Name   string
 	Labels map[string]string
+	// MultusNamespace is where a NAD named without namespace in a
+	// migration's from or to is (the daemon's multusNamespace).
+	MultusNamespace string
 	// Pods lists the node's pods (informer cache).
 	Pods func() []*kube.Pod
 	// NamespaceLabels returns a namespace's labels (informer cache).
@@ -34,8 +38,9 @@ type Node struct {
 	Primary func(uid types.UID) (string, bool)
 	// ClusterKey is the recorded key of the cluster network.
 	ClusterKey func() string
-	// CanOwn reports whether a network (key) can take over a pod's IP.
-	CanOwn func(network string) bool
+	// CanOwn reports whether a network (key) can take over a pod's IP; an
+	// error when the network cannot be loaded (no such NAD, say).
+	CanOwn func(network string) (bool, error)
 	// Rejected returns the reason the switch reconciler refused or failed
 	// the pod's default-network annotation value value.
 	Rejected func(namespace, name, value string) (string, bool)
@@ -67,6 +72,8 @@ type run struct {
 	rollback bool
 	pods     map[types.UID]*podState
 	reported *NodeStatus
+	// waiting: why the last step started no switch (see NodeStatus).
+	waiting string
 }
 
 // Controller executes the migrations for one node.
@@ -184,6 +191,7 @@ func contains(list []string, s string) bool {
 }
 
 func (c *Controller) stepRun(ctx context.Context, m *Migration, r *run) {
+	r.waiting = ""
 	pods := c.node.Pods()
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Namespace+"/"+pods[i].Name < pods[j].Namespace+"/"+pods[j].Name })
 	present := map[types.UID]bool{}
@@ -221,10 +229,21 @@ func (c *Controller) candidate(m *Migration, p *kube.Pod) bool {
 	}
 	prim, ok := c.node.Primary(p.UID)
 	if ok && m.Spec.NewPods == "to" && p.Annotations[selection.DefaultNetworkAnnotation] == "" &&
-		prim == key(m.Spec.target(), p.Namespace, c.node.ClusterKey()) {
+		prim == c.key(m.Spec.target()) {
 		return true
 	}
-	return ok && prim == key(m.Spec.source(), p.Namespace, c.node.ClusterKey())
+	return ok && prim == c.key(m.Spec.source())
+}
+
+// key is the recorded key of a network named in a migration.
+func (c *Controller) key(network string) string {
+	return key(network, c.node.MultusNamespace, c.node.ClusterKey())
+}
+
+// annotation is the default-network annotation value selecting a network
+// named in a migration (nil: the cluster network).
+func (c *Controller) annotation(network string) interface{} {
+	return annotationValue(network, c.node.MultusNamespace)
 }
 
 // NewPodNetwork returns the default-network annotation value a pod created
@@ -232,14 +251,14 @@ func (c *Controller) candidate(m *Migration, p *kube.Pod) bool {
 func (c *Controller) NewPodNetwork(p *kube.Pod) (string, bool) {
 	for _, m := range c.migrations() {
 		if m.Spec.NewPods == "to" && !m.Spec.Rollback && m.Spec.To != Cluster && c.nodeSelected(m) && c.selected(m, p) {
-			return m.Spec.To, true
+			return qualified(m.Spec.To, c.node.MultusNamespace), true
 		}
 	}
 	return "", false
 }
 
 func (c *Controller) advance(ctx context.Context, m *Migration, r *run, p *kube.Pod, s *podState) {
-	target := key(m.Spec.target(), p.Namespace, c.node.ClusterKey())
+	target := c.key(m.Spec.target())
 	prim, ok := c.node.Primary(p.UID)
 	switch s.phase {
 	case pending:
@@ -250,9 +269,9 @@ func (c *Controller) advance(ctx context.Context, m *Migration, r *run, p *kube.
 		if !ok || m.Spec.Paused || r.inFlight() >= max(1, m.Spec.MaxConcurrentPerNode) {
 			return
 		}
-		c.start(ctx, m, p, s, target)
+		c.start(ctx, m, r, p, s, target)
 	case switching:
-		value, _ := annotationValue(m.Spec.target()).(string)
+		value, _ := c.annotation(m.Spec.target()).(string)
 		switch reason, rejected := c.node.Rejected(p.Namespace, p.Name, value); {
 		case ok && prim == target:
 			c.done(ctx, m, p, s)
@@ -265,12 +284,22 @@ func (c *Controller) advance(ctx context.Context, m *Migration, r *run, p *kube.
 }
 
 // start sets the pod's annotations so that the switch reconciler moves it.
-func (c *Controller) start(ctx context.Context, m *Migration, p *kube.Pod, s *podState, target string) {
-	ann := map[string]interface{}{selection.DefaultNetworkAnnotation: annotationValue(m.Spec.target())}
+func (c *Controller) start(ctx context.Context, m *Migration, r *run, p *kube.Pod, s *podState, target string) {
+	ann := map[string]interface{}{selection.DefaultNetworkAnnotation: c.annotation(m.Spec.target())}
 	if !m.Spec.Rollback {
 		ann[Annotation] = m.Name
 	}
-	if !c.node.CanOwn(target) {
+	canOwn, err := c.node.CanOwn(target)
+	if err != nil {
+		// Nothing is patched: the pod stays where it is, and pending
+		// until the network can be loaded (a NAD created later).
+		r.waiting = fmt.Sprintf("network %s: %v", target, err)
+		if !strings.Contains(m.Spec.target(), "/") && m.Spec.target() != Cluster {
+			r.waiting += fmt.Sprintf(" (a name without namespace in a NetworkMigration is a NAD of multusNamespace %s)", c.node.MultusNamespace)
+		}
+		return
+	}
+	if !canOwn {
 		if !m.Spec.AllowReaddress {
 			s.phase, s.reason = skipped, fmt.Sprintf("%s cannot take over the pod's IP (no \"ips\" capability) and allowReaddress is off", target)
 			return
@@ -293,7 +322,7 @@ func (c *Controller) start(ctx context.Context, m *Migration, p *kube.Pod, s *po
 func (c *Controller) done(ctx context.Context, m *Migration, p *kube.Pod, s *podState) {
 	if !m.Spec.Rollback && p.Annotations[Annotation] != m.Name {
 		if err := c.node.Patch(ctx, p.Namespace, p.Name, map[string]interface{}{
-			selection.DefaultNetworkAnnotation: annotationValue(m.Spec.target()), Annotation: m.Name}); err != nil {
+			selection.DefaultNetworkAnnotation: c.annotation(m.Spec.target()), Annotation: m.Name}); err != nil {
 			return // retried at the next step
 		}
 	}
@@ -309,7 +338,7 @@ func (c *Controller) done(ctx context.Context, m *Migration, p *kube.Pod, s *pod
 // fail reports a pod that could not be switched and points its annotation
 // back at the network it is on, so nothing retries it.
 func (c *Controller) fail(ctx context.Context, m *Migration, p *kube.Pod, s *podState, reason string) {
-	ann := map[string]interface{}{selection.DefaultNetworkAnnotation: annotationValue(m.Spec.source())}
+	ann := map[string]interface{}{selection.DefaultNetworkAnnotation: c.annotation(m.Spec.source())}
 	if !m.Spec.Rollback {
 		ann[Annotation] = nil
 	}

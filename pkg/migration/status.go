@@ -12,7 +12,7 @@ import (
 
 // nodeStatus summarises the run.
 func (r *run) nodeStatus() NodeStatus {
-	ns := NodeStatus{Rollback: r.rollback}
+	ns := NodeStatus{Rollback: r.rollback, Waiting: r.waiting}
 	refs := make([]*podState, 0, len(r.pods))
 	for _, s := range r.pods {
 		refs = append(refs, s)
@@ -44,6 +44,7 @@ func (r *run) nodeStatus() NodeStatus {
 func (c *Controller) report(ctx context.Context, m *Migration, r *run) error {
 	ns := r.nodeStatus()
 	ns.Paused = m.Spec.Paused
+	ns.From, ns.To = c.key(m.Spec.From), c.key(m.Spec.To)
 	if r.reported != nil && reflect.DeepEqual(*r.reported, ns) {
 		return nil
 	}

@@ -76,7 +76,15 @@ type NodeStatus struct {
 	// Paused: the node has seen spec.paused and starts no switch.
 	Paused bool `json:"paused,omitempty"`
 	// Switching counts the pods whose switch runs now (part of Remaining).
-	Switching   int         `json:"switching,omitempty"`
+	Switching int `json:"switching,omitempty"`
+	// From and To are spec.from and spec.to as the node resolved them (a
+	// NAD key, or the key of the node's cluster network): a name without a
+	// namespace is a NAD of the node's multusNamespace.
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
+	// Waiting says why no switch starts on the node (the target network
+	// cannot be loaded there, say); its pods stay remaining until it can.
+	Waiting     string      `json:"waiting,omitempty"`
 	FailedPods  []PodResult `json:"failedPods,omitempty"`
 	SkippedPods []PodResult `json:"skippedPods,omitempty"`
 	Updated     metav1.Time `json:"updated"`
@@ -116,25 +124,38 @@ func (s *Spec) target() string {
 	return s.To
 }
 
+// qualified is a NAD named in From or To with its namespace. A
+// NetworkMigration is cluster-scoped and selects pods of many namespaces,
+// so a name without a namespace is resolved once for all of them, where
+// Multus resolves the networks of its own configuration (clusterNetwork,
+// defaultNetworks) and a default-network annotation without namespace: in
+// multusNamespace. Never in each pod's own namespace, where a tenant's NAD
+// of the same name would decide where the tenant's pods go.
+func qualified(network, multusNamespace string) string {
+	if network == Cluster || strings.Contains(network, "/") {
+		return network
+	}
+	return multusNamespace + "/" + network
+}
+
 // annotationValue is the default-network annotation selecting network
-// (nil: remove it, the cluster network).
-func annotationValue(network string) interface{} {
+// (nil: remove it, the cluster network). A NAD is always written with its
+// namespace, so that the switch reconciler cannot resolve it anywhere else
+// (its reading of a bare name falls back to the pod's namespace).
+func annotationValue(network, multusNamespace string) interface{} {
 	if network == Cluster {
 		return nil
 	}
-	return network
+	return qualified(network, multusNamespace)
 }
 
 // key is the network as recorded for a pod's attachment ("namespace/name",
 // or the cluster network's key).
-func key(network, podNamespace, clusterKey string) string {
-	switch {
-	case network == Cluster:
+func key(network, multusNamespace, clusterKey string) string {
+	if network == Cluster {
 		return clusterKey
-	case strings.Contains(network, "/"):
-		return network
 	}
-	return podNamespace + "/" + network
+	return qualified(network, multusNamespace)
 }
 
 // sum recomputes the totals and the phase from the nodes' reports.

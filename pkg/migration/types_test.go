@@ -8,18 +8,25 @@ import (
 	"github.com/rewire-cni/rewire/pkg/kube"
 )
 
+// A network named without namespace is a NAD of multusNamespace for every
+// pod, whatever the pod's namespace.
 func TestKey(t *testing.T) {
 	for _, tc := range []struct{ network, want string }{
 		{"cluster", "cluster-1"},
-		{"ptp", "shop/ptp"},
-		{"kube-system/ptp", "kube-system/ptp"},
+		{"ptp", "kube-system/ptp"},
+		{"shop/ptp", "shop/ptp"},
 	} {
-		if got := key(tc.network, "shop", "cluster-1"); got != tc.want {
+		if got := key(tc.network, "kube-system", "cluster-1"); got != tc.want {
 			t.Errorf("key(%q) = %q, want %q", tc.network, got, tc.want)
 		}
 	}
-	if annotationValue(Cluster) != nil || annotationValue("ptp") != "ptp" {
-		t.Error("annotationValue: cluster removes the annotation, a NAD is written as given")
+	if annotationValue(Cluster, "kube-system") != nil {
+		t.Error("annotationValue: cluster removes the annotation")
+	}
+	for network, want := range map[string]string{"ptp": "kube-system/ptp", "shop/ptp": "shop/ptp"} {
+		if got := annotationValue(network, "kube-system"); got != want {
+			t.Errorf("annotationValue(%q) = %v, want %q (always with its namespace)", network, got, want)
+		}
 	}
 }
 

@@ -114,8 +114,8 @@ func TestMigration(t *testing.T) {
 		cpu0[i] = e.daemon.CPU()
 	}
 	start := time.Now()
-	cli(t, `networkmigration to-ptp created: cluster -> mig-ptp`,
-		"migrate", "create", "to-ptp", "--from", "cluster", "--to", "mig-ptp", "-l", "app=web", "--max-per-node", "2")
+	cli(t, `networkmigration to-ptp created: cluster -> default/mig-ptp`,
+		"migrate", "create", "to-ptp", "--from", "cluster", "--to", "default/mig-ptp", "-l", "app=web", "--max-per-node", "2")
 	t.Cleanup(func() {
 		_ = api.Dynamic.Resource(migration.GVR).Delete(context.Background(), "to-ptp", metav1.DeleteOptions{})
 	})
@@ -246,7 +246,7 @@ func TestMigrationNewPods(t *testing.T) {
 	r, err := e.rt.Add(ctx, old.p)
 	must(t, err)
 	old.ip = primaryIP(t, r)
-	cli(t, "created", "migrate", "create", "np", "--from", "cluster", "--to", "np-ptp", "--new-pods", "to",
+	cli(t, "created", "migrate", "create", "np", "--from", "cluster", "--to", "default/np-ptp", "--new-pods", "to",
 		"--namespace-selector", "kubernetes.io/metadata.name=default")
 	t.Cleanup(func() {
 		_ = api.Dynamic.Resource(migration.GVR).Delete(context.Background(), "np", metav1.DeleteOptions{})
@@ -263,7 +263,7 @@ func TestMigrationNewPods(t *testing.T) {
 	waitMigration(t, "np", "the new pod counted", func(s migration.Status) bool { return s.Total == 2 && s.Switched == 2 })
 	pod, err := api.Client.CoreV1().Pods("default").Get(ctx, "np-new", metav1.GetOptions{})
 	must(t, err)
-	if pod.Annotations[selection.DefaultNetworkAnnotation] != "np-ptp" || pod.Annotations[migration.Annotation] != "np" {
+	if pod.Annotations[selection.DefaultNetworkAnnotation] != "default/np-ptp" || pod.Annotations[migration.Annotation] != "np" {
 		t.Fatalf("the new pod's annotations: %v", pod.Annotations)
 	}
 
@@ -275,6 +275,74 @@ func TestMigrationNewPods(t *testing.T) {
 	assertOn(t, old, cluster)
 	assertOn(t, fresh, cluster)
 	for _, mp := range []*migPod{old, fresh} {
+		must(t, e.rt.Del(ctx, mp.p))
+	}
+	e.assertNoLeaks()
+}
+
+// A NetworkMigration is cluster-wide: its `to` without namespace is the NAD
+// of multusNamespace for every pod, never one of the pod's own namespace. A
+// tenant namespace holding a NAD of the same name gets its pods neither
+// onto it while the intended NAD is missing (the node waits, saying why)
+// nor afterwards; pods of namespaces without such a NAD go to the same
+// network, and their annotations name it with its namespace.
+func TestMigrationUnqualifiedTo(t *testing.T) {
+	e := newEnv(t, envOpts{extraConfig: "multusNamespace: rw-system\nnamespaceIsolation: true\nglobalNamespaces: [rw-system]\n"})
+	cluster := fmt.Sprintf("cluster-%d", e.n)
+	e.createNAD("other", "uq-ptp", e.ptpConf(fmt.Sprintf("uq-tenant-%d", e.n)), nil) // the tenant's own, same name
+	ctx := context.Background()
+	var pods []*migPod
+	for _, ns := range []string{"other", "default"} {
+		mp := &migPod{e: e, p: e.newPod(ns, "uq-"+ns, nil)}
+		r, err := e.rt.Add(ctx, mp.p)
+		must(t, err)
+		mp.ip = primaryIP(t, r)
+		assertOn(t, mp, cluster)
+		pods = append(pods, mp)
+	}
+	cli(t, "networkmigration uq created: cluster -> uq-ptp", "migrate", "create", "uq", "--from", "cluster", "--to", "uq-ptp",
+		"--namespaces", "other,default")
+	t.Cleanup(func() {
+		_ = api.Dynamic.Resource(migration.GVR).Delete(context.Background(), "uq", metav1.DeleteOptions{})
+	})
+
+	// rw-system/uq-ptp does not exist yet: nothing starts, the node says why.
+	st := waitMigration(t, "uq", "the node waiting for rw-system/uq-ptp", func(s migration.Status) bool {
+		return strings.Contains(s.Nodes[e.node].Waiting, "rw-system/uq-ptp")
+	})
+	if n := st.Nodes[e.node]; n.Total != 2 || n.Remaining != 2 || n.To != "rw-system/uq-ptp" ||
+		!strings.Contains(n.Waiting, "multusNamespace rw-system") {
+		t.Fatalf("node report %+v, want 2 pods remaining, to rw-system/uq-ptp, waiting for it", n)
+	}
+	for _, mp := range pods {
+		assertOn(t, mp, cluster)
+		pod, err := api.Client.CoreV1().Pods(mp.p.Namespace).Get(ctx, mp.p.Name, metav1.GetOptions{})
+		must(t, err)
+		if v, ok := pod.Annotations[selection.DefaultNetworkAnnotation]; ok {
+			t.Fatalf("pod %s/%s got default-network %q while the target is missing", mp.p.Namespace, mp.p.Name, v)
+		}
+	}
+	t.Logf("waiting: %s", st.Nodes[e.node].Waiting)
+
+	// The intended network appears in multusNamespace: both pods go there.
+	e.createNAD("rw-system", "uq-ptp", e.ptpConf(fmt.Sprintf("uq-%d", e.n)), nil)
+	st = waitMigration(t, "uq", "completion", func(s migration.Status) bool { return s.Phase == "Complete" })
+	if st.Total != 2 || st.Switched != 2 || st.Nodes[e.node].Waiting != "" {
+		t.Fatalf("migration %+v (node %+v), want both pods switched", st.Counts, st.Nodes[e.node])
+	}
+	for _, mp := range pods {
+		assertOn(t, mp, "rw-system/uq-ptp")
+		pod, err := api.Client.CoreV1().Pods(mp.p.Namespace).Get(ctx, mp.p.Name, metav1.GetOptions{})
+		must(t, err)
+		if v := pod.Annotations[selection.DefaultNetworkAnnotation]; v != "rw-system/uq-ptp" {
+			t.Fatalf("pod %s/%s: default-network %q, want rw-system/uq-ptp", mp.p.Namespace, mp.p.Name, v)
+		}
+	}
+
+	cli(t, "rolling back", "migrate", "rollback", "uq")
+	waitMigration(t, "uq", "rollback", func(s migration.Status) bool { return s.Phase == "RolledBack" && s.Switched == 2 })
+	for _, mp := range pods {
+		assertOn(t, mp, cluster)
 		must(t, e.rt.Del(ctx, mp.p))
 	}
 	e.assertNoLeaks()
