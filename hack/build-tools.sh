@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the heavy test tools (etcd, kube-apiserver, kubectl) and the reference CNI plugins,
+# Builds the heavy test tools (etcd, kube-apiserver, kubectl, helm) and the reference CNI plugins,
 # and caches them by the hash of tools/go.mod + tools/go.sum so later runs take a second.
 # Prints the directory holding the binaries on its last line of stdout.
 set -euo pipefail
@@ -28,11 +28,32 @@ build_whereabouts() {
   mv "$dir/whereabouts.tmp" "$dir/whereabouts"
 }
 
+helm_version=v4.3.1
+# helm (the chart's lint, render and make e2e's install), built like
+# whereabouts in a scratch module with its own dependency versions (tools/go.mod
+# keys the cache: changing it rebuilds everything); added when missing.
+build_helm() {
+  local dir=$1 tmp
+  # One build at a time: test runs started together wait for the first.
+  exec 9>"$dir/.helm.lock" && flock 9 || return 1
+  if [ -x "$dir/helm" ]; then exec 9>&-; return 0; fi
+  log "helm $helm_version (cold: 10.6 min of CPU, 5-6 min on 2 idle cores, far more on busy ones; cached afterwards)"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && go mod init rewire-helm >/dev/null 2>&1 &&
+    GOFLAGS=-mod=mod go get "helm.sh/helm/v4/cmd/helm@$helm_version" 2>/dev/null &&
+    CGO_ENABLED=0 go build -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version" \
+      -o "$dir/helm.tmp$$" helm.sh/helm/v4/cmd/helm) || return 1
+  rm -rf "$tmp"
+  mv "$dir/helm.tmp$$" "$dir/helm"
+  exec 9>&-
+}
+
 want=(etcd kube-apiserver kubectl bridge macvlan host-local static tuning bandwidth portmap ptp loopback)
 missing=0
 for b in "${want[@]}"; do [ -x "$out/$b" ] || missing=1; done
 if [ "$missing" = 0 ]; then
   [ -x "$out/whereabouts" ] || build_whereabouts "$out" || { log "building whereabouts failed"; exit 1; }
+  [ -x "$out/helm" ] || build_helm "$out" || { log "building helm failed"; exit 1; }
   echo "$out"; exit 0
 fi
 
@@ -49,6 +70,7 @@ log "kubectl (about 1 min cold)"
 log "kube-apiserver (5-12 min cold on 2 cores; cached afterwards)"
 (cd "$root/tools" && go build -ldflags "$ldflags" -o "$out.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
 build_whereabouts "$out.tmp" || { log "building whereabouts failed"; exit 1; }
+build_helm "$out.tmp" || { log "building helm failed"; exit 1; }
 rm -rf "$out" && mv "$out.tmp" "$out"
 log "done in $((SECONDS - start)) s -> $out"
 echo "$out"

@@ -1,10 +1,11 @@
 // Package e2e runs Rewire on a real single-node Kubernetes (kubelet,
-// containerd, runc; hack/node.sh) installed with `kubectl apply -k deploy/`.
+// containerd, runc; hack/node.sh) installed with `kubectl apply -k deploy/`
+// (and, last, with helm from charts/rewire: e2e_4_helm_test.go).
 // It is skipped unless REWIRE_E2E=1 and KUBECONFIG name such a node: run it
 // with `make e2e`, which builds everything, brings the node up, runs this
 // suite and tears the node down.
 //
-// The suite uses kubectl (REWIRE_TOOLS_DIR or PATH) and the host's ip
+// The suite uses kubectl and helm (REWIRE_TOOLS_DIR or PATH) and the host's ip
 // command; the images busybox:e2e and rewire:dev must be in the node's
 // containerd (hack/node.sh up imports them).
 package e2e
