@@ -17,6 +17,8 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/rewire-cni/rewire/pkg/version"
 )
 
 const usage = `kubectl rewire: Rewire's multi-network pod tools
@@ -38,6 +40,7 @@ Usage:
   kubectl rewire migrate status NAME [-w] [-o table|json|yaml]
   kubectl rewire doctor [NODE] [--daemon-namespace kube-system] [--daemon-selector app=rewire]
                                                     the nodes' self-checks and version skew
+  kubectl rewire version                            this plugin's version
 
 Common flags: -n/--namespace, --kubeconfig, --context, --timeout (default 60s).
 NETWORK is a NetworkAttachmentDefinition, "name" or "namespace/name".
@@ -83,6 +86,13 @@ var commands = map[string]command{
 func run(argv []string, out io.Writer) error {
 	if len(argv) == 0 || argv[0] == "-h" || argv[0] == "--help" || argv[0] == "help" {
 		fmt.Fprint(out, usage)
+		return nil
+	}
+	if argv[0] == "version" {
+		if len(argv) > 1 {
+			return fmt.Errorf("version takes no arguments\n\n%s", usage)
+		}
+		fmt.Fprintf(out, "kubectl-rewire %s\n", version.String())
 		return nil
 	}
 	if argv[0] == "migrate" && len(argv) > 1 {

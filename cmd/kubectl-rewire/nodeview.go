@@ -14,7 +14,6 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/inspect"
 	"github.com/rewire-cni/rewire/pkg/netstatus"
-	"github.com/rewire-cni/rewire/pkg/store"
 )
 
 // daemonPods lists the rewired pods (on node, when given).
@@ -72,7 +71,7 @@ func nodeDrift(list []netstatus.Status, r *inspect.Report) []string {
 	recorded := map[string]inspect.Attachment{}
 	var live []inspect.Attachment
 	for _, a := range r.Attachments {
-		if a.State != string(store.Retained) { // a reservation kept after a switch: no interface
+		if a.State != inspect.Retained { // a reservation kept after a switch: no interface
 			recorded[a.Interface] = a
 			live = append(live, a)
 		}

@@ -20,11 +20,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rewire-cni/rewire/pkg/version"
 	"github.com/rewire-cni/rewire/pkg/wire"
 )
 
 // supportedVersions are the CNI spec versions Rewire speaks.
-const supportedVersions = `["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]`
+var supportedVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
 
 // errForbidden is the daemon refusing the caller's uid.
 var errForbidden = errors.New("daemon answered 403")
@@ -40,15 +41,24 @@ type netConf struct {
 }
 
 func main() {
-	out, code := run(os.Getenv, os.Stdin)
+	out, code := run(os.Getenv, os.Stdin, os.Stderr)
 	os.Stdout.Write(out)
 	os.Exit(code)
 }
 
-func run(getenv func(string) string, stdin io.Reader) ([]byte, int) {
+// run serves one invocation: the answer for stdout and the exit code. Run
+// by hand (no CNI_COMMAND), it says on stderr what it is, as the reference
+// plugins do, without reading stdin.
+func run(getenv func(string) string, stdin io.Reader, stderr io.Writer) ([]byte, int) {
 	cmd := getenv("CNI_COMMAND")
-	if cmd == "VERSION" {
-		return []byte(`{"cniVersion":"1.1.0","supportedVersions":` + supportedVersions + `}`), 0
+	switch cmd {
+	case "VERSION":
+		b, _ := json.Marshal(map[string]interface{}{"cniVersion": "1.1.0", "supportedVersions": supportedVersions})
+		return b, 0
+	case "":
+		fmt.Fprintf(stderr, "CNI rewire plugin %s\nCNI protocol versions supported: %s\n",
+			version.String(), strings.Join(supportedVersions, ", "))
+		return nil, 0
 	}
 	config, err := io.ReadAll(stdin)
 	if err != nil {
@@ -57,9 +67,6 @@ func run(getenv func(string) string, stdin io.Reader) ([]byte, int) {
 	var conf netConf
 	if err := json.Unmarshal(config, &conf); err != nil {
 		return cniError("1.1.0", 6, "decoding network config", err.Error()), 1
-	}
-	if cmd == "" {
-		return cniError(conf.CNIVersion, 4, "CNI_COMMAND is not set", ""), 1
 	}
 	if conf.SocketPath == "" {
 		conf.SocketPath = wire.DefaultSocket

@@ -10,18 +10,20 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
-	"github.com/containernetworking/cni/pkg/version"
+	cniversion "github.com/containernetworking/cni/pkg/version"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
@@ -41,11 +43,13 @@ import (
 	"github.com/rewire-cni/rewire/pkg/install"
 	"github.com/rewire-cni/rewire/pkg/kube"
 	"github.com/rewire-cni/rewire/pkg/migration"
+	"github.com/rewire-cni/rewire/pkg/multuscache"
 	"github.com/rewire-cni/rewire/pkg/nad"
 	"github.com/rewire-cni/rewire/pkg/offline"
 	"github.com/rewire-cni/rewire/pkg/orphans"
 	"github.com/rewire-cni/rewire/pkg/podresources"
 	"github.com/rewire-cni/rewire/pkg/store"
+	"github.com/rewire-cni/rewire/pkg/version"
 	"github.com/rewire-cni/rewire/pkg/wire"
 )
 
@@ -53,54 +57,138 @@ type options struct {
 	kubeconfig, nodeName, socket, stateDir, configFile, logLevel, testFaults, metricsAddr string
 	podName, podNamespace                                                                 string
 	doctorInterval                                                                        time.Duration
+	// logLevelSet: --log-level was given (it then overrides the config's).
+	logLevelSet bool
+}
+
+// subcommand is one of rewired's commands besides the daemon itself.
+type subcommand struct {
+	name, args, summary string
+	run                 func(args []string, stdout io.Writer) error
+}
+
+// subcommands lists them in the order --help shows them.
+var subcommands = []subcommand{
+	{"install", "[flags]", "put the rewire plugin and Rewire's CNI config on the host (the DaemonSet's init step)", runInstall},
+	{"inspect", "[--state-dir DIR] POD-UID", "a pod's recorded attachments and its netns' interfaces, as JSON (kubectl rewire status runs it)", runInspect},
+	{"version", "", "print rewired's version", runVersion},
+	{"help", "", "print this help", nil},
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "install" {
-		if err := runInstall(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "rewired install:", err)
-			os.Exit(1)
-		}
-		return
-	}
-	if len(os.Args) > 1 && os.Args[1] == "inspect" {
-		if err := runInspect(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "rewired inspect:", err)
-			os.Exit(1)
-		}
-		return
-	}
 	if filepath.Base(os.Args[0]) == install.OfflineName {
 		out, code := offline.Del(os.Getenv, os.Stdin)
 		os.Stdout.Write(out)
 		os.Exit(code)
 	}
+	os.Exit(rewired(os.Args[1:], os.Stdout, os.Stderr, run))
+}
+
+// rewired runs a subcommand, or parses the daemon's flags and calls
+// daemon; it returns the exit code (0 for --help, 2 for bad flags).
+func rewired(args []string, stdout, stderr io.Writer, daemon func(options) error) int {
 	var o options
+	fs := daemonFlags(&o)
+	if len(args) > 0 {
+		if args[0] == "help" {
+			usage(stdout, fs)
+			return 0
+		}
+		for _, c := range subcommands {
+			if c.name != args[0] || c.run == nil {
+				continue
+			}
+			err := c.run(args[1:], stdout)
+			if errors.Is(err, flag.ErrHelp) {
+				return 0 // the flag set printed its usage
+			}
+			if err != nil {
+				fmt.Fprintf(stderr, "rewired %s: %v\n", c.name, err)
+				return 1
+			}
+			return 0
+		}
+	}
+	fs.SetOutput(io.Discard)
+	switch err := fs.Parse(args); {
+	case errors.Is(err, flag.ErrHelp):
+		usage(stdout, fs)
+		return 0
+	case err != nil:
+		fmt.Fprintf(stderr, "rewired: %v\n\n", err)
+		usage(stderr, fs)
+		return 2
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "rewired: unknown command %q\n\n", fs.Arg(0))
+		usage(stderr, fs)
+		return 2
+	}
+	fs.Visit(func(f *flag.Flag) { o.logLevelSet = o.logLevelSet || f.Name == "log-level" })
+	if err := daemon(o); err != nil {
+		fmt.Fprintln(stderr, "rewired:", err)
+		return 1
+	}
+	return 0
+}
+
+// daemonFlags are the daemon's flags, written into o.
+func daemonFlags(o *options) *flag.FlagSet {
 	host, _ := os.Hostname()
 	if n := os.Getenv("NODE_NAME"); n != "" {
 		host = n
 	}
-	flag.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (empty: in-cluster config)")
-	flag.StringVar(&o.nodeName, "node-name", host, "this node's name (default $NODE_NAME or the hostname)")
-	flag.StringVar(&o.socket, "socket-path", wire.DefaultSocket, "unix socket the rewire plugin connects to")
-	flag.StringVar(&o.stateDir, "state-dir", "/var/lib/rewire", "attachment store and libcni cache directory")
-	flag.StringVar(&o.configFile, "config", "/etc/rewire/config.yaml", "daemon config file (YAML or JSON)")
-	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (default: the config's logLevel, else info)")
-	flag.StringVar(&o.podName, "pod-name", os.Getenv("POD_NAME"), "rewired's own pod, where it publishes its self-check (default $POD_NAME; empty: none)")
-	flag.StringVar(&o.podNamespace, "pod-namespace", os.Getenv("POD_NAMESPACE"), "rewired's own pod's namespace (default $POD_NAMESPACE)")
-	flag.DurationVar(&o.doctorInterval, "doctor-interval", time.Minute, "how often the self-check is published")
-	flag.StringVar(&o.metricsAddr, "metrics-addr", "", "also serve /metrics, /healthz and /readyz over TCP on this address (e.g. :9721; empty: only on the socket)")
-	flag.StringVar(&o.testFaults, "test-faults", "", "TESTS ONLY: STEP=kill|fail|delay:DURATION,... crash, fail or hold at named steps")
-	flag.Parse()
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "rewired:", err)
-		os.Exit(1)
+	fs := flag.NewFlagSet("rewired", flag.ContinueOnError)
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (empty: in-cluster config)")
+	fs.StringVar(&o.nodeName, "node-name", host, "this node's name (default $NODE_NAME or the hostname)")
+	fs.StringVar(&o.socket, "socket-path", wire.DefaultSocket, "unix socket the rewire plugin connects to")
+	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/rewire", "attachment store and libcni cache directory")
+	fs.StringVar(&o.configFile, "config", "/etc/rewire/config.yaml", "daemon config file (YAML or JSON)")
+	fs.StringVar(&o.logLevel, "log-level", "", "debug, info, warn or error (default: the config's logLevel, else info)")
+	fs.StringVar(&o.podName, "pod-name", os.Getenv("POD_NAME"), "rewired's own pod, where it publishes its self-check (default $POD_NAME; empty: none)")
+	fs.StringVar(&o.podNamespace, "pod-namespace", os.Getenv("POD_NAMESPACE"), "rewired's own pod's namespace (default $POD_NAMESPACE)")
+	fs.DurationVar(&o.doctorInterval, "doctor-interval", time.Minute, "how often the self-check is published")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "also serve /metrics, /healthz and /readyz over TCP on this address (e.g. :9721; empty: only on the socket)")
+	fs.StringVar(&o.testFaults, "test-faults", "", "TESTS ONLY: STEP=kill|fail|delay:DURATION,... crash, fail or hold at named steps")
+	return fs
+}
+
+// usage writes rewired's help: what it is, its subcommands, the daemon's
+// flags.
+func usage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, `rewired %s: Rewire's node daemon. It serves the rewire CNI plugin over a
+root-only unix socket, watches this node's pods and the NetworkAttachmentDefinitions,
+runs the delegate plugins and records every attachment on disk.
+
+Usage:
+  rewired [flags]            run the daemon
+  rewired COMMAND [args]
+
+Commands:
+`, version.String())
+	for _, c := range subcommands {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		if c.args != "" {
+			fmt.Fprintf(w, "  %-9s   rewired %s %s\n", "", c.name, c.args)
+		}
 	}
+	fmt.Fprintf(w, "\nInstalled as %s next to the plugin, it deletes a sandbox's attachments while no daemon runs.\n\nFlags:\n", install.OfflineName)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// runVersion is "rewired version".
+func runVersion(args []string, stdout io.Writer) error {
+	if len(args) > 0 {
+		return fmt.Errorf("takes no arguments, got %q", args)
+	}
+	fmt.Fprintf(stdout, "rewired %s (%s, %s/%s)\n", version.String(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return nil
 }
 
 // runInspect is "rewired inspect POD-UID": the pod's recorded attachments
 // and its netns' interfaces as JSON (kubectl rewire status runs it).
-func runInspect(args []string) error {
+func runInspect(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	stateDir := fs.String("state-dir", "/var/lib/rewire", "rewired's state dir")
 	if err := fs.Parse(args); err != nil {
@@ -117,12 +205,12 @@ func runInspect(args []string) error {
 	if err != nil {
 		return err
 	}
-	return json.NewEncoder(os.Stdout).Encode(r)
+	return json.NewEncoder(stdout).Encode(r)
 }
 
 // runInstall is "rewired install": put the plugin and Rewire's CNI config on
 // the host (the DaemonSet's init step).
-func runInstall(args []string) error {
+func runInstall(args []string, stdout io.Writer) error {
 	self, _ := os.Executable()
 	o := install.Options{}
 	fs := flag.NewFlagSet("install", flag.ContinueOnError)
@@ -140,7 +228,7 @@ func runInstall(args []string) error {
 	if err := install.Run(o); err != nil {
 		return err
 	}
-	fmt.Printf("installed %s and %s\n", filepath.Join(o.BinDir, "rewire"), filepath.Join(o.ConfDir, o.ConfName))
+	fmt.Fprintf(stdout, "installed %s and %s\n", filepath.Join(o.BinDir, "rewire"), filepath.Join(o.ConfDir, o.ConfName))
 	return nil
 }
 
@@ -149,7 +237,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	level, err := logLevel(o.logLevel, cfg)
+	level, err := logLevel(o.logLevel, o.logLevelSet, cfg)
 	if err != nil {
 		return err
 	}
@@ -168,13 +256,14 @@ func run(o options) error {
 	}
 	// An explicit exec: libcni sets a nil one lazily, which races under
 	// concurrent requests.
-	pluginExec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	pluginExec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: cniversion.PluginDecoder{}}
 	// GuardExec: never run Rewire's own binaries as a delegate (a record
 	// from an older version may name them). WithCNIArgs: an attachment's
 	// own CNI_ARGS (Multus's IP= and MAC=) reach its plugins.
 	cni := attachment.WithCNIArgs(libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(o.stateDir, "cache"),
 		executor.Timed(nad.GuardExec(pluginExec))))
 	exec := executor.New(cni, st, log)
+	exec.Foreign = multuscache.Source{Dir: cfg.CNIDir, CacheDir: filepath.Join(o.stateDir, "cache")} // pods Multus networked
 	if o.testFaults != "" {
 		in, err := fault.Parse(o.testFaults)
 		if err != nil {
@@ -228,9 +317,7 @@ func run(o options) error {
 
 // logLevel is --log-level when given, else the config's logLevel (Multus's
 // names included), else info.
-func logLevel(flagValue string, cfg *config.Config) (slog.Level, error) {
-	given := false
-	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "log-level" })
+func logLevel(flagValue string, given bool, cfg *config.Config) (slog.Level, error) {
 	if !given {
 		return cfg.Level()
 	}
@@ -247,7 +334,7 @@ func publishDoctor(ctx context.Context, d *daemon.Daemon, pods *kube.Pods, o opt
 	t := time.NewTicker(o.doctorInterval)
 	defer t.Stop()
 	for {
-		r := doctor.Report{Node: o.nodeName, Version: daemon.Version, Time: time.Now().UTC().Format(time.RFC3339), Checks: d.Doctor(ctx)}
+		r := doctor.Report{Node: o.nodeName, Version: version.String(), Time: time.Now().UTC().Format(time.RFC3339), Checks: d.Doctor(ctx)}
 		b, _ := json.Marshal(r)
 		if err := pods.Patch(ctx, o.podNamespace, o.podName, map[string]interface{}{doctor.Annotation: string(b)}); err != nil {
 			log.Warn("publishing the self-check", "pod", o.podNamespace+"/"+o.podName, "err", err)
@@ -309,6 +396,7 @@ func setup(ctx context.Context, rc *rest.Config, cfg *config.Config, o options, 
 	d.OnAdded = rec.Enqueue
 	namespaces := kube.NewNamespaces(meta)
 	go namespaces.Run(ctx)
+	watchMigrationProgress(ctx, dyn, o.nodeName)
 	mig := migration.New(dyn, d.MigrationNode(o.nodeName, nodeLabels(ctx, meta, o.nodeName, log), pods, namespaces, rec))
 	d.NewPodNetwork = mig.NewPodNetwork
 	reconciling.Add(1)

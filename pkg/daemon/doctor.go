@@ -13,9 +13,6 @@ import (
 	"github.com/rewire-cni/rewire/pkg/doctor"
 )
 
-// Version is rewired's version (set at build time with -ldflags -X).
-var Version = "dev"
-
 // Doctor checks the node's installation: the cluster network is ready and
 // answers STATUS, Rewire's CNI config is the runtime's first, the plugin
 // binaries are there, and the store has no damaged record.

@@ -1,10 +1,14 @@
 // Package metrics holds rewired's Prometheus metrics and writes them in the
-// text exposition format. It is a few dozen lines of counters, gauges and
-// histograms with labels instead of the client library, which would add to
-// the daemon's memory for no feature used here.
+// text exposition format. Rewire's own families (rewire_*) are a few dozen
+// lines of counters, gauges and histograms with labels; the Go runtime and
+// process families (go_*, process_*) come from the Prometheus client
+// library's collectors, so they have the names and meaning every dashboard
+// and alert written for Go programs expects (a daemon's memory growth, its
+// file descriptors, its restarts), and are written into the same exposition.
 package metrics
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -12,6 +16,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/common/expfmt"
 )
 
 // Rewire's metrics.
@@ -28,22 +36,86 @@ var (
 		"Hot-plug (plug, unplug) and switch operations on running pods, by result.", "operation", "result")
 	SwitchSeconds = NewHistogram("rewire_switch_duration_seconds",
 		"Duration of completed live primary-network switches (first step to the old primary deleted).")
+	SwitchCutOverSeconds = NewHistogram("rewire_switch_cutover_seconds",
+		"Time from the first step of a completed live primary-network switch until the pod's traffic runs on the new network.")
 	Failures = NewCounter("rewire_failures_total",
 		"Failures reported on pods, by Event reason.", "reason")
-	StoreRecords = NewGauge("rewire_store_records", "Sandbox records in the attachment store.")
+	StoreRecords  = NewGauge("rewire_store_records", "Sandbox records in the attachment store.")
+	MigrationPods = NewGaugeFunc("rewire_migration_pods",
+		"This node's pods in each NetworkMigration as last reported in its status, by state "+
+			"(total, switched, failed, skipped, remaining, switching; switching is part of remaining).",
+		"migration", "state")
 )
 
-// All lists the metrics in the order they are written.
-var All = []Writer{Requests, RequestSeconds, DelegateSeconds, InFlight, Reconciles, SwitchSeconds, Failures, StoreRecords}
+// All lists Rewire's own metrics in the order they are written.
+var All = []Writer{Requests, RequestSeconds, DelegateSeconds, InFlight, Reconciles, SwitchSeconds, SwitchCutOverSeconds, Failures, StoreRecords, MigrationPods}
 
 // Writer is a metric family that writes itself in the text format.
-type Writer interface{ Write(w io.Writer) }
+type Writer interface {
+	Write(w io.Writer)
+	// Name is the family's name, Type its type (counter, gauge, histogram).
+	Name() string
+	Type() string
+}
 
-// Write writes every metric of All.
-func Write(w io.Writer) {
+// goRuntime gathers the client library's Go runtime and process collectors.
+var goRuntime = newRuntime()
+
+func newRuntime() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
+}
+
+// Write writes every metric of All, then the go_* and process_* families.
+// A runtime family that cannot be read (such as process_* where /proc is
+// missing) is left out and reported in the error; the rest is written.
+func Write(w io.Writer) error {
 	for _, m := range All {
 		m.Write(w)
 	}
+	fams, gatherErr := goRuntime.Gather()
+	var errs []error
+	if gatherErr != nil {
+		errs = append(errs, fmt.Errorf("gathering runtime metrics: %w", gatherErr))
+	}
+	for _, f := range fams {
+		if _, err := expfmt.MetricFamilyToText(w, f); err != nil {
+			return errors.Join(append(errs, fmt.Errorf("writing %s: %w", f.GetName(), err))...)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Names returns the name of every series rewired exports, as a query names
+// it: each family's name, and for a histogram its _bucket, _sum and _count
+// series (for a summary _sum and _count), the runtime families included.
+func Names() ([]string, error) {
+	var names []string
+	for _, m := range All {
+		names = append(names, seriesNames(m.Name(), m.Type())...)
+	}
+	fams, err := goRuntime.Gather()
+	if err != nil {
+		return nil, fmt.Errorf("gathering runtime metrics: %w", err)
+	}
+	for _, f := range fams {
+		names = append(names, seriesNames(f.GetName(), strings.ToLower(f.GetType().String()))...)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// seriesNames are the series names a family of the type (text format's
+// name: counter, gauge, histogram, summary, untyped) has.
+func seriesNames(name, kind string) []string {
+	switch kind {
+	case "histogram":
+		return []string{name + "_bucket", name + "_sum", name + "_count"}
+	case "summary":
+		return []string{name, name + "_sum", name + "_count"}
+	}
+	return []string{name}
 }
 
 // family is what every metric shares: name, help, label names, and the
@@ -70,6 +142,12 @@ func (f *family) key(values []string) string {
 	}
 	return k
 }
+
+// Name implements Writer.
+func (f *family) Name() string { return f.name }
+
+// Type implements Writer.
+func (f *family) Type() string { return f.kind }
 
 func (f *family) header(w io.Writer) {
 	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", f.name, f.help, f.name, f.kind)
@@ -163,6 +241,42 @@ func (g *Gauge) Set(v float64, values ...string) {
 	g.mu.Lock()
 	g.values[g.key(values)] = v
 	g.mu.Unlock()
+}
+
+// GaugeFunc is a gauge whose series are read from a function at each
+// scrape, for values held elsewhere (an informer's cache): the series of
+// something gone disappear with it.
+type GaugeFunc struct {
+	family
+	fn func(set func(v float64, values ...string))
+}
+
+// NewGaugeFunc makes a gauge read by a function (none yet: no series).
+func NewGaugeFunc(name, help string, labels ...string) *GaugeFunc {
+	return &GaugeFunc{family: newFamily(name, help, "gauge", labels)}
+}
+
+// SetFunc sets the function read at each scrape; it calls set once per
+// series (a series set twice keeps the last value). nil: no series.
+func (g *GaugeFunc) SetFunc(fn func(set func(v float64, values ...string))) {
+	g.mu.Lock()
+	g.fn = fn
+	g.mu.Unlock()
+}
+
+// Write implements Writer.
+func (g *GaugeFunc) Write(w io.Writer) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.series = map[string][]string{}
+	values := map[string]float64{}
+	if g.fn != nil {
+		g.fn(func(v float64, labelValues ...string) { values[g.key(labelValues)] = v })
+	}
+	g.header(w)
+	for _, k := range g.keys() {
+		fmt.Fprintf(w, "%s%s %s\n", g.name, g.labelString(g.series[k]), num(values[k]))
+	}
 }
 
 // Buckets are the histograms' upper bounds in seconds: 1 ms to 60 s.

@@ -6,8 +6,16 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/rewire-cni/rewire/pkg/migration"
 	"github.com/rewire-cni/rewire/pkg/selection"
 	"github.com/rewire-cni/rewire/test/harness"
 )
@@ -58,6 +66,40 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("metrics lack %s:\n%s", want, body)
 		}
 	}
+	// The whole exposition parses with Prometheus' own parser, Go runtime
+	// and process families next to Rewire's.
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("metrics do not parse: %v\n%s", err, body)
+	}
+	for _, name := range []string{"rewire_cni_requests_total", "go_goroutines", "go_memstats_heap_inuse_bytes", "process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"} {
+		if fams[name] == nil {
+			t.Errorf("metrics lack the %s family", name)
+		}
+	}
+	// A NetworkMigration's progress as this node reported it (none of its
+	// pods selected: all counts 0), gone with the migration.
+	mig := &unstructured.Unstructured{Object: map[string]interface{}{
+		"apiVersion": "rewire.io/v1alpha1", "kind": "NetworkMigration", "metadata": map[string]interface{}{"name": "metrics-mig"},
+		"spec": map[string]interface{}{"from": "cluster", "to": "default/m-ptp", "podSelector": map[string]interface{}{"matchLabels": map[string]interface{}{"app": "none"}}},
+	}}
+	_, err = api.Dynamic.Resource(migration.GVR).Create(ctx, mig, metav1.CreateOptions{})
+	must(t, err)
+	progress := regexp.MustCompile(`(?m)^rewire_migration_pods\{migration="metrics-mig",state="total"\} 0$`)
+	waitMetrics := func(what string, cond func(body string) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if _, body := get("/metrics"); cond(body) {
+				return
+			}
+		}
+		t.Errorf("metrics never showed %s", what)
+	}
+	waitMetrics("the migration's progress", progress.MatchString)
+	must(t, api.Dynamic.Resource(migration.GVR).Delete(ctx, "metrics-mig", metav1.DeleteOptions{}))
+	waitMetrics("the deleted migration gone", func(body string) bool { return !strings.Contains(body, `migration="metrics-mig"`) })
+
 	if code, _ := get("/debug/api"); code != http.StatusNotFound {
 		t.Errorf("GET /debug/api over TCP: %d, want 404 (only metrics and health are exposed)", code)
 	}
