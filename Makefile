@@ -3,9 +3,9 @@ GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 TOOLS = $(shell hack/build-tools.sh)
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS = -s -w -X github.com/rewire-cni/rewire/pkg/daemon.Version=$(VERSION)
+LDFLAGS = -s -w -X github.com/rewire-cni/rewire/pkg/version.Version=$(VERSION)
 
-.PHONY: all build image e2e-images e2e node-up node-down tools deps-test deps-demo deps-e2e test race unit integration bench fuzz soak demo fmt vet clean
+.PHONY: all build image e2e-images e2e node-up node-down tools deps-test deps-demo deps-e2e test race unit integration bench fuzz soak demo fmt vet clean dist
 
 # go test's own default (10 min) is too close to what the integration
 # package takes on a loaded 2-core machine (about 4 min idle).
@@ -77,11 +77,17 @@ fuzz:
 	hack/fuzz.sh ./pkg/nad/ FuzzConfList $(FUZZTIME)
 	hack/fuzz.sh ./pkg/daemon/ FuzzHandle $(FUZZTIME)
 
-# The local demo: etcd + kube-apiserver + rewired, the seed's macvlan-conf NAD
-# and samplepod, a CNI ADD as a runtime would, then a full cleanup.
+# The local demo (test/demo): etcd + kube-apiserver + rewired, the seed's
+# macvlan-conf NAD and samplepod added as a runtime would, then a hot-plug, an
+# unplug and a live switch of the running pod's primary network under a
+# probe, the DEL and a leak check. The first run builds the test tools and
+# the demo with a progress line (hack/progress.sh) instead of the go tool's
+# download lines.
 demo: deps-demo
-	@echo "demo: building tools (first run: several minutes, cached afterwards)"
-	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) run ./test/demo
+	@tools=$$(hack/progress.sh "the test tools" hack/build-tools.sh) && tools=$$(echo "$$tools" | tail -n1) && \
+	  dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && \
+	  hack/progress.sh "the demo, rewire and rewired" $(GO) build -o "$$dir/" ./test/demo ./cmd/rewire ./cmd/rewired && \
+	  REWIRE_TOOLS_DIR=$$tools "$$dir/demo"
 
 # The end-to-end suite on a real single node (kubelet, containerd, runc,
 # etcd, kube-apiserver, controller-manager, scheduler; hack/node.sh), with
@@ -96,6 +102,15 @@ node-up: deps-e2e image e2e-images
 	hack/node.sh up
 node-down:
 	hack/node.sh down
+
+# Release archives of kubectl-rewire (linux and darwin, amd64 and arm64;
+# LICENSE inside), dist/checksums.txt and the krew manifest
+# dist/plugins/rewire.yaml, validated with krew's own tools
+# (tools/krewcheck). VERSION=vX.Y.Z (semver; default from git),
+# DIST_URI_BASE= where the archives will be served (default: the GitHub
+# release). See hack/dist.sh.
+dist:
+	hack/dist.sh
 
 fmt:
 	gofmt -l -w cmd pkg test

@@ -66,10 +66,24 @@ type Config struct {
 	// plugins as IP= and MAC= in CNI_ARGS, which static IPAM, macvlan and
 	// tuning honour, and the pod gets an Event saying so.
 	StrictCapabilities bool `json:"strictCapabilities,omitempty"`
+	// ParallelAttach runs a pod's attachments to different networks at the
+	// same time once the cluster network is attached (ADD), and deletes
+	// them the same way before it (DEL); the plugins of one network, and
+	// the attachments of one network, stay in order. Off by default: the
+	// NPWG spec (§7.3) forbids parallel attachment operations for one pod,
+	// and some delegates (one IPAM store without locking, plugins that
+	// look at each other's interfaces) need the strict order.
+	ParallelAttach bool `json:"parallelAttach,omitempty"`
 	// ReadinessIndicatorFile makes ADD answer "try again later" until this
 	// file exists (Multus's readinessindicatorfile: the cluster network's
 	// daemon writes it when it is ready).
 	ReadinessIndicatorFile string `json:"readinessIndicatorFile,omitempty"`
+	// CNIDir is Multus's cniDir: where Multus keeps the delegates it used
+	// for each sandbox (and libcni's cache of them). Pods Multus networked
+	// before Rewire took the node over are adopted from it and deleted with
+	// every attachment released (docs/migrating-from-multus.md). Default
+	// /var/lib/cni/multus, Multus's; "none" turns the takeover off.
+	CNIDir string `json:"cniDir,omitempty"`
 	// LogLevel is the daemon's log level when --log-level is not given:
 	// debug, info, warn, error, or Multus's debug, verbose, error, panic.
 	LogLevel string `json:"logLevel,omitempty"`
@@ -192,6 +206,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SwitchDrainTimeout.Duration == 0 {
 		c.SwitchDrainTimeout.Duration = 5 * time.Minute
+	}
+	if c.CNIDir == "" {
+		c.CNIDir = "/var/lib/cni/multus"
 	}
 	if c.PodWait.Duration == 0 {
 		c.PodWait.Duration = 2 * time.Second

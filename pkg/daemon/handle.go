@@ -15,6 +15,7 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/devinfo"
+	"github.com/rewire-cni/rewire/pkg/executor"
 	"github.com/rewire-cni/rewire/pkg/kube"
 	"github.com/rewire-cni/rewire/pkg/metrics"
 	"github.com/rewire-cni/rewire/pkg/netstatus"
@@ -34,12 +35,21 @@ func (d *Daemon) Handle(ctx context.Context, req *wire.Request) *wire.Response {
 		command = "other" // bounded label values
 	}
 	metrics.InFlight.Add(1, command)
+	ctx, busy := executor.WithBusy(ctx)
+	ctx = executor.WithParallel(ctx, d.Config != nil && d.Config.ParallelAttach)
 	resp := d.handle(ctx, req)
 	metrics.InFlight.Add(-1, command)
-	metrics.RequestSeconds.Observe(time.Since(start).Seconds(), command)
+	took := time.Since(start)
+	metrics.RequestSeconds.Observe(took.Seconds(), command)
 	result := "ok"
 	if resp.ExitCode != 0 {
 		result = "error"
+	}
+	if command == "ADD" || command == "DEL" {
+		// ownMs: the request's time minus the time delegates ran.
+		delegates := busy.Total()
+		d.Log.Debug("CNI request done", "command", command, "containerID", req.ContainerID, "result", result,
+			"totalMs", ms(took), "delegateMs", ms(delegates), "ownMs", ms(took-delegates))
 	}
 	metrics.Requests.Inc(command, result)
 	return resp

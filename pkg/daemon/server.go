@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +11,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -66,12 +69,47 @@ func (d *Daemon) Server() *http.Server {
 		}
 		_ = json.NewEncoder(w).Encode(counts)
 	})
+	if os.Getenv(ProfileEnv) == "1" {
+		serveProfile(mux)
+	}
 	return &http.Server{
 		Handler: onlyOwner(mux),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, peerKey{}, peerUID(c))
 		},
 	}
+}
+
+// ProfileEnv, set to 1 in rewired's environment, adds POST
+// /debug/cpuprofile/start and /debug/cpuprofile/stop (which answers the
+// pprof CPU profile of the time in between) to the socket: benchmarks
+// profile the daemon over exactly their measured loop.
+const ProfileEnv = "REWIRE_DEBUG_CPUPROFILE"
+
+func serveProfile(mux *http.ServeMux) {
+	var mu sync.Mutex
+	var buf *bytes.Buffer
+	mux.HandleFunc("POST /debug/cpuprofile/start", func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		b := &bytes.Buffer{}
+		if err := pprof.StartCPUProfile(b); err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		buf = b
+	})
+	mux.HandleFunc("POST /debug/cpuprofile/stop", func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if buf == nil {
+			http.Error(w, "not profiling", http.StatusConflict)
+			return
+		}
+		pprof.StopCPUProfile()
+		_, _ = w.Write(buf.Bytes())
+		buf = nil
+	})
 }
 
 func onlyOwner(next http.Handler) http.Handler {
@@ -135,8 +173,10 @@ func (d *Daemon) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	if n, err := d.Exec.Records(); err == nil {
 		metrics.StoreRecords.Set(float64(n))
 	}
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	metrics.Write(w)
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	if err := metrics.Write(w); err != nil && d.Log != nil {
+		d.Log.Warn("metrics partly written", "err", err)
+	}
 }
 
 // MetricsServer serves /metrics, /healthz and /readyz over TCP for

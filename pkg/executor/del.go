@@ -38,12 +38,20 @@ func (e *Executor) delLocked(ctx context.Context, containerID, netns string, arg
 		return err
 	}
 	if sb == nil {
+		// Nothing recorded: a sandbox another meta plugin made (adopted
+		// now, so that every attachment of it is released).
+		if sb, err = e.adoptLocked(containerID, netns, ""); err != nil {
+			return fmt.Errorf("taking over a sandbox another meta plugin made: %w", err)
+		}
+	}
+	if sb == nil {
 		// Nothing recorded, but libcni may still know attachments (a record
 		// lost with its directory): delete those.
 		sb = &store.Sandbox{ContainerID: containerID}
 	}
 	e.addCached(sb)
 	if len(sb.Attachments) == 0 {
+		e.forget(sb)
 		return e.store.Delete(containerID)
 	}
 	if netns == "" {
@@ -57,30 +65,37 @@ func (e *Executor) delLocked(ctx context.Context, containerID, netns string, arg
 			e.sbLog(sb).Warn("removing the pin of an unfinished switch", "err", err)
 		}
 	}
-	return e.delAttachments(ctx, sb, netns, args)
+	if err := e.delAttachments(ctx, sb, netns, args); err != nil {
+		return err
+	}
+	e.forget(sb)
+	return nil
 }
 
-// delAttachments deletes the attachments newest first, updating the record
-// after each, and removes the record when all are gone.
+// delAttachments deletes the attachments newest first (with WithParallel
+// the networks at the same time, the primary last: delWaves), attempting
+// every one, and removes the record when all are gone. Attachments that
+// failed stay recorded (one write); those deleted before a crash are
+// deleted again by the next DEL, which a delegate DEL must tolerate.
 func (e *Executor) delAttachments(ctx context.Context, sb *store.Sandbox, netns string, args [][2]string) error {
-	var errs []error
-	for i := len(sb.Attachments) - 1; i >= 0; i-- {
-		a := sb.Attachments[i]
-		if err := e.delOne(ctx, sb, &a, netns, args); err != nil {
-			errs = append(errs, &AttachError{Network: a.Network, IfName: a.IfName, Err: err})
-			continue
+	atts := append([]store.Attachment(nil), sb.Attachments...)
+	errs, _ := runWaves(delWaves(sb, parallelFrom(ctx)), len(atts), false, func(i int) error {
+		if err := e.delOne(ctx, sb, &atts[i], netns, args); err != nil {
+			return &AttachError{Network: atts[i].Network, IfName: atts[i].IfName, Err: err}
 		}
-		sb.Remove(a.IfName)
-		if i == 0 && len(errs) == 0 {
-			break // the record is removed below
-		}
-		if err := e.store.Put(sb); err != nil {
-			// The attachment stays recorded; a second DEL of it is harmless.
-			e.sbLog(sb).Warn("updating record after DEL", "err", err)
+		return nil
+	})
+	var failed []error
+	var kept []store.Attachment
+	for i := len(atts) - 1; i >= 0; i-- { // reported newest first, as deleted
+		if errs[i] != nil {
+			failed = append(failed, errs[i])
+			kept = append([]store.Attachment{atts[i]}, kept...)
 		}
 	}
-	if len(errs) > 0 {
-		return errors.Join(append(errs, e.store.Put(sb))...)
+	if len(failed) > 0 {
+		sb.Attachments = kept
+		return errors.Join(append(failed, e.store.Put(sb))...)
 	}
 	e.undoHostChanges(sb) // a crash before the record goes undoes them again
 	return e.store.Delete(sb.ContainerID)

@@ -35,6 +35,9 @@ type Executor struct {
 	Fault func(step string) error
 	// Routes applies default-route ownership inside the pod netns.
 	Routes func(netns string, specs []attachment.Spec) error
+	// Foreign, when set, is the state another meta plugin (Multus) left
+	// for sandboxes Rewire takes over (adopt.go).
+	Foreign Foreign
 
 	podsMu sync.Mutex
 	pods   map[string]*store.Sandbox // pod UID -> its newest completed sandbox
@@ -154,24 +157,35 @@ func (e *Executor) Add(ctx context.Context, sb *store.Sandbox, specs []attachmen
 	return results, nil
 }
 
+// addAll runs every delegate ADD: in record order, or with WithParallel
+// the networks at the same time once the primary is in place (waves). The
+// record written before the first one lists them all as Adding; a crash at
+// any point rolls all of them back at restart, so the states and results
+// are written once, with the completed record (the held-address index
+// learns each result at once). The first failure (in record order) is
+// returned; attachments not started by then are not attempted.
 func (e *Executor) addAll(ctx context.Context, sb *store.Sandbox, args [][2]string) ([]*current.Result, error) {
-	results := make([]*current.Result, 0, len(sb.Attachments))
-	for i := range sb.Attachments {
+	results := make([]*current.Result, len(sb.Attachments))
+	var mu sync.Mutex // sb's states and results, read by Track
+	errs, _ := runWaves(waves(sb, parallelFrom(ctx)), len(sb.Attachments), true, func(i int) error {
 		a := &sb.Attachments[i]
 		res, err := e.addOne(ctx, sb, a, args)
 		if err != nil {
-			return nil, &AttachError{Network: a.Network, IfName: a.IfName, Err: err}
+			return &AttachError{Network: a.Network, IfName: a.IfName, Err: err}
 		}
-		results = append(results, res)
-		a.State = store.Added
-		if a.Result, err = res.MarshalJSON(); err != nil {
+		raw, err := res.MarshalJSON()
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		results[i], a.State, a.Result = res, store.Added, raw
+		e.store.Track(sb)
+		return nil
+	})
+	for _, err := range errs {
+		if err != nil {
 			return nil, err
-		}
-		// The last attachment's state is written with the completed record.
-		if i < len(sb.Attachments)-1 {
-			if err := e.store.Put(sb); err != nil {
-				return nil, err
-			}
 		}
 	}
 	if err := e.fault("add:routes"); err != nil {
@@ -236,7 +250,8 @@ func (e *Executor) rollback(ctx context.Context, sb *store.Sandbox, args [][2]st
 // Recover finishes what a crash interrupted, before requests are served: an
 // ADD never marked complete is rolled back (the runtime saw it fail), and a
 // hot-plug or unplug caught mid-way is undone (the reconcile redoes it). It
-// also rebuilds the pod index.
+// also rebuilds the pod index, and adopts the sandboxes of the Foreign state
+// that have no record.
 func (e *Executor) Recover(ctx context.Context) (int, error) {
 	ids, err := e.store.IDs()
 	if err != nil {
@@ -280,6 +295,9 @@ func (e *Executor) Recover(ctx context.Context) (int, error) {
 			}
 		}
 		e.indexPod(sb)
+	}
+	if _, err := e.AdoptAll(ctx); err != nil { // sandboxes another meta plugin made
+		errs = append(errs, err)
 	}
 	return n, errors.Join(errs...)
 }

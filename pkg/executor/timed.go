@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -12,7 +13,8 @@ import (
 )
 
 // Timed wraps a plugin exec so that every delegate execution is observed in
-// rewire_delegate_duration_seconds by plugin type and CNI command.
+// rewire_delegate_duration_seconds by plugin type and CNI command, and in
+// the Busy clock of the request it runs for (WithBusy).
 func Timed(exec invoke.Exec) invoke.Exec { return timedExec{exec} }
 
 type timedExec struct{ invoke.Exec }
@@ -24,8 +26,65 @@ func (t timedExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []by
 			command = v
 		}
 	}
+	busy, _ := ctx.Value(busyKey{}).(*Busy)
+	busy.begin()
 	start := time.Now()
 	out, err := t.Exec.ExecPlugin(ctx, pluginPath, stdin, environ)
 	metrics.DelegateSeconds.Observe(time.Since(start).Seconds(), filepath.Base(pluginPath), command)
+	busy.end()
 	return out, err
+}
+
+type busyKey struct{}
+
+// Busy measures the wall time during which at least one delegate of a
+// request was executing (concurrent delegates count once): a request's
+// duration minus it is rewired's own time.
+type Busy struct {
+	mu     sync.Mutex
+	active int
+	since  time.Time
+	total  time.Duration
+}
+
+// WithBusy returns ctx carrying a new Busy clock for the delegates run
+// under it.
+func WithBusy(ctx context.Context) (context.Context, *Busy) {
+	b := &Busy{}
+	return context.WithValue(ctx, busyKey{}, b), b
+}
+
+func (b *Busy) begin() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	if b.active == 0 {
+		b.since = time.Now()
+	}
+	b.active++
+	b.mu.Unlock()
+}
+
+func (b *Busy) end() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.active--
+	if b.active == 0 {
+		b.total += time.Since(b.since)
+	}
+	b.mu.Unlock()
+}
+
+// Total returns the time delegates were running so far.
+func (b *Busy) Total() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.total
+	if b.active > 0 {
+		t += time.Since(b.since)
+	}
+	return t
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"net"
 	"sync"
@@ -26,6 +27,8 @@ type heldIndex struct {
 
 type heldAddr struct {
 	ip net.IP
+	// result is the attachment's result the address was parsed from.
+	result []byte
 	Holder
 }
 
@@ -82,14 +85,23 @@ func (s *Store) noteHeld(id string, sb *Sandbox) {
 		delete(s.held.byID, id)
 		return
 	}
-	s.held.byID[id] = heldAddrs(sb)
+	s.held.byID[id] = heldAddrsReusing(sb, s.held.byID[id])
 }
 
 // heldAddrs lists the addresses in the results of a record's attachments.
-func heldAddrs(sb *Sandbox) []heldAddr {
+func heldAddrs(sb *Sandbox) []heldAddr { return heldAddrsReusing(sb, nil) }
+
+// heldAddrsReusing is heldAddrs taking the entries of an attachment whose
+// result has not changed since prev was made from the record (a Put
+// changes one attachment at most: the others are not parsed again).
+func heldAddrsReusing(sb *Sandbox, prev []heldAddr) []heldAddr {
 	var out []heldAddr
 	for _, a := range sb.Attachments {
 		if len(a.Result) == 0 {
+			continue
+		}
+		if kept, ok := unchanged(prev, a); ok {
+			out = append(out, kept...)
 			continue
 		}
 		var res struct {
@@ -100,9 +112,10 @@ func heldAddrs(sb *Sandbox) []heldAddr {
 		if json.Unmarshal(a.Result, &res) != nil {
 			continue
 		}
+		result := bytes.Clone(a.Result) // compared with the next Put's
 		for _, ip := range res.IPs {
 			if addr, _, err := net.ParseCIDR(ip.Address); err == nil {
-				out = append(out, heldAddr{ip: addr, Holder: Holder{
+				out = append(out, heldAddr{ip: addr, result: result, Holder: Holder{
 					ContainerID: sb.ContainerID, IfName: a.IfName,
 					Pod: sb.PodNamespace + "/" + sb.PodName, Network: a.Network,
 				}})
@@ -110,4 +123,19 @@ func heldAddrs(sb *Sandbox) []heldAddr {
 		}
 	}
 	return out
+}
+
+// unchanged returns prev's entries of attachment a when they were made
+// from the same result (same interface, network, pod and result bytes).
+func unchanged(prev []heldAddr, a Attachment) ([]heldAddr, bool) {
+	var out []heldAddr
+	for _, h := range prev {
+		if h.IfName == a.IfName {
+			if h.Network != a.Network || !bytes.Equal(h.result, a.Result) {
+				return nil, false
+			}
+			out = append(out, h)
+		}
+	}
+	return out, len(out) > 0
 }

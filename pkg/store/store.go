@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
@@ -70,6 +71,10 @@ type Sandbox struct {
 	// HostChanges are host-side changes made for this pod by a switch
 	// (proxy ARP/NDP on a bridge), undone when no record needs them.
 	HostChanges []handover.HostChanges `json:"hostChanges,omitempty"`
+	// Adopted names the foreign state the record was built from when Rewire
+	// took over a sandbox another meta plugin made (Multus: "multus:" and
+	// its cniDir); that state is removed once the sandbox is deleted.
+	Adopted string `json:"adopted,omitempty"`
 }
 
 // Switch records a live primary-network switch in progress: the attachment
@@ -148,6 +153,9 @@ type Store struct {
 	sync    bool
 	held    heldIndex
 	dirSync groupSync
+	// known are the networks files written or seen by this process
+	// (RememberNetwork then costs no stat).
+	known sync.Map
 }
 
 // ErrCorrupt wraps a record that exists but cannot be decoded.
@@ -234,16 +242,25 @@ func (s *Store) put(sb *Sandbox, durable bool) error {
 	return nil
 }
 
+// Track makes the held-address index know sb's results without writing
+// the record (an ADD writes its results with the completed record).
+func (s *Store) Track(sb *Sandbox) { s.noteHeld(sb.ContainerID, sb) }
+
 // Delete removes a sandbox record; a missing record is not an error.
 func (s *Store) Delete(id string) error {
 	p, err := s.sandboxPath(id)
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+	err = os.Remove(p)
+	s.noteHeld(id, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		// Nothing removed now; an earlier Delete synced its own removal.
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("removing record %s: %w", id, err)
 	}
-	s.noteHeld(id, nil)
 	return s.syncDir(filepath.Dir(p))
 }
 
@@ -288,11 +305,18 @@ func (s *Store) IDs() ([]string, error) {
 // cost one stat.
 func (s *Store) RememberNetwork(conf []byte) error {
 	sum := sha256.Sum256(conf)
-	p := filepath.Join(s.dir, "networks", hex.EncodeToString(sum[:16])+".json")
-	if _, err := os.Stat(p); err == nil {
+	key := hex.EncodeToString(sum[:16]) + ".json"
+	if _, ok := s.known.Load(key); ok {
 		return nil
 	}
-	return s.writeAtomic(p, conf, true)
+	p := filepath.Join(s.dir, "networks", key)
+	if _, err := os.Stat(p); err != nil {
+		if err := s.writeAtomic(p, conf, true); err != nil {
+			return err
+		}
+	}
+	s.known.Store(key, true)
+	return nil
 }
 
 // Networks returns every delegate config list ever remembered, keyed by file.
@@ -317,6 +341,7 @@ func (s *Store) Networks() (map[string][]byte, error) {
 
 // ForgetNetwork removes a remembered network config by its key.
 func (s *Store) ForgetNetwork(key string) error {
+	s.known.Delete(filepath.Base(key))
 	return os.Remove(filepath.Join(s.dir, "networks", filepath.Base(key)))
 }
 

@@ -106,6 +106,26 @@ func (d *Daemon) Get(path string) (int, string, error) {
 	return resp.StatusCode, string(b), nil
 }
 
+// Post posts an empty body to a path on the daemon socket and returns
+// the answer's body.
+func (d *Daemon) Post(path string) ([]byte, error) {
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", d.Socket)
+		},
+	}}
+	resp, err := hc.Post("http://rewired"+path, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("POST %s: %d %s", path, resp.StatusCode, b)
+	}
+	return b, err
+}
+
 // Counters returns the daemon's API request counters (/debug/api).
 func (d *Daemon) Counters() (map[string]int64, error) {
 	code, body, err := d.Get("/debug/api")

@@ -2,8 +2,10 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -33,6 +35,34 @@ func BenchmarkAddOverhead(b *testing.B) {
 			benchAdd(b, n)
 		})
 	}
+}
+
+var daemonProfile = flag.String("daemon-cpuprofile", "", "BenchmarkAddOverhead writes rewired's CPU profile of its ADDs and DELs to PREFIX-<secondaries>.pprof")
+
+// daemonOwnTimes reads rewired's own time (request time minus delegate
+// time) of every ADD and DEL of the pods from its debug log.
+func daemonOwnTimes(b *testing.B, log string, pods []*harness.Pod) map[string][]time.Duration {
+	ids := map[string]bool{}
+	for _, p := range pods {
+		ids[p.ContainerID] = true
+	}
+	out := map[string][]time.Duration{}
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, `"CNI request done"`) {
+			continue
+		}
+		var l struct {
+			Command, ContainerID string
+			OwnMs                float64
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && ids[l.ContainerID] {
+			out[l.Command] = append(out[l.Command], time.Duration(l.OwnMs*float64(time.Millisecond)))
+		}
+	}
+	if len(out["ADD"]) != len(pods) || len(out["DEL"]) != len(pods) {
+		b.Fatalf("daemon log: %d ADD and %d DEL own times for %d pods", len(out["ADD"]), len(out["DEL"]), len(pods))
+	}
+	return out
 }
 
 var benchConfig = flag.String("bench-config", "", "extra daemon config YAML for BenchmarkAddOverhead")
@@ -69,6 +99,10 @@ func benchAdd(b *testing.B, secondaries int) {
 	// keeps the kernel busy for milliseconds afterwards), and the order of
 	// the two paths alternates so neither always runs first.
 	var viaRewire, viaDirect, spawn []time.Duration
+	if *daemonProfile != "" {
+		_, err := e.daemon.Post("/debug/cpuprofile/start")
+		must(b, err)
+	}
 	b.ResetTimer()
 	for i, p := range pods {
 		runRewire := func() {
@@ -100,18 +134,49 @@ func benchAdd(b *testing.B, secondaries int) {
 	e.waitStatusFlushed(b, pods)
 	after, err := e.daemon.Counters()
 	must(b, err)
+	// DEL, interleaved the same way.
+	var delRewire, delDirect []time.Duration
 	for i, p := range pods {
-		must(b, e.rt.Del(ctx, p))
-		direct.del(ctx, b, i, directNS[i].Path())
+		runRewire := func() {
+			start := time.Now()
+			must(b, e.rt.Del(ctx, p))
+			delRewire = append(delRewire, time.Since(start))
+		}
+		runDirect := func() {
+			start := time.Now()
+			direct.del(ctx, b, i, directNS[i].Path())
+			delDirect = append(delDirect, time.Since(start))
+		}
+		if i%2 == 0 {
+			runRewire()
+			runDirect()
+		} else {
+			runDirect()
+			runRewire()
+		}
+	}
+	if *daemonProfile != "" {
+		prof, err := e.daemon.Post("/debug/cpuprofile/stop")
+		must(b, err)
+		must(b, os.WriteFile(fmt.Sprintf("%s-%d.pprof", *daemonProfile, secondaries), prof, 0o644))
+	}
+	for i := range pods {
 		_ = directNS[i].Close()
 		_ = testutils.UnmountNS(directNS[i])
 	}
+	own := daemonOwnTimes(b, e.daemon.Log(), pods)
 	dm, rm := median(viaDirect), median(viaRewire)
 	perAdd := func(k string) float64 { return float64(after[k]-before[k]) / float64(len(pods)) }
 	fmt.Printf("ADD secondaries=%d samples=%d: direct median %.2f ms p90 %.2f ms | rewire median %.2f ms p90 %.2f ms | overhead median %.2f ms (of which one plugin exec %.2f ms) | API per ADD: %.2f writes, %.2f reads | daemon RSS %d MiB\n",
 		secondaries, len(pods), ms(dm), ms(p90(viaDirect)), ms(rm), ms(p90(viaRewire)), ms(rm-dm), ms(median(spawn)),
 		perAdd("writes"), perAdd("reads"), e.daemon.RSS()>>20)
+	fmt.Printf("DEL secondaries=%d samples=%d: direct median %.2f ms p90 %.2f ms | rewire median %.2f ms p90 %.2f ms | overhead median %.2f ms\n",
+		secondaries, len(pods), ms(median(delDirect)), ms(p90(delDirect)), ms(median(delRewire)), ms(p90(delRewire)), ms(median(delRewire)-median(delDirect)))
+	fmt.Printf("daemon own time secondaries=%d (request time minus delegate time, rewired's log): ADD median %.2f ms p90 %.2f ms | DEL median %.2f ms p90 %.2f ms\n",
+		secondaries, ms(median(own["ADD"])), ms(p90(own["ADD"])), ms(median(own["DEL"])), ms(p90(own["DEL"])))
 	b.ReportMetric(ms(rm-dm), "overhead-ms")
+	b.ReportMetric(ms(median(own["ADD"])), "own-add-ms")
+	b.ReportMetric(ms(median(own["DEL"])), "own-del-ms")
 	b.ReportMetric(perAdd("writes"), "api-writes/add")
 	b.ReportMetric(perAdd("reads"), "api-reads/add")
 }
