@@ -160,15 +160,16 @@ func TestLiveSwitchDualStack(t *testing.T) {
 			t.Fatal(err)
 		}
 		pings[ip] = ping
-		eventually(t, 10*time.Second, "ping replies from "+ip, func() error {
-			if ping.Stats().Received < 50 {
-				return fmt.Errorf("%s", ping.Stats())
-			}
-			return nil
-		})
 	}
+	// The switches start once every address answers steadily: a fresh
+	// dual-stack pod on a fresh bridge has lost up to half of the host's
+	// IPv6 pings in its first second or so (seen in 2 of 20 runs, before any
+	// switch). That is logged here; the switches are judged on what is lost
+	// from then on.
+	steady := map[string]harness.ProbeStats{}
 	for ip, ping := range pings {
-		t.Logf("before the first switch, ping %s so far: %s", ip, ping.Stats())
+		steady[ip] = steadyReplies(t, ip, ping)
+		t.Logf("before the first switch, ping %s so far: %s", ip, steady[ip])
 	}
 	for _, to := range []string{"e2e-ds-ptp", "e2e-ds-bridge"} {
 		out := kubectlRewire(t, "switch", "dspod", "--to", to, "--timeout", "60s")
@@ -185,25 +186,17 @@ func TestLiveSwitchDualStack(t *testing.T) {
 			}
 		}
 	}
-	v6lost := false
+	startupLoss := false
 	for ip, ping := range pings {
-		st := ping.Stop()
-		t.Logf("1 kHz ping from the host to %s over both switches: %s", ip, st)
-		switch {
-		case st.Lost() > 0 && strings.Contains(ip, ":"):
-			// KNOWN DEFECT (issue #11, open): in about 1 of 7 runs on the
-			// real node ~30% of the host's IPv6 pings are lost, scattered
-			// (longest gap < 20 ms), all by the end of the first switch;
-			// the pod's counters show every request arrived and the
-			// replies went missing. IPv4 and net1 lose nothing. Reported
-			// with the host's and the pod's state until fixed.
-			t.Logf("KNOWN DEFECT: %d IPv6 pings to %s lost", st.Lost(), ip)
-			v6lost = true
-		case st.Lost() > 0:
-			t.Errorf("%d pings to %s lost", st.Lost(), ip)
+		st, pre := ping.Stop(), steady[ip]
+		lost := ping.LostSince(pre.Sent)
+		t.Logf("1 kHz ping from the host to %s: %s in all; over both switches %d sent, %d lost", ip, st, st.Sent-pre.Sent, lost)
+		if lost > 0 {
+			t.Errorf("%d pings to %s lost over the switches", lost, ip)
 		}
+		startupLoss = startupLoss || pre.Lost() > 0
 	}
-	if t.Failed() || v6lost {
+	if t.Failed() || startupLoss {
 		t.Logf("host: IPv6 counters that changed during the pings: %s", snmp6Delta(before, snmp6(t)))
 		for _, args := range [][]string{{"-6", "route"}, {"-6", "neigh"}, {"-6", "rule"}, {"-s", "-6", "addr", "show", "rwds0"}} {
 			out, _ := exec.Command("ip", args...).CombinedOutput()
@@ -348,4 +341,26 @@ func snmp6Delta(before, after map[string]int64) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, ", ")
+}
+
+// steadyReplies waits until 200 consecutive pings but the last few (in
+// flight) were answered and returns the pinger's figures then.
+func steadyReplies(t *testing.T, ip string, ping *harness.Pinger) harness.ProbeStats {
+	t.Helper()
+	from := ping.Stats()
+	var at harness.ProbeStats
+	eventually(t, 20*time.Second, "steady ping replies from "+ip, func() error {
+		s := ping.Stats()
+		sent, lost := s.Sent-from.Sent, (s.Sent-from.Sent)-(s.Received-from.Received)
+		switch {
+		case sent < 200:
+			return fmt.Errorf("%d sent since the last check", sent)
+		case lost > 5:
+			from = s
+			return fmt.Errorf("%d of %d lost", lost, sent)
+		}
+		at = s
+		return nil
+	})
+	return at
 }

@@ -110,6 +110,20 @@ func (p *Pinger) Stats() ProbeStats {
 	return ProbeStats{Sent: p.sent, Received: len(p.got), MaxGap: p.maxGap, SendFailed: p.failed, SendErr: p.lastErr}
 }
 
+// LostSince returns how many of the probes sent after the first n have had
+// no reply.
+func (p *Pinger) LostSince(n int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	lost := 0
+	for i := n; i < p.sent; i++ {
+		if !p.got[uint16(i)] {
+			lost++
+		}
+	}
+	return lost
+}
+
 // Stop stops sending, waits briefly for late replies and returns the stats.
 func (p *Pinger) Stop() ProbeStats {
 	close(p.stop)

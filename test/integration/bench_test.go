@@ -116,13 +116,7 @@ func benchAdd(b *testing.B, secondaries int) {
 			direct.add(ctx, b, i, directNS[i].Path())
 			viaDirect = append(viaDirect, time.Since(start))
 		}
-		if i%2 == 0 {
-			runRewire()
-			runDirect()
-		} else {
-			runDirect()
-			runRewire()
-		}
+		interleaved(i, runRewire, runDirect)
 		// The part of the overhead no meta plugin can avoid: the runtime
 		// executing one more plugin binary (rewire answering VERSION alone).
 		start := time.Now()
@@ -147,13 +141,7 @@ func benchAdd(b *testing.B, secondaries int) {
 			direct.del(ctx, b, i, directNS[i].Path())
 			delDirect = append(delDirect, time.Since(start))
 		}
-		if i%2 == 0 {
-			runRewire()
-			runDirect()
-		} else {
-			runDirect()
-			runRewire()
-		}
+		interleaved(i, runRewire, runDirect)
 	}
 	if *daemonProfile != "" {
 		prof, err := e.daemon.Post("/debug/cpuprofile/stop")
@@ -369,4 +357,16 @@ func BenchmarkPluginRoundTrip(b *testing.B) {
 	}
 	fmt.Printf("round trip: rewire plugin + daemon median %.2f ms p90 %.2f ms | exec of a reference plugin median %.2f ms p90 %.2f ms\n",
 		ms(median(viaRewire)), ms(p90(viaRewire)), ms(median(floor)), ms(p90(floor)))
+}
+
+// interleaved runs a then b for even i and b then a for odd i, so that
+// neither side always runs first (warm caches, a starting burst of load).
+func interleaved(i int, a, b func()) {
+	if i%2 == 0 {
+		a()
+		b()
+		return
+	}
+	b()
+	a()
 }
