@@ -261,7 +261,7 @@ func run(o options) error {
 	// from an older version may name them). WithCNIArgs: an attachment's
 	// own CNI_ARGS (Multus's IP= and MAC=) reach its plugins.
 	cni := attachment.WithCNIArgs(libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(o.stateDir, "cache"),
-		executor.Timed(nad.GuardExec(pluginExec))))
+		executor.Limited(executor.Timed(nad.GuardExec(pluginExec)), cfg.MaxConcurrentDelegates)))
 	exec := executor.New(cni, st, log)
 	exec.Foreign = multuscache.Source{Dir: cfg.CNIDir, CacheDir: filepath.Join(o.stateDir, "cache")} // pods Multus networked
 	if o.testFaults != "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -74,6 +75,11 @@ type Config struct {
 	// and some delegates (one IPAM store without locking, plugins that
 	// look at each other's interfaces) need the strict order.
 	ParallelAttach bool `json:"parallelAttach,omitempty"`
+	// MaxConcurrentDelegates caps the delegate plugin executions running
+	// at once, node-wide (they run in rewired's cgroup: a burst of ADDs
+	// otherwise starts one process per attachment at once); more wait.
+	// Default 4 per CPU rewired may use; a negative value: no cap.
+	MaxConcurrentDelegates int `json:"maxConcurrentDelegates,omitempty"`
 	// ReadinessIndicatorFile makes ADD answer "try again later" until this
 	// file exists (Multus's readinessindicatorfile: the cluster network's
 	// daemon writes it when it is ready).
@@ -203,6 +209,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AddedInterfaceEvents == nil {
 		c.AddedInterfaceEvents = &t
+	}
+	if c.MaxConcurrentDelegates == 0 {
+		c.MaxConcurrentDelegates = 4 * runtime.GOMAXPROCS(0)
 	}
 	if c.SwitchDrainTimeout.Duration == 0 {
 		c.SwitchDrainTimeout.Duration = 5 * time.Minute

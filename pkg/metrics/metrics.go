@@ -40,6 +40,8 @@ var (
 		"Time from the first step of a completed live primary-network switch until the pod's traffic runs on the new network.")
 	Failures = NewCounter("rewire_failures_total",
 		"Failures reported on pods, by Event reason.", "reason")
+	DelegatesWaiting = NewGauge("rewire_delegates_waiting",
+		"Delegate executions waiting for a slot (config maxConcurrentDelegates).")
 	StoreRecords  = NewGauge("rewire_store_records", "Sandbox records in the attachment store.")
 	MigrationPods = NewGaugeFunc("rewire_migration_pods",
 		"This node's pods in each NetworkMigration as last reported in its status, by state "+
@@ -48,7 +50,7 @@ var (
 )
 
 // All lists Rewire's own metrics in the order they are written.
-var All = []Writer{Requests, RequestSeconds, DelegateSeconds, InFlight, Reconciles, SwitchSeconds, SwitchCutOverSeconds, Failures, StoreRecords, MigrationPods}
+var All = []Writer{Requests, RequestSeconds, DelegateSeconds, InFlight, Reconciles, SwitchSeconds, SwitchCutOverSeconds, Failures, DelegatesWaiting, StoreRecords, MigrationPods}
 
 // Writer is a metric family that writes itself in the text format.
 type Writer interface {

@@ -1,0 +1,78 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+)
+
+// blockingExec is a plugin exec whose executions wait until release is
+// closed; it records the most that ran at once.
+type blockingExec struct {
+	invoke.Exec
+	release       chan struct{}
+	running, most atomic.Int32
+	started       chan struct{}
+}
+
+func (b *blockingExec) ExecPlugin(ctx context.Context, _ string, _ []byte, _ []string) ([]byte, error) {
+	n := b.running.Add(1)
+	for m := b.most.Load(); n > m && !b.most.CompareAndSwap(m, n); m = b.most.Load() {
+	}
+	b.started <- struct{}{}
+	<-b.release
+	b.running.Add(-1)
+	return []byte("{}"), nil
+}
+
+func TestLimited(t *testing.T) {
+	for _, c := range []struct {
+		limit, calls, wantMost int
+	}{{2, 6, 2}, {1, 3, 1}, {0, 4, 4}, {-1, 4, 4}} {
+		b := &blockingExec{release: make(chan struct{}), started: make(chan struct{}, c.calls)}
+		exec := Limited(b, c.limit)
+		var wg sync.WaitGroup
+		for range c.calls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := exec.ExecPlugin(context.Background(), "/x/bridge", nil, nil); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		for range c.wantMost { // the first wantMost start at once
+			<-b.started
+		}
+		select { // a window for an execution over the limit to start; the assertion on most below is the check
+		case <-b.started:
+			t.Errorf("limit %d: more than %d ran at once", c.limit, c.wantMost)
+		case <-time.After(50 * time.Millisecond):
+		}
+		close(b.release)
+		wg.Wait()
+		if got := int(b.most.Load()); got != c.wantMost {
+			t.Errorf("limit %d, %d calls: at most %d ran at once, want %d", c.limit, c.calls, got, c.wantMost)
+		}
+	}
+}
+
+// A request waiting for a slot gives up with its context, and says why.
+func TestLimitedWaitEndsWithContext(t *testing.T) {
+	b := &blockingExec{release: make(chan struct{}), started: make(chan struct{}, 2)}
+	defer close(b.release)
+	exec := Limited(b, 1)
+	go func() { _, _ = exec.ExecPlugin(context.Background(), "/x/bridge", nil, nil) }()
+	<-b.started
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err := exec.ExecPlugin(ctx, "/x/macvlan", nil, nil)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiting past the deadline: %v", err)
+	}
+}
