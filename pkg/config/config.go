@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -78,7 +77,8 @@ type Config struct {
 	// MaxConcurrentDelegates caps the delegate plugin executions running
 	// at once, node-wide (they run in rewired's cgroup: a burst of ADDs
 	// otherwise starts one process per attachment at once); more wait.
-	// Default 4 per CPU rewired may use; a negative value: no cap.
+	// 0 (the default): no cap. A hung plugin holds its slot until the
+	// delegate timeout, so set it with room for the slow ones.
 	MaxConcurrentDelegates int `json:"maxConcurrentDelegates,omitempty"`
 	// ReadinessIndicatorFile makes ADD answer "try again later" until this
 	// file exists (Multus's readinessindicatorfile: the cluster network's
@@ -210,9 +210,7 @@ func (c *Config) setDefaults() {
 	if c.AddedInterfaceEvents == nil {
 		c.AddedInterfaceEvents = &t
 	}
-	if c.MaxConcurrentDelegates == 0 {
-		c.MaxConcurrentDelegates = 4 * runtime.GOMAXPROCS(0)
-	}
+
 	if c.SwitchDrainTimeout.Duration == 0 {
 		c.SwitchDrainTimeout.Duration = 5 * time.Minute
 	}

@@ -120,8 +120,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, namespace, name string) erro
 	if cid == "" {
 		// A pod Multus networked before the takeover gets its record now.
 		var err error
-		if cid, err = r.d.Exec.AdoptPod(ctx, string(pod.UID), pod.Annotations[netstatus.Annotation]); cid == "" {
+		cid, err = r.d.Exec.AdoptPod(ctx, string(pod.UID), pod.Annotations[netstatus.Annotation])
+		if cid == "" {
 			return err // no sandbox of this pod on this node (yet)
+		}
+		if err != nil {
+			r.d.Log.Warn("taking over a sandbox of the pod another meta plugin made", "pod", namespace+"/"+name, "err", err)
 		}
 	}
 	defer r.d.Exec.Lock(cid)()
@@ -222,7 +226,7 @@ func (r *Reconciler) apply(ctx context.Context, ref podRef, sb *store.Sandbox, d
 	var errs []error
 	baseline := false
 	for _, a := range sb.Specs() {
-		if w := want[a.IfName]; !a.Primary && a.Selection == "" && w.Network == a.Network {
+		if w := want[a.IfName]; sb.Adopted != "" && !a.Primary && a.Selection == "" && w.Network == a.Network {
 			// Adopted from Multus: made from the element that asks for
 			// this network under this name now.
 			sb.Find(a.IfName).Selection, baseline = w.Selection, true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/rewire-cni/rewire/pkg/store"
 )
@@ -29,14 +30,22 @@ type Foreign interface {
 // adoptLocked makes the record of a sandbox the foreign state knows and the
 // store does not (nil when neither has one); the caller holds its lock.
 // The record is durable before it is returned (not indexed: a DEL adopts
-// what it deletes).
-func (e *Executor) adoptLocked(containerID, netns, networkStatus string) (*store.Sandbox, error) {
+// what it deletes). With live, a sandbox whose netns is gone is not adopted
+// (files Multus left behind: its addresses would block other pods' ADDs);
+// a DEL adopts whatever it finds, to release it.
+func (e *Executor) adoptLocked(containerID, netns, networkStatus string, live bool) (*store.Sandbox, error) {
 	if e.Foreign == nil {
 		return nil, nil
 	}
 	sb, err := e.Foreign.Sandbox(containerID, netns, networkStatus)
 	if err != nil || sb == nil {
 		return nil, err
+	}
+	if live {
+		if _, err := os.Stat(sb.NetNS); sb.NetNS == "" || err != nil {
+			e.sbLog(sb).Info("not adopting a sandbox another meta plugin left: its network namespace is gone", "from", sb.Adopted, "netns", sb.NetNS)
+			return nil, nil
+		}
 	}
 	for _, a := range sb.Attachments {
 		if err := e.store.RememberNetwork(a.Config); err != nil { // GC reaches it
@@ -60,7 +69,7 @@ func (e *Executor) adopt(ctx context.Context, containerID, networkStatus string)
 	if sb, err := e.store.Get(containerID); err != nil || sb != nil {
 		return false, err // a damaged record is the next DEL's
 	}
-	sb, err := e.adoptLocked(containerID, "", networkStatus)
+	sb, err := e.adoptLocked(containerID, "", networkStatus, true)
 	if sb == nil {
 		return false, err
 	}
@@ -114,13 +123,16 @@ func (e *Executor) AdoptPod(ctx context.Context, podUID, networkStatus string) (
 	return e.ByPod(podUID), errors.Join(errs...)
 }
 
-// forget removes the foreign state of a deleted adopted sandbox; a failure
-// is logged (the files describe nothing that exists any more).
-func (e *Executor) forget(sb *store.Sandbox) {
+// forget removes the foreign state of a deleted adopted sandbox. A failure
+// fails the DEL: left there, the files would be adopted again as a live
+// sandbox; the runtime's next DEL adopts them, deletes again (a delegate DEL
+// tolerates that) and retries.
+func (e *Executor) forget(sb *store.Sandbox) error {
 	if e.Foreign == nil || sb.Adopted == "" {
-		return
+		return nil
 	}
 	if err := e.Foreign.Forget(sb.ContainerID); err != nil {
-		e.sbLog(sb).Warn("removing the state of the meta plugin the sandbox was adopted from", "from", sb.Adopted, "err", err)
+		return fmt.Errorf("every attachment is released; removing the files of %s: %w", sb.Adopted, err)
 	}
+	return nil
 }

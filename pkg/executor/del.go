@@ -40,7 +40,7 @@ func (e *Executor) delLocked(ctx context.Context, containerID, netns string, arg
 	if sb == nil {
 		// Nothing recorded: a sandbox another meta plugin made (adopted
 		// now, so that every attachment of it is released).
-		if sb, err = e.adoptLocked(containerID, netns, ""); err != nil {
+		if sb, err = e.adoptLocked(containerID, netns, "", false); err != nil {
 			return fmt.Errorf("taking over a sandbox another meta plugin made: %w", err)
 		}
 	}
@@ -51,7 +51,9 @@ func (e *Executor) delLocked(ctx context.Context, containerID, netns string, arg
 	}
 	e.addCached(sb)
 	if len(sb.Attachments) == 0 {
-		e.forget(sb)
+		if err := e.forget(sb); err != nil {
+			return err
+		}
 		return e.store.Delete(containerID)
 	}
 	if netns == "" {
@@ -68,8 +70,7 @@ func (e *Executor) delLocked(ctx context.Context, containerID, netns string, arg
 	if err := e.delAttachments(ctx, sb, netns, args); err != nil {
 		return err
 	}
-	e.forget(sb)
-	return nil
+	return e.forget(sb)
 }
 
 // delAttachments deletes the attachments newest first (with WithParallel

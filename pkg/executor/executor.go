@@ -236,8 +236,20 @@ const DelegateTimeout = 5 * time.Minute
 // killing a plugin half-way (a runtime giving up, a daemon shutting down)
 // leaves what it had made without a name DEL can find, such as macvlan's
 // temporary link. A plugin may only be stopped by the long DelegateTimeout.
+// The caller's cancellation stays known (callerDone) to what may give up
+// before a plugin starts: the wait for a delegate slot (Limited).
 func delegateContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), DelegateTimeout)
+	detached := context.WithValue(context.WithoutCancel(ctx), callerKey{}, ctx.Done())
+	return context.WithTimeout(detached, DelegateTimeout)
+}
+
+type callerKey struct{}
+
+// callerDone is the Done channel of the request a delegate call was
+// detached from (nil: none, or one that cannot be cancelled).
+func callerDone(ctx context.Context) <-chan struct{} {
+	done, _ := ctx.Value(callerKey{}).(<-chan struct{})
+	return done
 }
 
 // rollback deletes every attachment of a failed ADD, newest first, and the

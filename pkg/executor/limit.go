@@ -14,8 +14,10 @@ import (
 // burst of pod ADDs would otherwise start one plugin process (and its IPAM
 // plugin) per attachment at once and take the container past its memory
 // limit; beyond n a request queues in rewired (a goroutine) instead, and
-// only waits longer. A wait ends with ctx (the request's delegate timeout).
-// rewire_delegates_waiting shows the queue.
+// only waits longer. A wait ends with ctx (the delegate timeout) or when
+// the request it runs for is given up (callerDone): nothing has started
+// then. rewire_delegates_waiting shows the queue. A delegate that hangs
+// holds its slot until the delegate timeout: the cap is off by default.
 func Limited(exec invoke.Exec, n int) invoke.Exec {
 	if n <= 0 {
 		return exec
@@ -33,12 +35,17 @@ func (l limitedExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []
 	case l.slots <- struct{}{}:
 	default:
 		metrics.DelegatesWaiting.Add(1)
+		var err error
 		select {
 		case l.slots <- struct{}{}:
-			metrics.DelegatesWaiting.Add(-1)
 		case <-ctx.Done():
-			metrics.DelegatesWaiting.Add(-1)
-			return nil, fmt.Errorf("waiting for one of %d delegate slots to run %s: %w", cap(l.slots), pluginPath, ctx.Err())
+			err = ctx.Err()
+		case <-callerDone(ctx):
+			err = context.Canceled // the runtime gave up; nothing has started
+		}
+		metrics.DelegatesWaiting.Add(-1)
+		if err != nil {
+			return nil, fmt.Errorf("waiting for one of %d delegate slots to run %s: %w", cap(l.slots), pluginPath, err)
 		}
 	}
 	defer func() { <-l.slots }()

@@ -76,3 +76,22 @@ func TestLimitedWaitEndsWithContext(t *testing.T) {
 		t.Fatalf("waiting past the deadline: %v", err)
 	}
 }
+
+// A request given up by its caller stops waiting for a slot although the
+// delegate context is detached from the caller (delegateContext).
+func TestLimitedWaitEndsWithCaller(t *testing.T) {
+	b := &blockingExec{release: make(chan struct{}), started: make(chan struct{}, 2)}
+	defer close(b.release)
+	exec := Limited(b, 1)
+	go func() { _, _ = exec.ExecPlugin(context.Background(), "/x/bridge", nil, nil) }()
+	<-b.started
+	caller, cancel := context.WithCancel(context.Background())
+	ctx, stop := delegateContext(caller)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { _, err := exec.ExecPlugin(ctx, "/x/macvlan", nil, nil); errc <- err }()
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("waiting after the caller gave up: %v", err)
+	}
+}

@@ -354,11 +354,7 @@ func HasAddresses(netns, link string, ips []net.IP) error {
 			return fmt.Errorf("interface %s: listing addresses: %w", link, err)
 		}
 		for _, ip := range ips {
-			found := false
-			for _, a := range addrs {
-				found = found || a.IP.Equal(ip)
-			}
-			if !found {
+			if !holds(addrs, ip) {
 				return fmt.Errorf("interface %s lacks address %s", link, ip)
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -97,13 +98,12 @@ func setStale(n neighbour) error {
 func gatewaysVia(index int) ([]net.IP, error) {
 	var out []net.IP
 	for _, fam := range families {
-		routes, err := netlinksafe.RouteListFiltered(fam, &netlink.Route{LinkIndex: index, Table: unix.RT_TABLE_MAIN},
-			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+		routes, err := linkRoutes(index, fam, unix.RT_TABLE_MAIN)
 		if err != nil {
-			return nil, fmt.Errorf("listing routes: %w", err)
+			return nil, err
 		}
 		for _, r := range routes {
-			if r.Gw != nil && !containsIP(out, r.Gw) {
+			if r.Gw != nil && !holdsIP(out, r.Gw) {
 				out = append(out, r.Gw)
 			}
 		}
@@ -112,12 +112,7 @@ func gatewaysVia(index int) ([]net.IP, error) {
 }
 
 func holds(addrs []netlink.Addr, ip net.IP) bool {
-	for _, a := range addrs {
-		if a.IP.Equal(ip) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IP.Equal(ip) })
 }
 
 func holdsFamily(addrs []netlink.Addr, ip net.IP) bool {
@@ -129,11 +124,6 @@ func holdsFamily(addrs []netlink.Addr, ip net.IP) bool {
 	return false
 }
 
-func containsIP(ips []net.IP, ip net.IP) bool {
-	for _, x := range ips {
-		if x.Equal(ip) {
-			return true
-		}
-	}
-	return false
+func holdsIP(ips []net.IP, ip net.IP) bool {
+	return slices.ContainsFunc(ips, func(x net.IP) bool { return x.Equal(ip) })
 }

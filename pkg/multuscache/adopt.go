@@ -46,7 +46,7 @@ func Sandbox(dir, containerID string, hint Hint) (*store.Sandbox, []*CachedResul
 		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, nil, err
+		return fromResults(dir, containerID, hint, err)
 	}
 	results, err := ReadResults(dir, containerID)
 	if err != nil {
@@ -96,6 +96,49 @@ func Sandbox(dir, containerID string, hint Hint) (*store.Sandbox, []*CachedResul
 		}
 	}
 	return sb, used, nil
+}
+
+// fromResults builds the record of a sandbox whose delegates file is
+// damaged (truncated by a crash or a power loss) from libcni's cache of its
+// attachments alone: each cache file holds the exact config, interface,
+// arguments and result of one, which is all its DEL needs. The primary is
+// the interface network-status marks default, else eth0. Without cache
+// files nothing can be released: readErr is returned.
+func fromResults(dir, containerID string, hint Hint, readErr error) (*store.Sandbox, []*CachedResult, error) {
+	results, err := ReadResults(dir, containerID)
+	if err != nil || len(results) == 0 {
+		return nil, nil, fmt.Errorf("%w (and libcni's cache in %s holds no attachment of it to release)", readErr, dir)
+	}
+	var status []netstatus.Status
+	_ = json.Unmarshal([]byte(hint.NetworkStatus), &status)
+	primary := "eth0"
+	for _, st := range status {
+		if st.Default && st.Interface != "" {
+			primary = st.Interface
+		}
+	}
+	sb := &store.Sandbox{ContainerID: containerID, NetNS: hint.NetNS, IfName: primary, Complete: true,
+		Adopted: "multus:" + dir, Args: results[0].CniArgs}
+	for _, c := range results {
+		d, err := NewDelegate(c.Config, c.NetworkName)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w; libcni's cache file %s: %v", readErr, c.File, err)
+		}
+		conf, err := d.ConfigList()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w; libcni's cache file %s: %v", readErr, c.File, err)
+		}
+		if sb.NetNS == "" {
+			sb.NetNS = c.NetNS
+		}
+		a := store.Attachment{State: store.Added, Spec: attachment.Spec{Network: c.NetworkName, IfName: c.IfName,
+			Primary: c.IfName == primary, Config: conf, CapabilityArgs: c.CapabilityArgs}}
+		if a.Result, err = result(d, c.IfName, sb, c, nil); err != nil {
+			return nil, nil, fmt.Errorf("%w; libcni's cache file %s: %v", readErr, c.File, err)
+		}
+		sb.Attachments = append(sb.Attachments, a)
+	}
+	return sb, results, nil
 }
 
 // interfaceNames are the delegates' interface names. The master's is the

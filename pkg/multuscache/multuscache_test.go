@@ -313,3 +313,29 @@ func join(s []string) string {
 	}
 	return out
 }
+
+// A delegates file truncated by a crash: the record is built from libcni's
+// cache alone (every attachment's exact config, interface and result), so
+// the sandbox's DEL still releases everything.
+func TestSandboxDamagedDelegatesFromCache(t *testing.T) {
+	dir := copyFixture(t, nil)
+	must(t, os.WriteFile(Path(dir, fixtureID), []byte(`[{"Conf":{"name":"cb`), 0o600))
+	sb, cached, err := Sandbox(dir, fixtureID, Hint{})
+	must(t, err)
+	if len(cached) != 3 || len(sb.Attachments) != 3 || sb.NetNS != fixtureNS || sb.IfName != "eth0" || !sb.Complete {
+		t.Fatalf("sandbox = %+v, %d cache files", sb, len(cached))
+	}
+	for i, want := range []struct{ network, ifName string }{{"cbr0", "eth0"}, {"mv1", "net1"}, {"mv2", "net2"}} {
+		a := sb.Attachments[i]
+		if a.Network != want.network || a.IfName != want.ifName || a.Primary != (i == 0) {
+			t.Errorf("attachment %d = %+v", i, a.Spec)
+		}
+		if _, err := a.ConfList(); err != nil {
+			t.Errorf("attachment %d config: %v", i, err)
+		}
+	}
+	wantIP(t, sb, "net1", "192.168.1.7/24")
+	if a := sb.Find("net2"); a.CapabilityArgs["mac"] != "02:00:00:01:01:21" {
+		t.Errorf("net2 capability args = %v", a.CapabilityArgs)
+	}
+}

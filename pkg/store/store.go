@@ -253,14 +253,15 @@ func (s *Store) Delete(id string) error {
 		return err
 	}
 	err = os.Remove(p)
-	s.noteHeld(id, nil)
 	if errors.Is(err, os.ErrNotExist) {
 		// Nothing removed now; an earlier Delete synced its own removal.
+		s.noteHeld(id, nil)
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("removing record %s: %w", id, err)
+		return fmt.Errorf("removing record %s: %w", id, err) // still holds its addresses
 	}
+	s.noteHeld(id, nil)
 	return s.syncDir(filepath.Dir(p))
 }
 
