@@ -48,6 +48,7 @@ func (d *Daemon) Handle(ctx context.Context, req *wire.Request) *wire.Response {
 	if command == "ADD" || command == "DEL" {
 		// ownMs: the request's time minus the time delegates ran.
 		delegates := busy.Total()
+		metrics.RequestOwnSeconds.Observe((took - delegates).Seconds(), command)
 		d.Log.Debug("CNI request done", "command", command, "containerID", req.ContainerID, "result", result,
 			"totalMs", ms(took), "delegateMs", ms(delegates), "ownMs", ms(took-delegates))
 	}

@@ -28,6 +28,8 @@ var (
 		"CNI requests served, by command and result (ok or error).", "command", "result")
 	RequestSeconds = NewHistogram("rewire_cni_request_duration_seconds",
 		"Time to serve a CNI request in the daemon, delegates included.", "command")
+	RequestOwnSeconds = NewHistogram("rewire_cni_request_own_seconds",
+		"Rewire's own time per CNI ADD and DEL: the request's time minus the time its delegates were running (concurrent ones counted once).", "command")
 	DelegateSeconds = NewHistogram("rewire_delegate_duration_seconds",
 		"Time of one delegate plugin execution, by plugin type and CNI command.", "plugin", "command")
 	InFlight = NewGauge("rewire_inflight_operations",
@@ -50,7 +52,7 @@ var (
 )
 
 // All lists Rewire's own metrics in the order they are written.
-var All = []Writer{Requests, RequestSeconds, DelegateSeconds, InFlight, Reconciles, SwitchSeconds, SwitchCutOverSeconds, Failures, DelegatesWaiting, StoreRecords, MigrationPods}
+var All = []Writer{Requests, RequestSeconds, RequestOwnSeconds, DelegateSeconds, InFlight, Reconciles, SwitchSeconds, SwitchCutOverSeconds, Failures, DelegatesWaiting, StoreRecords, MigrationPods}
 
 // Writer is a metric family that writes itself in the text format.
 type Writer interface {
