@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/rewire-cni/rewire/pkg/fsutil"
 )
 
 // Options say what to install where.
@@ -101,29 +103,11 @@ func copyFile(from, to string) error {
 	return writeAtomic(to, 0o755, src)
 }
 
-// writeAtomic writes r to a temp file in path's dir, syncs it and renames it
-// over path.
+// writeAtomic writes r to path (synced, then renamed over it).
 func writeAtomic(path string, mode os.FileMode, r io.Reader) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("installing %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = io.Copy(tmp, r)
+	err := os.MkdirAll(filepath.Dir(path), 0o755)
 	if err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
+		err = fsutil.WriteAtomic(path, mode, r, true)
 	}
 	if err != nil {
 		return fmt.Errorf("installing %s: %w", path, err)

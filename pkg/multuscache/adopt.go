@@ -1,6 +1,7 @@
 package multuscache
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/fsutil"
 	"github.com/rewire-cni/rewire/pkg/netstatus"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
@@ -321,7 +323,7 @@ func (s Source) Sandbox(containerID, netns, networkStatus string) (*store.Sandbo
 		return nil, err
 	}
 	for _, c := range cached {
-		if err := writeAtomic(filepath.Join(ResultsDir(s.CacheDir), c.File), c.Raw); err != nil {
+		if err := copyCached(ResultsDir(s.CacheDir), c); err != nil {
 			return nil, fmt.Errorf("copying libcni's cache of %s: %w", containerID, err)
 		}
 	}
@@ -336,21 +338,11 @@ func (s Source) Forget(containerID string) error {
 	return Remove(s.Dir, containerID)
 }
 
-func writeAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+// copyCached writes one of libcni's cache files into dir (0700, as libcni
+// makes it), synced: the record that needs it is committed next.
+func copyCached(dir string, c *CachedResult) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	return err
+	return fsutil.WriteAtomic(filepath.Join(dir, c.File), 0o600, bytes.NewReader(c.Raw), true)
 }

@@ -5,6 +5,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/fsutil"
 	"github.com/rewire-cni/rewire/pkg/handover"
 )
 
@@ -347,20 +349,7 @@ func (s *Store) ForgetNetwork(key string) error {
 }
 
 func (s *Store) writeAtomic(path string, data []byte, sync bool) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("store write: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err = tmp.Write(data); err == nil && sync {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
+	err := fsutil.WriteAtomic(path, 0o600, bytes.NewReader(data), sync)
 	if err == nil && sync {
 		err = s.syncDir(filepath.Dir(path))
 	}
