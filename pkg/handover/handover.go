@@ -277,12 +277,23 @@ func linkRoutes(link, family, table int) ([]netlink.Route, error) {
 
 // copyRoutes adds routes to table, link-scope ones first so that gateways
 // resolve; routes already there are fine.
+//
+// Routes keep their order: main can hold several routes to one destination
+// with one metric (two IPv4 default routes when a secondary's IPAM adds one
+// too), and the kernel chooses among them by their order and by which
+// gateway answers, so the copy must hold every one of them, in order. A
+// route that exists already with another next hop is appended after it; one
+// that exists identically is left as it is.
 func copyRoutes(routes []netlink.Route, table int) error {
 	sortForAdd(routes)
 	for i := range routes {
 		r := routes[i]
 		r.Table = table
-		if err := netlink.RouteAdd(&r); err != nil && !errors.Is(err, unix.EEXIST) {
+		err := netlink.RouteAdd(&r)
+		if errors.Is(err, unix.EEXIST) {
+			err = netlink.RouteAppend(&r)
+		}
+		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("copying route %s to table %d: %w", r, table, err)
 		}
 	}

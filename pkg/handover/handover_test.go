@@ -320,3 +320,40 @@ func TestConnectionsAndSourcePin(t *testing.T) {
 		t.Fatal("source pin rule left after Cut")
 	}
 }
+
+// TestPinKeepsDefaultRouteChoice: a secondary whose IPAM adds a default
+// route too (the seed document's macvlan-conf; libcni's ConfigureIface
+// prepends it) leaves main with two IPv4 default routes of one metric, and
+// the kernel picks the one whose gateway answers (fib_select_default). The
+// pin table must hold both, in main's order, or lookups while pinned go to
+// the first, here a gateway that never answers.
+func TestPinKeepsDefaultRouteChoice(t *testing.T) {
+	n := podNS(t)
+	must(t, n.Do(func(ns.NetNS) error {
+		eth0, _ := netlinksafe.LinkByName("eth0")
+		net1, _ := netlinksafe.LinkByName("net1")
+		must(t, netlink.RouteAddEcmp(&netlink.Route{LinkIndex: net1.Attrs().Index, Gw: net.ParseIP("192.168.9.1")}))
+		mac, _ := net.ParseMAC("02:00:00:00:09:01")
+		must(t, netlink.NeighAdd(&netlink.Neigh{LinkIndex: eth0.Attrs().Index, IP: net.ParseIP("10.9.0.1"),
+			HardwareAddr: mac, State: netlink.NUD_PERMANENT}))
+		return netlink.NeighAdd(&netlink.Neigh{LinkIndex: net1.Attrs().Index, IP: net.ParseIP("192.168.9.1"), State: netlink.NUD_FAILED})
+	}))
+	defaults := 0
+	for _, r := range routes(t, n) {
+		if strings.HasPrefix(r, "main default") {
+			defaults++
+		}
+	}
+	if got := routeDev(t, n, "8.8.8.8"); defaults != 2 || got != "eth0" {
+		t.Fatalf("precondition: want two default routes in main and lookups through eth0, got %d and %s:\n%s",
+			defaults, got, strings.Join(routes(t, n), "\n"))
+	}
+	must(t, Pin(n.Path(), "eth0"))
+	if got := routeDev(t, n, "8.8.8.8"); got != "eth0" {
+		t.Errorf("pinned: route to 8.8.8.8 goes through %s, want eth0 as before the pin:\n%s", got, strings.Join(routes(t, n), "\n"))
+	}
+	must(t, Unpin(n.Path()))
+	if got := routeDev(t, n, "8.8.8.8"); got != "eth0" {
+		t.Errorf("unpinned: route to 8.8.8.8 goes through %s, want eth0:\n%s", got, strings.Join(routes(t, n), "\n"))
+	}
+}
