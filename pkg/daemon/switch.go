@@ -72,6 +72,7 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 	from, start := cur.Network, time.Now()
 	var cutOver time.Duration
 	opts.CutOver = func() { cutOver = time.Since(start) }
+	ctx, plugins := executor.WithBusy(ctx)
 	_, err = r.d.Exec.Switch(ctx, sb, want, opts)
 	metrics.Reconciles.Inc("switch", switchResult(err))
 	var refused *executor.SwitchRefused
@@ -97,13 +98,14 @@ func (r *Reconciler) switchPrimary(ctx context.Context, ref podRef, pod *kube.Po
 	took := time.Since(start)
 	metrics.SwitchSeconds.Observe(took.Seconds())
 	metrics.SwitchCutOverSeconds.Observe(cutOver.Seconds())
-	r.d.Log.Info("switched primary network", "pod", ref, "from", from, "to", want.Network, "cutOverMs", ms(cutOver), "ms", ms(took))
+	r.d.Log.Info("switched primary network", "pod", ref, "from", from, "to", want.Network, "cutOverMs", ms(cutOver), "ms", ms(took),
+		"pluginsMs", ms(plugins.Total()))
 	kept := fmt.Sprintf("keeping %v", executor.Addresses(sb.Primary()))
 	if opts.Readdress {
 		kept = "with new addresses (nothing to drain)"
 	}
-	r.d.event(ref, kube.EventNormal, kube.ReasonNetworkSwitched, fmt.Sprintf("Switched %s from %s to %s %s: traffic moved in %.1f ms, done in %.1f ms",
-		sb.IfName, from, want.Network, kept, ms(cutOver), ms(took)))
+	r.d.event(ref, kube.EventNormal, kube.ReasonNetworkSwitched, fmt.Sprintf("Switched %s from %s to %s %s: traffic moved in %.1f ms, done in %.1f ms (plugins ran %.1f ms)",
+		sb.IfName, from, want.Network, kept, ms(cutOver), ms(took), ms(plugins.Total())))
 	r.publish(ref, sb)
 	return nil
 }

@@ -19,7 +19,7 @@ var switchSamples = flag.Int("switch-samples", 20, "switches each way per scenar
 
 // switchFigures collects one direction's measurements.
 type switchFigures struct {
-	cutOver, daemon, endToEnd []time.Duration
+	cutOver, daemon, own, endToEnd []time.Duration
 	probes                    map[string][]harness.ProbeStats // by client
 }
 
@@ -31,7 +31,8 @@ type switchFigures struct {
 // A's bridge, and to each secondary from a neighbour on its segment. Per
 // switch: probes lost and the longest gap between replies (window:
 // annotation PATCH to 30 ms after the pod's eth0 is the new network's), the
-// daemon's switch duration (from its Event) and the time from the PATCH to
+// daemon's switch duration (from its Event; also without the time its
+// delegate plugins ran, Rewire's own share) and the time from the PATCH to
 // the new eth0. The TCP streams must survive. SWITCH_DEBUG=1 prints the
 // send times of lost probes and the daemon's switch steps, to place a loss
 // in the sequence.
@@ -68,8 +69,8 @@ func benchSwitch(b *testing.B, family, name string, conf func(testing.TB, *env, 
 				fmt.Printf("%s PATCH %s: %s lost %v\n", dir, start.Format("05.000000"), c, st.LostAt)
 			}
 		}
-		cut, done := eventDurations(b, waitEvents(b, p, "NetworkSwitched", i+1)[i])
-		f.cutOver, f.daemon = append(f.cutOver, cut), append(f.daemon, done)
+		cut, done, plugins := eventDurations(b, waitEvents(b, p, "NetworkSwitched", i+1)[i])
+		f.cutOver, f.daemon, f.own = append(f.cutOver, cut), append(f.daemon, done), append(f.own, done-plugins)
 	}
 	b.StopTimer()
 	if os.Getenv("SWITCH_DEBUG") != "" {
@@ -81,8 +82,9 @@ func benchSwitch(b *testing.B, family, name string, conf func(testing.TB, *env, 
 	}
 	for _, dir := range []string{"A->B", "B->A"} {
 		f := figs[dir]
-		fmt.Printf("switch ipv%s %s %s over %d: daemon cut-over median %.1f ms worst %.1f ms, done median %.1f ms worst %.1f ms | PATCH->new eth0 median %.1f ms worst %.1f ms\n",
+		fmt.Printf("switch ipv%s %s %s over %d: daemon cut-over median %.1f ms worst %.1f ms, done median %.1f ms worst %.1f ms (Rewire's own, without its plugins' runs: median %.1f ms worst %.1f ms) | PATCH->new eth0 median %.1f ms worst %.1f ms\n",
 			family, name, dir, len(f.daemon), ms(median(f.cutOver)), ms(worst(f.cutOver)), ms(median(f.daemon)), ms(worst(f.daemon)),
+			ms(median(f.own)), ms(worst(f.own)),
 			ms(median(f.endToEnd)), ms(worst(f.endToEnd)))
 		for _, c := range sortedKeys(f.probes) {
 			fmt.Printf("    %-32s %s\n", c+":", probeSummary(f.probes[c]))
@@ -131,11 +133,11 @@ func waitNewEth0(t testing.TB, p *harness.Pod, before int) {
 	t.Fatal("the switch did not complete")
 }
 
-var eventMs = regexp.MustCompile(`traffic moved in ([0-9.]+) ms, done in ([0-9.]+) ms$`)
+var eventMs = regexp.MustCompile(`traffic moved in ([0-9.]+) ms, done in ([0-9.]+) ms \(plugins ran ([0-9.]+) ms\)$`)
 
 // eventDurations are the cut-over and total durations a NetworkSwitched
-// Event reports.
-func eventDurations(t testing.TB, msg string) (cutOver, done time.Duration) {
+// Event reports, and the time its delegates ran.
+func eventDurations(t testing.TB, msg string) (cutOver, done, plugins time.Duration) {
 	m := eventMs.FindStringSubmatch(msg)
 	if m == nil {
 		t.Fatalf("NetworkSwitched event without durations: %q", msg)
@@ -144,7 +146,7 @@ func eventDurations(t testing.TB, msg string) (cutOver, done time.Duration) {
 		v, _ := strconv.ParseFloat(s, 64)
 		return time.Duration(v * float64(time.Millisecond))
 	}
-	return d(m[1]), d(m[2])
+	return d(m[1]), d(m[2]), d(m[3])
 }
 
 func probeSummary(s []harness.ProbeStats) string {
