@@ -209,6 +209,10 @@ YAML
     --service-account-signing-key-file "$E2E_DIR/pki/sa.key" \
     --authorization-mode Node,RBAC --service-cluster-ip-range $SVC_CIDR --allow-privileged=true \
     --kubelet-preferred-address-types InternalIP --enable-priority-and-fairness=false --v 1
+  # Mounts propagate as on a systemd host (/ shared): the DaemonSet mounts
+  # the runtime's socket directory with HostToContainer propagation, which
+  # a private / refuses ("not a shared or slave mount").
+  [ "$(findmnt -no PROPAGATION /)" = shared ] || mount --make-rshared /
   log "containerd"
   start containerd containerd --config "$E2E_DIR/containerd.toml"
   wait_for 60 "kube-apiserver" kubectl --kubeconfig "$E2E_DIR/admin.kubeconfig" get --raw /readyz ||

@@ -47,6 +47,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/nad"
 	"github.com/rewire-cni/rewire/pkg/offline"
 	"github.com/rewire-cni/rewire/pkg/orphans"
+	"github.com/rewire-cni/rewire/pkg/pidone"
 	"github.com/rewire-cni/rewire/pkg/podresources"
 	"github.com/rewire-cni/rewire/pkg/store"
 	"github.com/rewire-cni/rewire/pkg/version"
@@ -81,7 +82,18 @@ func main() {
 		os.Stdout.Write(out)
 		os.Exit(code)
 	}
-	os.Exit(rewired(os.Args[1:], os.Stdout, os.Stderr, run))
+	os.Exit(rewired(os.Args[1:], os.Stdout, os.Stderr, daemonOrInit))
+}
+
+// daemonOrInit runs the daemon or, as PID 1 of its PID namespace (its
+// container's first process), the supervisor that runs the daemon as its
+// child, so that a killed daemon does not take its delegates with it
+// (package pidone).
+func daemonOrInit(o options) error {
+	if pidone.Needed() {
+		os.Exit(pidone.Run(os.Args, pidone.Defaults, slog.New(slog.NewJSONHandler(os.Stderr, nil))))
+	}
+	return run(o)
 }
 
 // rewired runs a subcommand, or parses the daemon's flags and calls
@@ -279,6 +291,9 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	if pids := orphans.Running(self); len(pids) > 0 {
+		log.Info("waiting for the delegates a previous rewired left running", "pids", pids)
+	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	err = orphans.Wait(wctx, self)
 	cancel()
@@ -308,6 +323,9 @@ func run(o options) error {
 	}()
 	if o.podName != "" && o.podNamespace != "" {
 		go publishDoctor(ctx, d, pods, o, log)
+	}
+	if err := startSelfGC(ctx, cfg, o, d, pods, log); err != nil {
+		return err
 	}
 	if o.metricsAddr != "" {
 		go serveMetrics(ctx, d.MetricsServer(o.metricsAddr), log)
@@ -359,7 +377,8 @@ func serveMetrics(ctx context.Context, srv *http.Server, log *slog.Logger) {
 	}
 }
 
-// reconciling ends when the hot-plug workers have finished their last pod.
+// reconciling ends when the hot-plug workers have finished their last pod
+// (and self-GC its last release).
 var reconciling sync.WaitGroup
 
 // setup builds the API clients, informers and the daemon.
@@ -383,7 +402,7 @@ func setup(ctx context.Context, rc *rest.Config, cfg *config.Config, o options, 
 	go status.Run(ctx, 4)
 	go events.Run(ctx)
 	d := &daemon.Daemon{
-		Config: cfg, Exec: exec, Pods: pods, Networks: nets.Lookup, NetworksSynced: nets.Synced,
+		Config: cfg, Exec: exec, Pods: pods, Networks: daemon.ClusterChainLookup(cfg, nets.Lookup), NetworksSynced: nets.Synced,
 		Status: status, Events: events,
 		Devices: &podresources.Client{Socket: cfg.PodResourcesSocket},
 		DevInfo: devinfo.Dir(cfg.DeviceInfoDir), Log: log, APICounts: counter.Snapshot,

@@ -84,6 +84,12 @@ type Config struct {
 	// file exists (Multus's readinessindicatorfile: the cluster network's
 	// daemon writes it when it is ready).
 	ReadinessIndicatorFile string `json:"readinessIndicatorFile,omitempty"`
+	// AuxiliaryCNIChainName is Multus's auxiliaryCNIChainName: the plugins
+	// of the directory of that name next to the cluster network's config
+	// (one plugin config per *.conf file) are appended to the cluster
+	// network's chain, after those of its own directory
+	// (docs/migrating-from-multus.md). Empty: none.
+	AuxiliaryCNIChainName string `json:"auxiliaryCNIChainName,omitempty"`
 	// CNIDir is Multus's cniDir: where Multus keeps the delegates it used
 	// for each sandbox (and libcni's cache of them). Pods Multus networked
 	// before Rewire took the node over are adopted from it and deleted with
@@ -93,6 +99,21 @@ type Config struct {
 	// LogLevel is the daemon's log level when --log-level is not given:
 	// debug, info, warn, error, or Multus's debug, verbose, error, panic.
 	LogLevel string `json:"logLevel,omitempty"`
+	// CRISocket is the container runtime's CRI endpoint (unix:///PATH or
+	// PATH), which self-GC asks for the pod sandboxes that still exist
+	// (ListPodSandbox) to release the attachments of those whose CNI DEL
+	// never came (containerd never calls CNI GC). Default
+	// unix:///run/containerd/containerd.sock, containerd's; "" or "off"
+	// turns self-GC off. It must be the runtime the kubelet uses.
+	CRISocket *string `json:"criSocket,omitempty"`
+	// GCInterval is how often self-GC runs, besides once at start
+	// (default 5m).
+	GCInterval Duration `json:"gcInterval,omitempty"`
+	// GCGrace is the age below which self-GC never releases a record,
+	// whatever the runtime says (default 2m).
+	GCGrace Duration `json:"gcGrace,omitempty"`
+	// GCDryRun makes self-GC only log and count what it would release.
+	GCDryRun bool `json:"gcDryRun,omitempty"`
 
 	// ClusterNetworkConfig is the cluster network's CNI config when a Multus
 	// config gives it inline (delegates[0]); ClusterNetwork then names it.
@@ -161,10 +182,31 @@ func Parse(raw []byte) (*Config, error) {
 		return nil, fmt.Errorf("config: clusterNetwork is required (in a Multus config: clusterNetwork, delegates, " +
 			"or multusAutoconfigDir with multusConfigFile auto)")
 	}
+	if err := c.checkAuxiliaryChain(); err != nil {
+		return nil, err
+	}
 	if _, err := c.Level(); err != nil {
 		return nil, err
 	}
+	if c.GCInterval.Duration < 0 || c.GCGrace.Duration < 0 {
+		return nil, fmt.Errorf("config: gcInterval %s and gcGrace %s must not be negative", c.GCInterval, c.GCGrace)
+	}
 	return c, nil
+}
+
+// DefaultCRISocket is containerd's CRI endpoint, criSocket's default.
+const DefaultCRISocket = "unix:///run/containerd/containerd.sock"
+
+// CRIEndpoint is the CRI endpoint self-GC asks, "" when criSocket turns
+// self-GC off.
+func (c *Config) CRIEndpoint() string {
+	if c.CRISocket == nil {
+		return DefaultCRISocket
+	}
+	if s := strings.TrimSpace(*c.CRISocket); s != "off" {
+		return s
+	}
+	return ""
 }
 
 // Level is the log level LogLevel names: slog's debug, info, warn and
@@ -219,6 +261,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.PodWait.Duration == 0 {
 		c.PodWait.Duration = 2 * time.Second
+	}
+	if c.GCInterval.Duration == 0 {
+		c.GCInterval.Duration = 5 * time.Minute
+	}
+	if c.GCGrace.Duration == 0 {
+		c.GCGrace.Duration = 2 * time.Minute
 	}
 }
 

@@ -115,8 +115,9 @@ func TestParseMultusConfig(t *testing.T) {
 			return expect(c.ClusterNetwork == "/host/run/multus/cni/net.d" && c.NamespaceIsolation &&
 				strings.Join(c.GlobalNamespaces, " ") == "default openshift-multus openshift-sriov-network-operator" &&
 				c.ReadinessIndicatorFile == "/host/run/multus/cni/net.d/10-ovn-kubernetes.conf" &&
-				strings.Join(c.BinDirs, " ") == "/var/lib/cni/bin /opt/cni/bin" && c.LogLevel == "debug")
-		}, "auxiliarycnichainname chrootdir cniconfigdir cniversion daemonsocketdir logtostderr metricsport pernodecertificate socketdir"},
+				strings.Join(c.BinDirs, " ") == "/var/lib/cni/bin /opt/cni/bin" && c.LogLevel == "debug" &&
+				c.AuxiliaryCNIChainName == "vendor-cni-chain")
+		}, "chrootdir cniconfigdir cniversion daemonsocketdir logtostderr metricsport pernodecertificate socketdir"},
 		{"thick daemon-config.json naming the master CNI", `{"cniConfigDir": "/host/etc/cni/net.d",
 			"multusMasterCNI": "10-calico.conflist", "multusConfigFile": "auto"}`, func(c *Config) string {
 			return expect(c.ClusterNetwork == "/host/etc/cni/net.d/10-calico.conflist")
@@ -126,8 +127,9 @@ func TestParseMultusConfig(t *testing.T) {
 			"daemonSocketDir":"/run/multus/socket","globalNamespaces":"default,openshift-multus","logLevel":"verbose",
 			"logToStderr":true,"name":"multus-cni-network","namespaceIsolation":true,"type":"multus-shim"}`, func(c *Config) string {
 			return expect(c.ClusterNetwork == "/host/run/multus/cni/net.d/10-ovn-kubernetes.conf" && c.ClusterNetworkConfig == nil &&
-				strings.Join(c.GlobalNamespaces, ",") == "default,openshift-multus" && c.BinDirs[0] == "/var/lib/cni/bin")
-		}, "auxiliarycnichainname cniversion daemonsocketdir logtostderr name type"},
+				strings.Join(c.GlobalNamespaces, ",") == "default,openshift-multus" && c.BinDirs[0] == "/var/lib/cni/bin" &&
+				c.AuxiliaryCNIChainName == "vendor-cni-chain")
+		}, "cniversion daemonsocketdir logtostderr name type"},
 		{"thin 00-multus.conf with a delegate (multus-daemonset.yml)", `{
 			"cniVersion": "0.3.1",
 			"name": "multus-cni-network",
@@ -210,5 +212,45 @@ func TestLevel(t *testing.T) {
 	}
 	if _, err := Parse([]byte("clusterNetwork: x\nlogLevel: loud\n")); err == nil || !strings.Contains(err.Error(), "loud") {
 		t.Errorf("logLevel loud: %v", err)
+	}
+}
+
+// Self-GC's keys: containerd's socket, 5m and 2m by default, dry-run off;
+// criSocket "" or "off" turns it off; negative durations are refused.
+func TestSelfGCKeys(t *testing.T) {
+	cases := []struct {
+		name, config    string
+		endpoint        string
+		interval, grace time.Duration
+		dryRun          bool
+		err             string
+	}{
+		{"defaults", "", DefaultCRISocket, 5 * time.Minute, 2 * time.Minute, false, ""},
+		{"set", "criSocket: /run/crio/crio.sock\ngcInterval: 30s\ngcGrace: 10m\ngcDryRun: true\n", "/run/crio/crio.sock", 30 * time.Second, 10 * time.Minute, true, ""},
+		{"off", "criSocket: \"off\"\n", "", 5 * time.Minute, 2 * time.Minute, false, ""},
+		{"empty", "criSocket: \"\"\n", "", 5 * time.Minute, 2 * time.Minute, false, ""},
+		{"negative grace", "gcGrace: -1m\n", "", 0, 0, false, "must not be negative"},
+		{"bad interval", "gcInterval: often\n", "", 0, 0, false, "invalid duration"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse([]byte("clusterNetwork: x\n" + c.config))
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("Parse = %v, want an error with %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.CRIEndpoint(); got != c.endpoint {
+				t.Errorf("CRIEndpoint() = %q, want %q", got, c.endpoint)
+			}
+			if cfg.GCInterval.Duration != c.interval || cfg.GCGrace.Duration != c.grace || cfg.GCDryRun != c.dryRun {
+				t.Errorf("gcInterval %s, gcGrace %s, gcDryRun %v; want %s, %s, %v",
+					cfg.GCInterval, cfg.GCGrace, cfg.GCDryRun, c.interval, c.grace, c.dryRun)
+			}
+		})
 	}
 }

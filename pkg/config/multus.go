@@ -18,9 +18,9 @@ import (
 // decoder does (Multus's docs write "LogFile"). Keys Rewire has under the
 // same name (clusterNetwork, defaultNetworks, systemNamespaces,
 // multusNamespace, namespaceIsolation, globalNamespaces, confDir, cniDir,
-// readinessindicatorfile, logLevel) are Rewire's; the others are translated
-// when they mean something for Rewire, and otherwise ignored and listed in
-// Config.Ignored, never an error.
+// readinessindicatorfile, auxiliaryCNIChainName, logLevel) are Rewire's;
+// the others are translated when they mean something for Rewire, and
+// otherwise ignored and listed in Config.Ignored, never an error.
 
 // multusKeys are the keys Multus accepts that Rewire's Config does not
 // have, lower-cased, with what Rewire makes of each.
@@ -35,14 +35,13 @@ var multusKeys = map[string]string{
 	"prevresult":    "ignored",
 	"runtimeconfig": "ignored",
 	// Multus's NetConf.
-	"bindir":                "searched first for plugins, before binDirs",
-	"delegates":             "delegates[0] is the cluster network when clusterNetwork is absent",
-	"kubeconfig":            "ignored: rewired takes --kubeconfig (in-cluster by default)",
-	"logfile":               "ignored: rewired logs to stderr",
-	"logtostderr":           "ignored",
-	"logoptions":            "ignored",
-	"retrydeleteonerror":    "ignored: Rewire's DEL always attempts every delegate and keeps failures recorded",
-	"auxiliarycnichainname": "ignored",
+	"bindir":             "searched first for plugins, before binDirs",
+	"delegates":          "delegates[0] is the cluster network when clusterNetwork is absent",
+	"kubeconfig":         "ignored: rewired takes --kubeconfig (in-cluster by default)",
+	"logfile":            "ignored: rewired logs to stderr",
+	"logtostderr":        "ignored",
+	"logoptions":         "ignored",
+	"retrydeleteonerror": "ignored: Rewire's DEL always attempts every delegate and keeps failures recorded",
 	// The Multus daemon's (thick plugin).
 	"chrootdir":           "ignored",
 	"socketdir":           "ignored: rewired takes --socket-path",

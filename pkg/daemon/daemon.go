@@ -139,9 +139,10 @@ func parseArgs(s string) ([][2]string, podRef, error) {
 	return pairs, ref, nil
 }
 
-// ClusterNetwork returns the cluster network's config when clusterNetwork is
-// a path or given inline (nil when it names a NAD), or why it is not usable
-// yet: also while the readiness indicator file does not exist.
+// ClusterNetwork returns the cluster network's config, with its chained
+// plugins (chain.go), when clusterNetwork is a path or given inline (nil
+// when it names a NAD: ClusterChainLookup chains that one), or why it is
+// not usable yet: also while the readiness indicator file does not exist.
 func (d *Daemon) ClusterNetwork() (*libcni.NetworkConfigList, error) {
 	if f := d.Config.ReadinessIndicatorFile; f != "" {
 		if _, err := os.Stat(f); err != nil {
@@ -156,6 +157,9 @@ func (d *Daemon) clusterConfig() (*libcni.NetworkConfigList, error) {
 	cn := d.Config.ClusterNetwork
 	if raw := d.Config.ClusterNetworkConfig; len(raw) > 0 {
 		list, err := nad.ConfList(raw, cn)
+		if err == nil {
+			list, err = clusterChains(d.Config, list, d.Config.ConfDir)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("cluster network %s (the Multus config's delegates[0]): %w", cn, err)
 		}
@@ -163,6 +167,9 @@ func (d *Daemon) clusterConfig() (*libcni.NetworkConfigList, error) {
 	}
 	if filepath.IsAbs(cn) {
 		list, err := nad.LoadPath(cn, PluginType)
+		if err == nil {
+			list, err = clusterChains(d.Config, list, configDir(cn))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("cluster network config %s: %w", cn, err)
 		}

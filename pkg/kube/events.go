@@ -37,6 +37,11 @@ const (
 	ReasonSwitchRejected  = "SwitchRejected"
 	ReasonSwitchFailed    = "SwitchFailed"
 	ReasonSwitchDraining  = "SwitchDraining"
+
+	// Self-GC (pkg/selfgc): a sandbox the runtime no longer has, whose
+	// CNI DEL never came, released (or not) by rewired itself.
+	ReasonStaleReleased      = "StaleSandboxReleased"
+	ReasonStaleReleaseFailed = "StaleSandboxReleaseFailed"
 )
 
 var eventsGVR = schema.GroupVersionResource{Version: "v1", Resource: "events"}

@@ -44,7 +44,12 @@ var (
 		"Failures reported on pods, by Event reason.", "reason")
 	DelegatesWaiting = NewGauge("rewire_delegates_waiting",
 		"Delegate executions waiting for a slot (config maxConcurrentDelegates).")
-	StoreRecords  = NewGauge("rewire_store_records", "Sandbox records in the attachment store.")
+	StoreRecords    = NewGauge("rewire_store_records", "Sandbox records in the attachment store.")
+	SelfGCSandboxes = NewCounter("rewire_self_gc_sandboxes_total",
+		"Sandboxes the container runtime no longer has, found by self-GC, by result: released (every attachment released), "+
+			"failed (retried at the next pass), dry_run (would be released: gcDryRun; each sandbox once).", "result")
+	SelfGCRuns = NewCounter("rewire_self_gc_runs_total",
+		"Self-GC passes, by result: ok, or error (the runtime could not be asked or its answer was not trusted; nothing released).", "result")
 	MigrationPods = NewGaugeFunc("rewire_migration_pods",
 		"This node's pods in each NetworkMigration as last reported in its status, by state "+
 			"(total, switched, failed, skipped, remaining, switching; switching is part of remaining).",
@@ -52,7 +57,7 @@ var (
 )
 
 // All lists Rewire's own metrics in the order they are written.
-var All = []Writer{Requests, RequestSeconds, RequestOwnSeconds, DelegateSeconds, InFlight, Reconciles, SwitchSeconds, SwitchCutOverSeconds, Failures, DelegatesWaiting, StoreRecords, MigrationPods}
+var All = []Writer{Requests, RequestSeconds, RequestOwnSeconds, DelegateSeconds, InFlight, Reconciles, SwitchSeconds, SwitchCutOverSeconds, Failures, DelegatesWaiting, StoreRecords, SelfGCSandboxes, SelfGCRuns, MigrationPods}
 
 // Writer is a metric family that writes itself in the text format.
 type Writer interface {

@@ -76,13 +76,21 @@ func checkPluginTypes(list *libcni.NetworkConfigList) error {
 		return fmt.Errorf("CNI config %q has no plugins", list.Name)
 	}
 	for i, p := range list.Plugins {
-		if err := delegateType(p.Network.Type); err != nil {
-			return fmt.Errorf("CNI config %q plugin %d: type: %w", list.Name, i, err)
+		if err := checkPlugin(p); err != nil {
+			return fmt.Errorf("CNI config %q plugin %d: %w", list.Name, i, err)
 		}
-		if p.Network.IPAM.Type != "" {
-			if err := delegateType(p.Network.IPAM.Type); err != nil {
-				return fmt.Errorf("CNI config %q plugin %d: ipam type: %w", list.Name, i, err)
-			}
+	}
+	return nil
+}
+
+// checkPlugin checks the plugin and IPAM type of one plugin config.
+func checkPlugin(p *libcni.PluginConfig) error {
+	if err := delegateType(p.Network.Type); err != nil {
+		return fmt.Errorf("type: %w", err)
+	}
+	if p.Network.IPAM.Type != "" {
+		if err := delegateType(p.Network.IPAM.Type); err != nil {
+			return fmt.Errorf("ipam type: %w", err)
 		}
 	}
 	return nil

@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -332,7 +335,13 @@ func TestRewiredKilledDuringAdds(t *testing.T) {
 	mustKubectl(t, macvlanNAD("default", "kill-net", "192.168.42", 10, 60), "apply", "-f", "-")
 	t.Cleanup(func() { kubectl("", "delete", "net-attach-def", "kill-net", "--ignore-not-found") })
 	before := rewiredRestarts(t)
-	pid := rewiredPID(t)
+	// The container's first process: the whole container ends, its
+	// delegates with it (TestDelegateOutlivesKilledRewired kills only the
+	// daemon).
+	pid := parent(rewiredPID(t))
+	if !isRewired(pid) {
+		t.Fatalf("the serving rewired's parent (pid %d) is not rewired: no supervisor", pid)
+	}
 	var names []string
 	for i := range 6 {
 		names = append(names, fmt.Sprintf("killed-%d", i))
@@ -360,6 +369,68 @@ func TestRewiredKilledDuringAdds(t *testing.T) {
 	deletePods(t, "default", names...)
 	assertReleased(t, "kill-net", "e2e-bridge")
 }
+
+// TestDelegateOutlivesKilledRewired SIGKILLs the serving rewired, as the
+// OOM killer would pick it, while a delegate of a macvlan + host-local ADD
+// is half-way (a wrapper plugin, test/e2e/slowplugin, holds it for a
+// second): the delegate finishes instead of dying with rewired, the daemon
+// is restarted in place by its container's first process (no container
+// restart), the pod comes up on the kubelet's retry, and after its DEL
+// nothing is left.
+func TestDelegateOutlivesKilledRewired(t *testing.T) {
+	macvlanMaster(t)
+	out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", "/opt/cni/bin/slowmacvlan", "./slowplugin").CombinedOutput()
+	if err != nil {
+		t.Fatalf("building the slow plugin: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = os.Remove("/opt/cni/bin/slowmacvlan"); _ = os.RemoveAll(slowMarks) })
+	_ = os.RemoveAll(slowMarks)
+	nad := strings.Replace(macvlanNAD("default", "slow-net", "192.168.43", 10, 20), `"type":"macvlan"`, `"type":"slowmacvlan"`, 1)
+	mustKubectl(t, nad, "apply", "-f", "-")
+	t.Cleanup(func() { kubectl("", "delete", "net-attach-def", "slow-net", "--ignore-not-found") })
+	before, pid := rewiredRestarts(t), rewiredPID(t)
+	createPod(t, "default", "slow", map[string]string{networksAnn: "slow-net"})
+	var started []string
+	eventually(t, 60*time.Second, "the slow delegate to start", func() error {
+		if started, _ = filepath.Glob(filepath.Join(slowMarks, "*.started")); len(started) == 0 {
+			return fmt.Errorf("no marker in %s", slowMarks)
+		}
+		return nil
+	})
+	hostCmd(t, "kill", "-KILL", fmt.Sprint(pid))
+	done := strings.TrimSuffix(started[0], ".started") + ".done"
+	eventually(t, 30*time.Second, "the delegate to finish", func() error {
+		code, err := os.ReadFile(done)
+		if err != nil {
+			return err
+		}
+		if string(code) != "0" {
+			t.Errorf("the delegate's macvlan exited %s", code)
+		}
+		return nil
+	})
+	waitRunning(t, "default", "slow", 120*time.Second)
+	if after := rewiredRestarts(t); after != before {
+		t.Errorf("rewired's container restarted (restartCount %s, was %s)", after, before)
+	}
+	if now := findRewired(); now == pid || now == 0 {
+		t.Errorf("serving rewired after the SIGKILL: pid %d, the killed one %d", now, pid)
+	}
+	logs := mustKubectl(t, "", "-n", "kube-system", "logs", "-l", "app=rewire", "--tail", "-1")
+	for _, want := range []string{"restarting it in place", "the delegates a previous rewired left running"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("rewired's log lacks %q", want)
+		}
+	}
+	if got := hostLocalIPs("slow-net"); len(got) != 1 {
+		t.Errorf("host-local holds %v for one pod", got)
+	}
+	deletePods(t, "default", "slow")
+	assertReleased(t, "slow-net", "e2e-bridge")
+}
+
+// slowMarks is test/e2e/slowplugin's marker directory.
+const slowMarks = "/var/lib/cni/rewire-e2e-slow"
 
 func median(d []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), d...)

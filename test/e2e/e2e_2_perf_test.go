@@ -207,14 +207,37 @@ func isRewired(pid int) bool {
 	return err == nil && strings.HasPrefix(string(raw), "/rewired\x00--config\x00")
 }
 
+// findRewired returns the serving rewired: the daemon that its container's
+// first process (rewired too, supervising it: package pidone) runs, or
+// that first process when it runs the daemon itself (REWIRE_NO_INIT).
 func findRewired() int {
 	procs, _ := filepath.Glob("/proc/[0-9]*")
+	var found []int
 	for _, d := range procs {
 		if pid, err := strconv.Atoi(filepath.Base(d)); err == nil && isRewired(pid) {
+			found = append(found, pid)
+		}
+	}
+	for _, pid := range found {
+		if isRewired(parent(pid)) {
 			return pid
 		}
 	}
+	if len(found) > 0 {
+		return found[0]
+	}
 	return 0
+}
+
+// parent is the parent PID of pid (0 when unknown).
+func parent(pid int) int {
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	var state string
+	var ppid int
+	if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
+		_, _ = fmt.Sscan(string(stat[i+1:]), &state, &ppid)
+	}
+	return ppid
 }
 
 // memory is rewired's resident set, its container's cgroup usage (page cache

@@ -20,12 +20,17 @@ import (
 type Daemon struct {
 	Bin, Dir, Socket, StateDir, ConfigFile, Kubeconfig, Node string
 	ExtraArgs                                                []string
+	// PIDNamespace starts rewired as PID 1 of a PID namespace of its own,
+	// as in its DaemonSet's container (it then supervises the daemon as
+	// its child: package pidone).
+	PIDNamespace bool
 
 	proc *process
 }
 
 // NewDaemon prepares (does not start) a daemon with its config (YAML) and
-// all its files under dir.
+// all its files under dir. Self-GC is off unless the config sets criSocket
+// (WithoutSelfGC).
 func NewDaemon(bin, dir, kubeconfig, node, config string) (*Daemon, error) {
 	d := &Daemon{
 		Bin: bin, Dir: dir, Kubeconfig: kubeconfig, Node: node,
@@ -36,7 +41,24 @@ func NewDaemon(bin, dir, kubeconfig, node, config string) (*Daemon, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return d, os.WriteFile(d.ConfigFile, []byte(config), 0o600)
+	return d, os.WriteFile(d.ConfigFile, []byte(WithoutSelfGC(config)), 0o600)
+}
+
+// WithoutSelfGC turns self-GC off in a daemon config (YAML, or a JSON
+// object) that does not set criSocket: a test's sandboxes are not the
+// host's container runtime's, which self-GC would otherwise ask (and
+// release every record it does not list).
+func WithoutSelfGC(config string) string {
+	if strings.Contains(config, "criSocket") {
+		return config
+	}
+	if rest, ok := strings.CutPrefix(strings.TrimSpace(config), "{"); ok {
+		if strings.HasPrefix(strings.TrimSpace(rest), "}") {
+			return `{"criSocket":"off"` + rest
+		}
+		return `{"criSocket":"off",` + rest
+	}
+	return config + "\ncriSocket: \"off\"\n"
 }
 
 // Start launches the daemon and waits until its socket answers /healthz.
@@ -44,7 +66,11 @@ func (d *Daemon) Start() error {
 	args := append([]string{"--kubeconfig", d.Kubeconfig, "--node-name", d.Node, "--socket-path", d.Socket,
 		"--state-dir", d.StateDir, "--config", d.ConfigFile, "--log-level", "debug"}, d.ExtraArgs...)
 	var err error
-	if d.proc, err = startProcess(filepath.Join(d.Dir, "rewired.log"), append([]string{d.Bin}, args...)...); err != nil {
+	start := startProcess
+	if d.PIDNamespace {
+		start = startContained
+	}
+	if d.proc, err = start(filepath.Join(d.Dir, "rewired.log"), append([]string{d.Bin}, args...)...); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(20 * time.Second)
@@ -74,6 +100,10 @@ func (d *Daemon) WaitReady(timeout time.Duration) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Supervised returns the PID of the daemon that rewired, started as PID 1
+// of its own PID namespace, runs as its child.
+func (d *Daemon) Supervised() (int, error) { return onlyChild(d.proc.pid()) }
 
 // Running reports whether the daemon process is alive.
 func (d *Daemon) Running() bool { return d.proc != nil && !d.proc.exited() }

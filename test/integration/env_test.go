@@ -142,6 +142,11 @@ type envOpts struct {
 	// clusterIPAM is the cluster network's IPAM: "host-local" (default) or
 	// "whereabouts" (one cluster-wide pool for the env's subnet).
 	clusterIPAM string
+	// binDir is searched for plugins before the reference plugins.
+	binDir string
+	// pidNamespace: rewired runs as PID 1 of its own PID namespace, as in
+	// its container.
+	pidNamespace bool
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -169,14 +174,19 @@ func newEnv(t testing.TB, o envOpts) *env {
 		cluster = e.clusterConfIPAM(e.whereaboutsIPAM())
 	}
 	must(t, os.WriteFile(filepath.Join(confDir, "10-cluster.conflist"), []byte(cluster), 0o644))
+	binDirs := tools
+	if o.binDir != "" {
+		binDirs = o.binDir + ", " + tools
+	}
 	cfg := fmt.Sprintf("clusterNetwork: %s\nconfDir: %s\nbinDirs: [%s]\ndeviceInfoDir: %s\ncniDir: %s\n%s",
-		confDir, confDir, tools, filepath.Join(e.dir, "devinfo"), e.multusDir(), o.extraConfig)
+		confDir, confDir, binDirs, filepath.Join(e.dir, "devinfo"), e.multusDir(), o.extraConfig)
 	var err error
 	if o.kubeconfig == "" {
 		o.kubeconfig = api.Kubeconfig
 	}
 	e.daemon, err = harness.NewDaemon(filepath.Join(binDir, "rewired"), filepath.Join(e.dir, "daemon"), o.kubeconfig, e.node, cfg)
 	must(t, err)
+	e.daemon.PIDNamespace = o.pidNamespace
 	if o.cniVersion == "" {
 		o.cniVersion = "1.1.0"
 	}
@@ -445,5 +455,5 @@ func (e *env) allocations() []string {
 
 // writeConfig replaces the daemon config (before Start).
 func writeConfig(e *env, cfg string) error {
-	return os.WriteFile(e.daemon.ConfigFile, []byte(cfg), 0o600)
+	return os.WriteFile(e.daemon.ConfigFile, []byte(harness.WithoutSelfGC(cfg)), 0o600)
 }
