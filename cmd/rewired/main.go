@@ -231,12 +231,14 @@ func runInstall(args []string, stdout io.Writer) error {
 	fs.StringVar(&o.StateDir, "host-state-dir", "/var/lib/rewire", "rewired's state dir as seen on the host")
 	fs.StringVar(&o.BinDir, "bin-dir", "/opt/cni/bin", "the host's CNI bin dir")
 	fs.StringVar(&o.ConfDir, "conf-dir", "/etc/cni/net.d", "the host's CNI conf dir")
-	fs.StringVar(&o.ConfName, "conf-name", "00-rewire.conflist", "Rewire's config file (sorts first)")
+	fs.StringVar(&o.ConfName, "conf-name", "00-rewire.conflist",
+		"Rewire's config file (sorts first); comma-separated names: written over the first of them found in the conf dir, else as the first")
 	fs.StringVar(&o.Socket, "socket-path", wire.DefaultSocket, "the daemon socket, as seen on the host")
 	fs.StringVar(&o.CNIVersion, "cni-version", "1.1.0", "cniVersion of Rewire's config")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	o.ConfName = install.Target(o.ConfDir, o.ConfName)
 	if err := install.Run(o); err != nil {
 		return err
 	}
@@ -407,6 +409,7 @@ func setup(ctx context.Context, rc *rest.Config, cfg *config.Config, o options, 
 		Devices: &podresources.Client{Socket: cfg.PodResourcesSocket},
 		DevInfo: devinfo.Dir(cfg.DeviceInfoDir), Log: log, APICounts: counter.Snapshot,
 	}
+	startDRA(ctx, rc, dyn, d, pods, o.nodeName, log)
 	rec := daemon.NewReconciler(d, pods.Cached)
 	d.View = rec.View
 	if err := rec.Watch(pods.Informer()); err != nil {

@@ -147,6 +147,27 @@ func TestParseMultusConfig(t *testing.T) {
 			_ = json.Unmarshal(c.ClusterNetworkConfig, &d)
 			return expect(c.ClusterNetwork == "default-cni-network" && d.CNIVersion == "0.3.1" && len(d.Plugins) == 2)
 		}, "capabilities cniversion kubeconfig name type"},
+		{"thin 00-multus.conflist (the entrypoint's, for a CNI 1.0.0 cluster network), istio-cni chained", `{
+			"cniVersion": "1.0.0",
+			"name": "multus-cni-network",
+			"plugins": [ {
+				"type": "multus",
+				"capabilities": {"ips":true,"portMappings":true},
+				"cniConf": "/host/etc/cni/multus/net.d",
+				"binDir": "/host/opt/cni/bin",
+				"kubeconfig": "/etc/cni/net.d/multus.d/multus.kubeconfig",
+				"delegates": [
+					{"cniVersion":"1.0.0","name":"cbr0","plugins":[{"type":"bridge","ipam":{"type":"host-local"}}]}
+				]
+			}, {"type": "istio-cni"}]
+		}`, func(c *Config) string {
+			var d struct {
+				CNIVersion string            `json:"cniVersion"`
+				Plugins    []json.RawMessage `json:"plugins"`
+			}
+			_ = json.Unmarshal(c.ClusterNetworkConfig, &d)
+			return expect(c.ClusterNetwork == "cbr0" && d.CNIVersion == "1.0.0" && len(d.Plugins) == 1 && c.BinDirs[0] == "/host/opt/cni/bin")
+		}, "capabilities cniconf cniversion kubeconfig name plugins[1:] (1 plugins chained after Multus in its config list) type"},
 		{"thin 00-multus.conf with two delegates", `{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus",
 			"delegates":[{"cniVersion":"0.3.1","name":"weave","type":"weave-net"},{"cniVersion":"0.3.1","name":"mv","type":"macvlan"}]}`,
 			func(c *Config) string { return expect(c.ClusterNetwork == "weave" && c.ClusterNetworkConfig != nil) },

@@ -95,6 +95,9 @@ func fromMultus(js []byte) (*translation, error) {
 		return nil, nil // not an object: the strict decoder says why
 	}
 	m := &multusConfig{keys: map[string]json.RawMessage{}, used: map[string]bool{}}
+	if plugin, notes := multusPlugin(top); plugin != nil {
+		top, m.notes = plugin, notes
+	}
 	for k, v := range top {
 		lk := strings.ToLower(k)
 		if _, dup := m.keys[lk]; dup {
@@ -126,6 +129,38 @@ func fromMultus(js []byte) (*translation, error) {
 	sort.Strings(t.ignored)
 	t.json, err = json.Marshal(rewired)
 	return t, err
+}
+
+// multusTypes are the plugin types of Multus's thin plugin and thick shim.
+var multusTypes = []string{"multus", "multus-shim"}
+
+// multusPlugin returns the config Multus gets from a config list whose
+// first plugin is Multus (nil for any other config): that plugin's keys
+// with the list's name and cniVersion, as libcni hands them to it. Multus's
+// thin entrypoint writes such a list, 00-multus.conflist, when the cluster
+// network's config is CNI 1.0.0 (a single config, 00-multus.conf, for
+// older versions). The list's other plugins (a chained plugin another
+// installer appended) are not Multus's settings: they are noted as ignored.
+func multusPlugin(top map[string]json.RawMessage) (map[string]json.RawMessage, []string) {
+	var plugins []map[string]json.RawMessage
+	if err := json.Unmarshal(top["plugins"], &plugins); err != nil || len(plugins) == 0 || plugins[0] == nil {
+		return nil, nil
+	}
+	var typ string
+	if err := json.Unmarshal(plugins[0]["type"], &typ); err != nil || !slices.Contains(multusTypes, typ) {
+		return nil, nil
+	}
+	plugin := plugins[0]
+	for _, k := range []string{"name", "cniVersion"} {
+		if v, ok := top[k]; ok {
+			plugin[k] = v
+		}
+	}
+	var notes []string
+	if len(plugins) > 1 {
+		notes = append(notes, fmt.Sprintf("plugins[1:] (%d plugins chained after Multus in its config list)", len(plugins)-1))
+	}
+	return plugin, notes
 }
 
 // isMultus reports whether the config has a key only Multus has.

@@ -68,6 +68,12 @@ type Daemon struct {
 	Devices        Devices
 	DevInfo        devinfo.Dir
 	Log            *slog.Logger
+	// Claims gives devices from the pod's ResourceClaims (DRA), after the
+	// device plugins'; nil: none.
+	Claims ClaimDevices
+	// NetworkData receives the networkData of attachments made from a
+	// claim's device; nil: not written.
+	NetworkData NetworkDataSink
 	// APICounts reports the API requests made so far (GET /debug/api).
 	APICounts func() map[string]int64
 	// OnAdded is called after a successful ADD (the hot-plug reconciler

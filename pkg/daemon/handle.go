@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	ktypes "k8s.io/apimachinery/pkg/types"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/devinfo"
@@ -156,7 +157,7 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 		pod = planner.Pod{Namespace: p.Namespace, Name: p.Name, Annotations: d.annotations(p)}
 		ref.UID = p.UID
 	}
-	specs, err := d.plan(ctx, pod, cluster, req, conf)
+	specs, err := d.plan(ctx, pod, ref.UID, cluster, req, conf)
 	if err != nil {
 		d.event(ref, kube.EventWarning, kube.ReasonAddFailed, err.Error())
 		return nil, err
@@ -188,7 +189,7 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 }
 
 // plan computes the attachments and resolves devices and device-info files.
-func (d *Daemon) plan(ctx context.Context, pod planner.Pod, cluster *libcni.NetworkConfigList, req *wire.Request, conf *netConf) ([]attachment.Spec, error) {
+func (d *Daemon) plan(ctx context.Context, pod planner.Pod, uid ktypes.UID, cluster *libcni.NetworkConfigList, req *wire.Request, conf *netConf) ([]attachment.Spec, error) {
 	specs, err := planner.Plan(planner.Input{
 		Pod: pod, Config: d.Config, ClusterNetwork: cluster, IfName: req.IfName,
 		RuntimeArgs: conf.RuntimeConfig, Lookup: d.Networks,
@@ -197,7 +198,7 @@ func (d *Daemon) plan(ctx context.Context, pod planner.Pod, cluster *libcni.Netw
 		return nil, err
 	}
 	if podresources.NeedsDevices(specs) {
-		if err := d.assignDevices(ctx, pod.Namespace, pod.Name, specs, nil); err != nil {
+		if err := d.assignDevices(ctx, pod.Namespace, pod.Name, uid, specs, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -210,15 +211,10 @@ func (d *Daemon) plan(ctx context.Context, pod planner.Pod, cluster *libcni.Netw
 }
 
 // assignDevices gives the specs waiting for a device the pod's allocated
-// devices, skipping those the recorded attachments already use.
-func (d *Daemon) assignDevices(ctx context.Context, namespace, name string, specs, recorded []attachment.Spec) error {
-	if d.Devices == nil {
-		return errors.New("a network needs a device but no PodResources client is configured")
-	}
-	devs, err := d.Devices.Devices(ctx, namespace, name)
-	if err != nil {
-		return err
-	}
+// devices (device plugins', then its ResourceClaims'), skipping those the
+// recorded attachments already use.
+func (d *Daemon) assignDevices(ctx context.Context, namespace, name string, uid ktypes.UID, specs, recorded []attachment.Spec) error {
+	devs, sourceErr := d.podDevices(ctx, namespace, name, uid)
 	for _, r := range recorded {
 		ids := devs[r.ResourceName]
 		for i, id := range ids {
@@ -228,7 +224,7 @@ func (d *Daemon) assignDevices(ctx context.Context, namespace, name string, spec
 			}
 		}
 	}
-	return podresources.Assign(specs, devs)
+	return d.deviceError(podresources.Assign(specs, devs), sourceErr)
 }
 
 func (d *Daemon) prepareDevInfo(s *attachment.Spec, containerID string) error {
@@ -288,6 +284,7 @@ func (d *Daemon) report(ref podRef, specs []attachment.Spec, results []*current.
 	if d.Status != nil {
 		d.Status.Set(ref.Namespace, ref.Name, ref.UID, value)
 	}
+	d.queueNetworkData(ref, specs, results)
 	if *d.Config.AddedInterfaceEvents {
 		d.event(ref, kube.EventNormal, kube.ReasonAddedInterface, msg)
 	}
@@ -336,6 +333,7 @@ func (d *Daemon) del(ctx context.Context, req *wire.Request, args [][2]string, r
 	if ref.Name != "" && d.Status != nil {
 		d.Status.Forget(ref.Namespace, ref.Name)
 	}
+	d.forgetNetworkData(ref)
 	err := d.Exec.Del(ctx, req.ContainerID, req.NetNS, args)
 	if d.DevInfo != "" {
 		err = errors.Join(err, d.DevInfo.CleanSandbox(req.ContainerID))

@@ -205,7 +205,7 @@ func (r *Reconciler) desired(ctx context.Context, pod *kube.Pod, sb *store.Sandb
 		}
 	}
 	if podresources.NeedsDevices(specs) {
-		if err := r.d.assignDevices(ctx, pod.Namespace, pod.Name, specs, recorded); err != nil {
+		if err := r.d.assignDevices(ctx, pod.Namespace, pod.Name, pod.UID, specs, recorded); err != nil {
 			return nil, err
 		}
 	}
@@ -293,6 +293,7 @@ func (r *Reconciler) publish(ref podRef, sb *store.Sandbox) {
 	if r.d.Status != nil {
 		r.d.Status.Set(ref.Namespace, ref.Name, ref.UID, value)
 	}
+	r.d.queueRecordedNetworkData(ref, sb)
 }
 
 // reject records one warning Event per rejected value of an annotation.

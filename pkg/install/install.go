@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/rewire-cni/rewire/pkg/fsutil"
 )
@@ -22,16 +24,29 @@ type Options struct {
 	StateDir   string // rewired's state dir as seen on the host (default /var/lib/rewire)
 	BinDir     string // the host's CNI bin dir
 	ConfDir    string // the host's CNI conf dir
-	ConfName   string // default 00-rewire.conflist (sorts first)
 	Socket     string // daemon socket the plugin talks to
 	CNIVersion string // default 1.1.0
+	// ConfName is Rewire's config file, default 00-rewire.conflist (sorts
+	// first). Several names, comma-separated, are those another meta
+	// plugin may have written (Multus: 00-multus.conf or, for a CNI 1.0.0
+	// cluster network, 00-multus.conflist): Rewire's config is written over
+	// the one the runtime reads now (see Target).
+	ConfName string
 }
+
+// NetworkName is the network name of Rewire's CNI config, unless it
+// replaces another meta plugin's file (see Run).
+const NetworkName = "rewire-cni-network"
 
 // Config returns Rewire's CNI config list for the runtime.
 func Config(socket, stateDir, cniVersion string) ([]byte, error) {
+	return config(socket, stateDir, cniVersion, NetworkName)
+}
+
+func config(socket, stateDir, cniVersion, name string) ([]byte, error) {
 	return json.MarshalIndent(map[string]interface{}{
 		"cniVersion": cniVersion,
-		"name":       "rewire-cni-network",
+		"name":       name,
 		"plugins": []interface{}{map[string]interface{}{
 			"type":         "rewire",
 			"socketPath":   socket,
@@ -41,11 +56,16 @@ func Config(socket, stateDir, cniVersion string) ([]byte, error) {
 	}, "", "  ")
 }
 
-// Run installs the plugin and the config; it is idempotent.
+// Run installs the plugin and the config; it is idempotent. A config
+// written over another meta plugin's file (Multus's) keeps that file's
+// network name: the runtime keys its libcni cache of each pod by it, so
+// that its DEL of a pod the other plugin networked finds and removes the
+// cache entry of the ADD.
 func Run(o Options) error {
 	if o.ConfName == "" {
 		o.ConfName = "00-rewire.conflist"
 	}
+	o.ConfName = Target(o.ConfDir, o.ConfName)
 	if o.CNIVersion == "" {
 		o.CNIVersion = "1.1.0"
 	}
@@ -60,7 +80,8 @@ func Run(o Options) error {
 	if o.StateDir == "" {
 		o.StateDir = "/var/lib/rewire"
 	}
-	conf, err := Config(o.Socket, o.StateDir, o.CNIVersion)
+	path := filepath.Join(o.ConfDir, o.ConfName)
+	conf, err := config(o.Socket, o.StateDir, o.CNIVersion, networkName(path))
 	if err != nil {
 		return err
 	}
@@ -72,7 +93,38 @@ func Run(o Options) error {
 			return err
 		}
 	}
-	return writeAtomic(filepath.Join(o.ConfDir, o.ConfName), 0o644, bytes.NewReader(conf))
+	return writeAtomic(path, 0o644, bytes.NewReader(conf))
+}
+
+// networkName is the network name of the CNI config at path, NetworkName
+// when there is none (no file, not a config).
+func networkName(path string) string {
+	var c struct {
+		Name string `json:"name"`
+	}
+	if raw, err := os.ReadFile(path); err == nil && json.Unmarshal(raw, &c) == nil && c.Name != "" {
+		return c.Name
+	}
+	return NetworkName
+}
+
+// Target is the file name Rewire's config is written as, of names (one, or
+// several comma-separated): the first of them in file name order that
+// exists in confDir, which is the one of them the runtime reads, else the
+// first given.
+func Target(confDir, names string) string {
+	list := strings.Split(names, ",")
+	for i := range list {
+		list[i] = strings.TrimSpace(list[i])
+	}
+	sorted := slices.Clone(list)
+	slices.Sort(sorted)
+	for _, n := range sorted {
+		if _, err := os.Stat(filepath.Join(confDir, n)); n != "" && err == nil {
+			return n
+		}
+	}
+	return list[0]
 }
 
 // single turns a one-plugin config list into that plugin's network config.

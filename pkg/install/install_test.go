@@ -51,32 +51,73 @@ func TestRunInstallsAtomicallyAndFirst(t *testing.T) {
 	}
 }
 
-// Installed over Multus's 00-multus.conf (deploy/over-multus), Rewire's
-// config replaces it in one rename and is read as a single network config.
-func TestRunOverMultusConf(t *testing.T) {
-	dir := t.TempDir()
-	plugin := filepath.Join(dir, "src-rewire")
-	if err := os.WriteFile(plugin, []byte("#!/bin/true\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	bin, conf := filepath.Join(dir, "bin"), filepath.Join(dir, "net.d")
-	if err := os.MkdirAll(conf, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	multus := filepath.Join(conf, "00-multus.conf")
-	if err := os.WriteFile(multus, []byte(`{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus-shim"}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := Run(Options{Plugin: plugin, BinDir: bin, ConfDir: conf, ConfName: "00-multus.conf", Socket: "/run/rewire/rewire.sock"}); err != nil {
-		t.Fatal(err)
-	}
-	files, _ := libcni.ConfFiles(conf, []string{".conf", ".conflist", ".json"})
-	if len(files) != 1 || files[0] != multus {
-		t.Fatalf("conf files = %v, want Multus's file only", files)
-	}
-	c, err := libcni.ConfFromFile(multus)
-	if err != nil || c.Network.Type != "rewire" || c.Network.Name != "rewire-cni-network" || c.Network.CNIVersion != "1.1.0" ||
-		!c.Network.Capabilities["portMappings"] || !bytes.Contains(c.Bytes, []byte(`"stateDir": "/var/lib/rewire"`)) {
-		t.Errorf("config: %+v %s %v", c.Network, c.Bytes, err)
+// Installed over Multus (deploy/over-multus: --conf-name
+// 00-multus.conf,00-multus.conflist), Rewire's config replaces, in one
+// rename, the file of Multus's the runtime reads (00-multus.conflist when
+// Multus's thin entrypoint found a CNI 1.0.0 cluster network), in that
+// file's format (a single config in a .conf file) and with its network
+// name (the runtime's libcni cache of each pod is keyed by it).
+func TestRunOverMultus(t *testing.T) {
+	const (
+		conf = `{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus-shim"}`
+		list = `{"cniVersion":"1.0.0","name":"multus-net","plugins":[{"type":"multus","delegates":[]}]}`
+	)
+	for _, tc := range []struct {
+		name     string
+		multus   map[string]string // Multus's files
+		replaced string            // the file Rewire's config is written as
+		network  string            // its network name
+	}{
+		{"00-multus.conf", map[string]string{"00-multus.conf": conf}, "00-multus.conf", "multus-cni-network"},
+		{"00-multus.conflist", map[string]string{"00-multus.conflist": list}, "00-multus.conflist", "multus-net"},
+		{"both: the runtime reads 00-multus.conf", map[string]string{"00-multus.conf": conf, "00-multus.conflist": list},
+			"00-multus.conf", "multus-cni-network"},
+		{"neither", nil, "00-multus.conf", NetworkName},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			plugin := filepath.Join(dir, "src-rewire")
+			if err := os.WriteFile(plugin, []byte("#!/bin/true\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			bin, confDir := filepath.Join(dir, "bin"), filepath.Join(dir, "net.d")
+			if err := os.MkdirAll(confDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for name, content := range tc.multus {
+				if err := os.WriteFile(filepath.Join(confDir, name), []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			o := Options{Plugin: plugin, BinDir: bin, ConfDir: confDir, ConfName: "00-multus.conf,00-multus.conflist", Socket: "/run/rewire/rewire.sock"}
+			for range 2 { // idempotent: a restart of the init step keeps the name
+				if err := Run(o); err != nil {
+					t.Fatal(err)
+				}
+			}
+			files, _ := libcni.ConfFiles(confDir, []string{".conf", ".conflist", ".json"})
+			if want := max(len(tc.multus), 1); len(files) != want || filepath.Base(files[0]) != tc.replaced {
+				t.Fatalf("conf files = %v, want %s first of %d", files, tc.replaced, want)
+			}
+			var c *libcni.NetworkConfigList
+			var err error
+			if filepath.Ext(files[0]) == ".conf" {
+				var single *libcni.NetworkConfig
+				if single, err = libcni.ConfFromFile(files[0]); err == nil {
+					c, err = libcni.ConfListFromConf(single)
+				}
+			} else {
+				c, err = libcni.ConfListFromFile(files[0])
+			}
+			if err != nil || len(c.Plugins) != 1 || c.Plugins[0].Network.Type != "rewire" || c.Name != tc.network || c.CNIVersion != "1.1.0" ||
+				!c.Plugins[0].Network.Capabilities["portMappings"] || !bytes.Contains(c.Plugins[0].Bytes, []byte(`"stateDir":"/var/lib/rewire"`)) {
+				t.Errorf("config: %+v %s %v", c, c.Plugins[0].Bytes, err)
+			}
+			for name, content := range tc.multus {
+				if got, _ := os.ReadFile(filepath.Join(confDir, name)); name != tc.replaced && string(got) != content {
+					t.Errorf("%s changed: %s", name, got)
+				}
+			}
+		})
 	}
 }

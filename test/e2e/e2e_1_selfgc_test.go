@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -162,18 +161,27 @@ func setRewireConfAside(t *testing.T) (restore func()) {
 }
 
 // waitCNINetwork waits until containerd's CNI config (crictl info) is the
-// network named.
+// network named (besides its loopback).
 func waitCNINetwork(t *testing.T, name string) {
 	t.Helper()
-	names := regexp.MustCompile(`"Name":\s*"(rewire-cni-network|e2e-bridge)"`)
 	eventually(t, 30*time.Second, "containerd using CNI network "+name, func() error {
 		out, err := crictl("info")
 		if err != nil {
 			return err
 		}
+		var info struct {
+			CNI struct {
+				Networks []struct{ Config struct{ Name string } }
+			} `json:"cniconfig"`
+		}
+		if err := json.Unmarshal([]byte(out), &info); err != nil {
+			return fmt.Errorf("crictl info: %w", err)
+		}
 		var got []string
-		for _, m := range names.FindAllStringSubmatch(out, -1) {
-			got = append(got, m[1])
+		for _, n := range info.CNI.Networks {
+			if n.Config.Name != "cni-loopback" {
+				got = append(got, n.Config.Name)
+			}
 		}
 		if len(got) == 0 || slices.ContainsFunc(got, func(n string) bool { return n != name }) {
 			return fmt.Errorf("containerd's CNI networks: %v", got)

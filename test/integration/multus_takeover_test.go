@@ -156,3 +156,112 @@ func TestMultusTakeover(t *testing.T) {
 	}
 	e.assertNoLeaks()
 }
+
+// macvlanSingle is secondaryConf as a single config (not a list), in the
+// CNI version of Multus's quick-start NADs.
+func (e *env) macvlanSingle(name, master, subnet string) string {
+	return fmt.Sprintf(`{"cniVersion":"0.3.1","name":%q,"type":"macvlan","master":%q,"mode":"bridge",
+	  "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"%s.0/24","rangeStart":"%s.10","rangeEnd":"%s.20"}]]}}`,
+		name, master, e.ipamDir, subnet, subnet, subnet)
+}
+
+// A pod Multus networked (the cluster network and two macvlan attachments,
+// one a single config, one a list) and adopted by a rewired started
+// afterwards switches its primary to another network (ptp) keeping its IP,
+// then back, as pods Rewire created do: traffic to eth0 from a client
+// through the host and from a neighbour on the cluster bridge keeps its TCP
+// connections, the neighbours on the secondaries' segments lose nothing,
+// and each network the pod was on holds the IP until its DEL. A network is
+// then hot-plugged and unplugged, and the DEL leaves nothing behind.
+func TestMultusTakeoverSwitch(t *testing.T) {
+	e := newEnv(t, envOpts{noStart: true})
+	cluster, b := fmt.Sprintf("cluster-%d", e.n), fmt.Sprintf("b-%d", e.n)
+	sub1, sub2 := fmt.Sprintf("10.252.%d", e.n), fmt.Sprintf("10.254.%d", e.n)
+	mv1 := e.macvlanSingle(fmt.Sprintf("mv1-%d", e.n), e.master, sub1)
+	mv2 := e.secondaryConf(fmt.Sprintf("mv2-%d", e.n), e.master, sub2)
+	e.createNAD("default", "mv1", mv1, nil)
+	e.createNAD("default", "mv2", mv2, nil)
+	e.createNAD("default", "mv3", e.macvlanConf(fmt.Sprintf("mv3-%d", e.n), "192.168.73"), nil)
+	e.createNAD("default", "net-b", e.ptpConf(b), nil)
+	ctx := context.Background()
+
+	p := e.newPod("default", "multus-switch", map[string]string{selection.NetworksAnnotation: "mv1,mv2"})
+	e.multusAdd(t, p, [][2]string{{"default/mv1", mv1}, {"default/mv2", mv2}})
+	before, err := podLinks(t, p)
+	must(t, err)
+	if len(before["eth0"].Addrs) != 1 || !hasAddrIn(sub1+".")(before["net1"]) || !hasAddrIn(sub2+".")(before["net2"]) {
+		t.Fatalf("Multus's pod: %+v", before)
+	}
+	ip, _, _ := strings.Cut(before["eth0"].Addrs[0], "/")
+	must(t, e.daemon.Start())
+
+	startEcho(t, p)
+	clients := map[string]*traffic{
+		"eth0 through the host": startTraffic(t, farClient(t, e), ip),
+		"eth0 on A's bridge":    startTraffic(t, nearClient(t, e), ip),
+	}
+	for ifName, subnet := range map[string]string{"net1": sub1, "net2": sub2} {
+		c, err := harness.NewMacvlanClient(fmt.Sprintf("rw%s%d", ifName, e.n), e.master, subnet+".250/24")
+		must(t, err)
+		addr, _, _ := strings.Cut(before[ifName].Addrs[0], "/")
+		clients[ifName] = startTraffic(t, c, addr)
+	}
+	flowing := func() {
+		for _, tr := range clients {
+			tr.waitFlowing(t)
+		}
+	}
+
+	setDefaultNetwork(t, p, "net-b")
+	t.Logf("A->B: %s", waitEvents(t, p, "NetworkSwitched", 1)[0])
+	e.assertPrimary(t, p, ip, "default/net-b", []string{b, cluster}, nil)
+	flowing()
+	must(t, e.rt.Check(ctx, p))
+
+	setDefaultNetwork(t, p, "")
+	t.Logf("B->A: %s", waitEvents(t, p, "NetworkSwitched", 2)[1])
+	e.assertPrimary(t, p, ip, cluster, []string{cluster, b}, nil)
+	flowing()
+	must(t, e.rt.Check(ctx, p))
+	for name, tr := range clients {
+		stats, n, err := tr.stop()
+		t.Logf("client %s, 1 kHz UDP probe over two switches: %s; TCP: %d messages echoed", name, stats, n)
+		if err != nil {
+			t.Errorf("client %s: TCP connection did not survive: %v", name, err)
+		}
+		if strings.HasPrefix(name, "net") && stats.Lost() > 0 {
+			t.Errorf("client on %s's segment lost %d probes: the switch touched a secondary's path", name, stats.Lost())
+		}
+		tr.client.Close()
+	}
+	links, err := podLinks(t, p)
+	must(t, err)
+	for _, name := range []string{"net1", "net2"} {
+		if l := links[name]; l.MAC != before[name].MAC || !slices.Equal(l.Addrs, before[name].Addrs) {
+			t.Errorf("%s changed by the switches: %+v, was %+v", name, l, before[name])
+		}
+	}
+
+	// Hot-plug and unplug on the adopted, switched pod.
+	rv := patchAnnotation(t, p, selection.NetworksAnnotation, "mv1,mv2,mv3")
+	e.waitReconciled(t, p, rv)
+	waitLinks(t, p, "net3 on mv3", func(l map[string]harness.Link) bool { return hasAddrIn("192.168.73.")(l["net3"]) })
+	if got := statusNames(t, p, 4); got != cluster+"@eth0 default/mv1@net1 default/mv2@net2 default/mv3@net3" {
+		t.Errorf("network-status = %s", got)
+	}
+	rv = patchAnnotation(t, p, selection.NetworksAnnotation, "mv1,mv3")
+	e.waitReconciled(t, p, rv)
+	waitLinks(t, p, "net2 unplugged", func(l map[string]harness.Link) bool { _, ok := l["net2"]; return !ok })
+	if ips := e.allocations(); slices.ContainsFunc(ips, func(f string) bool { return strings.Contains(f, sub2+".") }) {
+		t.Errorf("mv2's address still allocated after the unplug: %v", ips)
+	}
+	must(t, e.rt.Check(ctx, p))
+	must(t, e.rt.Del(ctx, p))
+	if links, _ := podLinks(t, p); len(links) != 0 {
+		t.Errorf("interfaces left after DEL: %v", keys(links))
+	}
+	if files := e.multusFiles(t); len(files) != 0 {
+		t.Errorf("Multus's files left: %v", files)
+	}
+	e.assertNoLeaks()
+}
