@@ -87,7 +87,8 @@ func (e *Executor) Unplug(ctx context.Context, sb *store.Sandbox, ifName string)
 // addresses until the pod's DEL releases them (see package reservation).
 // One that allocated nothing (static addresses) is dropped instead.
 // The caller holds Lock. On failure it stays Retiring; calling Retire again
-// finishes it.
+// finishes it. The record is written, not synced: the switch's last step
+// commits it (a power loss before leaves the attachment to the pod's DEL).
 func (e *Executor) Retire(ctx context.Context, sb *store.Sandbox, ifName string) error {
 	a := sb.Find(ifName)
 	if a == nil || a.State == store.Retained {
@@ -111,13 +112,20 @@ func (e *Executor) Retire(ctx context.Context, sb *store.Sandbox, ifName string)
 	} else {
 		sb.Find(ifName).State = store.Retained
 	}
-	return e.store.Commit(sb)
+	return e.store.Put(sb) // the switch's last step commits
 }
 
 // Reorder sorts the attachments of a record like order (interface names;
-// the primary first) and commits it (durably: it ends a hot-plug or marks a
-// switch's steps).
+// the primary first) and commits it (durably: it ends a hot-plug or a
+// switch).
 func (e *Executor) Reorder(sb *store.Sandbox, order []string) error {
+	sortAttachments(sb, order)
+	return e.store.Commit(sb)
+}
+
+// sortAttachments puts the primary first, then the attachments named in
+// order, then the others as they were.
+func sortAttachments(sb *store.Sandbox, order []string) {
 	rank := map[string]int{}
 	for i, n := range order {
 		rank[n] = i + 1
@@ -141,5 +149,4 @@ func (e *Executor) Reorder(sb *store.Sandbox, order []string) error {
 		}
 	}
 	sb.Attachments = out
-	return e.store.Commit(sb)
 }

@@ -168,7 +168,10 @@ func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink str
 	}
 	to.State, to.Primary = store.Added, true
 	sb.Find(sb.Switch.From).Primary = false
-	return res, e.Reorder(sb, nil) // stores the record, the new primary first
+	// The commit point of the switch: written, not synced. A power loss
+	// ends the pod too, and its DEL finds both attachments either way.
+	sortAttachments(sb, nil)
+	return res, e.store.Put(sb)
 }
 
 // abortSwitch deletes the new attachment and gives the old one its routes
