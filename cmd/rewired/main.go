@@ -42,6 +42,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/inspect"
 	"github.com/rewire-cni/rewire/pkg/install"
 	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/memlimit"
 	"github.com/rewire-cni/rewire/pkg/migration"
 	"github.com/rewire-cni/rewire/pkg/multuscache"
 	"github.com/rewire-cni/rewire/pkg/nad"
@@ -275,7 +276,7 @@ func run(o options) error {
 	// from an older version may name them). WithCNIArgs: an attachment's
 	// own CNI_ARGS (Multus's IP= and MAC=) reach its plugins.
 	cni := attachment.WithCNIArgs(libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(o.stateDir, "cache"),
-		executor.Limited(executor.Timed(nad.GuardExec(pluginExec)), cfg.MaxConcurrentDelegates)))
+		executor.Limited(executor.Timed(nad.GuardExec(pluginExec)), delegateSlots(cfg, log))))
 	exec := executor.New(cni, st, log)
 	exec.Foreign = multuscache.Source{Dir: cfg.CNIDir, CacheDir: filepath.Join(o.stateDir, "cache")} // pods Multus networked
 	if o.testFaults != "" {
@@ -492,4 +493,24 @@ func lockStateDir(dir string, log *slog.Logger) (func(), error) {
 		unlock, err = store.LockDir(dir, true)
 	}
 	return unlock, err
+}
+
+// delegateSlots is the cap on delegates running at once: the configured
+// one, or else one derived from the memory limit of rewired's cgroup.
+func delegateSlots(cfg *config.Config, log *slog.Logger) int {
+	if cfg.MaxConcurrentDelegates != nil {
+		return *cfg.MaxConcurrentDelegates
+	}
+	limit, ok, err := memlimit.OwnFromProc()
+	if err != nil {
+		log.Warn("reading rewired's memory limit: delegates not capped", "err", err)
+		return 0
+	}
+	if !ok {
+		log.Info("no memory limit on rewired's cgroup: delegates not capped")
+		return 0
+	}
+	n := memlimit.Slots(limit)
+	log.Info("delegates capped by rewired's memory limit", "maxConcurrentDelegates", n, "memoryLimitMiB", limit>>20)
+	return n
 }

@@ -77,9 +77,10 @@ type Config struct {
 	// MaxConcurrentDelegates caps the delegate plugin executions running
 	// at once, node-wide (they run in rewired's cgroup: a burst of ADDs
 	// otherwise starts one process per attachment at once); more wait.
-	// 0 (the default): no cap. A hung plugin holds its slot until the
-	// delegate timeout, so set it with room for the slow ones.
-	MaxConcurrentDelegates int `json:"maxConcurrentDelegates,omitempty"`
+	// Unset: derived from the memory limit of rewired's cgroup (package
+	// memlimit), no cap when it has none; 0: no cap. A hung plugin holds
+	// its slot until the delegate timeout, so leave room for slow ones.
+	MaxConcurrentDelegates *int `json:"maxConcurrentDelegates,omitempty"`
 	// ReadinessIndicatorFile makes ADD answer "try again later" until this
 	// file exists (Multus's readinessindicatorfile: the cluster network's
 	// daemon writes it when it is ready).

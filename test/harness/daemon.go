@@ -24,6 +24,9 @@ type Daemon struct {
 	// as in its DaemonSet's container (it then supervises the daemon as
 	// its child: package pidone).
 	PIDNamespace bool
+	// Cgroup, when set, is the cgroup rewired starts in (and so its
+	// delegates).
+	Cgroup *MemoryCgroup
 
 	proc *process
 }
@@ -70,7 +73,11 @@ func (d *Daemon) Start() error {
 	if d.PIDNamespace {
 		start = startContained
 	}
-	if d.proc, err = start(filepath.Join(d.Dir, "rewired.log"), append([]string{d.Bin}, args...)...); err != nil {
+	argv := append([]string{d.Bin}, args...)
+	if d.Cgroup != nil {
+		argv = d.Cgroup.Command(argv...)
+	}
+	if d.proc, err = start(filepath.Join(d.Dir, "rewired.log"), argv...); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(20 * time.Second)
@@ -250,3 +257,6 @@ func (d *Daemon) procStatus(key string) int64 {
 	}
 	return 0
 }
+
+// PID is the daemon process's PID (with PIDNamespace, the supervisor's).
+func (d *Daemon) PID() int { return d.proc.pid() }
