@@ -20,7 +20,7 @@ var switchSamples = flag.Int("switch-samples", 20, "switches each way per scenar
 // switchFigures collects one direction's measurements.
 type switchFigures struct {
 	cutOver, daemon, own, plugins, endToEnd []time.Duration
-	probes                         map[string][]harness.ProbeStats // by client
+	probes                                  map[string][]harness.ProbeStats // by client
 }
 
 // BenchmarkSwitch measures live primary switches A->B and back,
