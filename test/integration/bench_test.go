@@ -91,9 +91,7 @@ func benchAdd(b *testing.B, secondaries int) {
 	ctx := context.Background()
 	var directNS []ns.NetNS
 	for range pods {
-		n, err := testutils.NewNS()
-		must(b, err)
-		directNS = append(directNS, n)
+		directNS = append(directNS, scratchNS(b))
 	}
 	// Nothing is torn down inside the measured loop (a netns teardown
 	// keeps the kernel busy for milliseconds afterwards), and the order of
@@ -147,10 +145,6 @@ func benchAdd(b *testing.B, secondaries int) {
 		prof, err := e.daemon.Post("/debug/cpuprofile/stop")
 		must(b, err)
 		must(b, os.WriteFile(fmt.Sprintf("%s-%d.pprof", *daemonProfile, secondaries), prof, 0o644))
-	}
-	for i := range pods {
-		_ = directNS[i].Close()
-		_ = testutils.UnmountNS(directNS[i])
 	}
 	own := daemonOwnTimes(b, e.daemon.Log(), pods)
 	dm, rm := median(viaDirect), median(viaRewire)
@@ -252,8 +246,7 @@ func BenchmarkConcurrentAdds(b *testing.B) {
 	directNS := make([]ns.NetNS, n)
 	for i := range n {
 		pods[i] = e.newPod("default", fmt.Sprintf("conc-%d", i), map[string]string{selection.NetworksAnnotation: "conc-mv"})
-		directNS[i], err = testutils.NewNS()
-		must(b, err)
+		directNS[i] = scratchNS(b)
 	}
 	time.Sleep(time.Second)
 	idle := e.daemon.RSS()
@@ -290,8 +283,6 @@ func BenchmarkConcurrentAdds(b *testing.B) {
 	for i := range n {
 		must(b, e.rt.Del(ctx, pods[i]))
 		direct.del(ctx, b, i, directNS[i].Path())
-		_ = directNS[i].Close()
-		_ = testutils.UnmountNS(directNS[i])
 	}
 	e.assertNoLeaks()
 }
@@ -369,4 +360,14 @@ func interleaved(i int, a, b func()) {
 	}
 	b()
 	a()
+}
+
+// scratchNS is a network namespace removed when the test ends, however it
+// ends (a failed benchmark left one per sample before).
+func scratchNS(t testing.TB) ns.NetNS {
+	t.Helper()
+	n, err := testutils.NewNS()
+	must(t, err)
+	t.Cleanup(func() { _ = n.Close(); _ = testutils.UnmountNS(n) })
+	return n
 }
