@@ -14,7 +14,8 @@ TEST_TIMEOUT ?= 40m
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/rewire ./cmd/rewired ./cmd/kubectl-rewire
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/rewired ./cmd/kubectl-rewire
+	hack/build-plugin.sh bin -ldflags '$(LDFLAGS)'
 
 # The container image as a tarball, built without Docker (tools/image):
 # ctr -n k8s.io images import bin/rewire-image.tar, or push it with crane.
@@ -86,7 +87,7 @@ fuzz:
 demo: deps-demo
 	@tools=$$(hack/progress.sh "the test tools" hack/build-tools.sh) && tools=$$(echo "$$tools" | tail -n1) && \
 	  dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && \
-	  hack/progress.sh "the demo, rewire and rewired" $(GO) build -o "$$dir/" ./test/demo ./cmd/rewire ./cmd/rewired && \
+	  hack/progress.sh "the demo, rewire and rewired" sh -c "$(GO) build -o '$$dir/' ./test/demo ./cmd/rewired && hack/build-plugin.sh '$$dir'" && \
 	  REWIRE_TOOLS_DIR=$$tools "$$dir/demo"
 
 # The end-to-end suite on a real single node (kubelet, containerd, runc,

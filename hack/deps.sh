@@ -31,7 +31,8 @@ need_static_busybox() {
 # What each target needs. Kernel features are checked after installing.
 deps_test() {
   need_cmd make make "the build"
-  need_cmd gcc gcc "go test -race (cgo)"
+  need_cmd gcc gcc "go test -race (cgo), the C plugin (shim/rewire.c)"
+  need_file "$(gcc -print-file-name=libc.a 2>/dev/null || echo libc.a)" libc6-dev "the C plugin, linked statically"
   need_file /usr/include/stdlib.h libc6-dev "go test -race (cgo's C headers)"
   need_cmd ip iproute2 "the kernel check below"
   need_cmd iptables iptables "the portmap and bridge (ipMasq) plugins"
@@ -39,6 +40,8 @@ deps_test() {
 }
 deps_demo() {
   need_cmd make make "the build"
+  need_cmd gcc gcc "the C plugin (shim/rewire.c)"
+  need_file "$(gcc -print-file-name=libc.a 2>/dev/null || echo libc.a)" libc6-dev "the C plugin, linked statically"
   need_cmd ip iproute2 "the kernel check below, showing the pod's interfaces"
 }
 deps_e2e() {

@@ -52,12 +52,14 @@ func Listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// Server returns the HTTP server of the daemon socket: POST /cni, GET
+// Server returns the HTTP server of the daemon socket: POST /cni and
+// /cni/raw, GET
 // /healthz, /readyz, /metrics, /debug/api and /debug/pods/NS/NAME. Connections from a uid other than the daemon's own
 // are refused.
 func (d *Daemon) Server() *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+wire.Path, d.serveCNI)
+	mux.HandleFunc("POST "+wire.RawPath, d.serveCNIRaw)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", d.serveReady)
 	mux.HandleFunc("GET /metrics", d.serveMetrics)
@@ -203,4 +205,25 @@ func (d *Daemon) serveCNI(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	_, _ = w.Write(out)
+}
+
+// serveCNIRaw serves a request in the C plugin's form (wire.RawPath).
+func (d *Daemon) serveCNIRaw(w http.ResponseWriter, r *http.Request) {
+	config, err := io.ReadAll(io.LimitReader(r.Body, maxRequest+1))
+	if err == nil && len(config) > maxRequest {
+		err = fmt.Errorf("network config larger than %d bytes", maxRequest)
+	}
+	if err != nil {
+		http.Error(w, "reading request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	q := r.URL.Query()
+	resp := d.Handle(r.Context(), &wire.Request{
+		Command: q.Get("command"), ContainerID: q.Get("containerID"), NetNS: q.Get("netns"),
+		IfName: q.Get("ifName"), Args: q.Get("args"), Path: q.Get("path"), Config: config,
+	})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set(wire.ExitCodeHeader, strconv.Itoa(resp.ExitCode))
+	w.Header().Set("Content-Length", strconv.Itoa(len(resp.Stdout)))
+	_, _ = w.Write(resp.Stdout)
 }

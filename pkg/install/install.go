@@ -19,7 +19,7 @@ import (
 
 // Options say what to install where.
 type Options struct {
-	Plugin     string // the rewire binary to install
+	Plugin     string // the rewire binary to install (the Go plugin it runs, rewire-plugin, is taken from its directory)
 	Offline    string // rewired itself, installed as rewire-offline (DEL while no daemon runs)
 	StateDir   string // rewired's state dir as seen on the host (default /var/lib/rewire)
 	BinDir     string // the host's CNI bin dir
@@ -68,6 +68,10 @@ func Run(o Options) error {
 	o.ConfName = Target(o.ConfDir, o.ConfName)
 	if o.CNIVersion == "" {
 		o.CNIVersion = "1.1.0"
+	}
+	// The Go plugin first: the one installed as rewire may run it at once.
+	if err := copyFile(filepath.Join(filepath.Dir(o.Plugin), GoPluginName), filepath.Join(o.BinDir, GoPluginName)); err != nil {
+		return fmt.Errorf("plugin binary: %w", err)
 	}
 	if err := copyFile(o.Plugin, filepath.Join(o.BinDir, "rewire")); err != nil {
 		return fmt.Errorf("plugin binary: %w", err)
@@ -145,6 +149,10 @@ func single(list []byte) ([]byte, error) {
 // OfflineName is rewired's copy in the CNI bin dir: the plugin runs it for
 // a DEL when no daemon is there (Rewire uninstalled, or not started).
 const OfflineName = "rewire-offline"
+
+// GoPluginName is the Go plugin (cmd/rewire) in the bin dir: the C plugin
+// installed as rewire (shim/rewire.c) runs it for what it does not serve.
+const GoPluginName = "rewire-plugin"
 
 func copyFile(from, to string) error {
 	src, err := os.Open(from)

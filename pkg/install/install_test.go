@@ -16,6 +16,10 @@ func TestRunInstallsAtomicallyAndFirst(t *testing.T) {
 	if err := os.WriteFile(plugin, body, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	goBody := []byte("#!/bin/false\n")
+	if err := os.WriteFile(filepath.Join(dir, GoPluginName), goBody, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	bin, conf := filepath.Join(dir, "bin"), filepath.Join(dir, "net.d")
 	os.MkdirAll(conf, 0o755)
 	os.WriteFile(filepath.Join(conf, "10-flannel.conflist"), []byte(`{"cniVersion":"1.0.0","name":"cbr0","plugins":[{"type":"bridge"}]}`), 0o644)
@@ -29,8 +33,8 @@ func TestRunInstallsAtomicallyAndFirst(t *testing.T) {
 	if err != nil || st.Mode().Perm() != 0o755 {
 		t.Fatalf("plugin: %v %v", st, err)
 	}
-	for _, name := range []string{"rewire", OfflineName} {
-		if got, _ := os.ReadFile(filepath.Join(bin, name)); !bytes.Equal(got, body) {
+	for name, want := range map[string][]byte{"rewire": body, OfflineName: body, GoPluginName: goBody} {
+		if got, _ := os.ReadFile(filepath.Join(bin, name)); !bytes.Equal(got, want) {
 			t.Errorf("%s: content differs", name)
 		}
 	}
@@ -77,8 +81,10 @@ func TestRunOverMultus(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			plugin := filepath.Join(dir, "src-rewire")
-			if err := os.WriteFile(plugin, []byte("#!/bin/true\n"), 0o600); err != nil {
-				t.Fatal(err)
+			for _, f := range []string{plugin, filepath.Join(dir, GoPluginName)} {
+				if err := os.WriteFile(f, []byte("#!/bin/true\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
 			}
 			bin, confDir := filepath.Join(dir, "bin"), filepath.Join(dir, "net.d")
 			if err := os.MkdirAll(confDir, 0o755); err != nil {

@@ -132,9 +132,12 @@ func TestResolveConfDirPolicy(t *testing.T) {
 // error naming the file, not a config that makes rewired call itself.
 func TestResolveRefusesRewiresOwnConflist(t *testing.T) {
 	dir, bin := t.TempDir(), t.TempDir()
-	plugin := filepath.Join(bin, "plugin-to-install")
-	if err := os.WriteFile(plugin, []byte("#!/bin/sh\n"), 0o755); err != nil {
-		t.Fatal(err)
+	src := t.TempDir()
+	plugin := filepath.Join(src, "plugin-to-install")
+	for _, f := range []string{plugin, filepath.Join(src, install.GoPluginName)} {
+		if err := os.WriteFile(f, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := install.Run(install.Options{Plugin: plugin, BinDir: bin, ConfDir: dir, Socket: "/run/rewire/rewire.sock"}); err != nil {
 		t.Fatal(err)

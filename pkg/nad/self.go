@@ -13,14 +13,15 @@ import (
 
 // SelfTypes are the plugin types of Rewire's own binaries in the CNI bin
 // dir: "rewire", the plugin the runtime executes (the type of the conflist
-// `rewired install` writes, rewire-cni-network), and "rewire-offline",
-// rewired's copy that plugin runs for a DEL while no daemon listens. A
-// network must never delegate to either, as plugin or as IPAM: rewired
+// `rewired install` writes, rewire-cni-network), "rewire-plugin", the Go
+// plugin it runs for what it leaves, and "rewire-offline", rewired's copy
+// the plugin runs for a DEL while no daemon listens. A network must never
+// delegate to any of them, as plugin or as IPAM: rewired
 // would call itself for the same container, the nested request would wait
 // on the sandbox lock the outer one holds, and the no-daemon DEL would run
 // itself again one level deeper each time. Every config is refused with them
 // (checkPluginTypes), and GuardExec refuses to run them.
-var SelfTypes = []string{"rewire", "rewire-offline"}
+var SelfTypes = []string{"rewire", "rewire-plugin", "rewire-offline"}
 
 // ErrSelfDelegation is wrapped by every refusal to delegate to Rewire itself.
 var ErrSelfDelegation = errors.New("a network must not delegate to Rewire itself")

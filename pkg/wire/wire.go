@@ -6,6 +6,16 @@ package wire
 // Path is the HTTP path CNI requests are posted to.
 const Path = "/cni"
 
+// RawPath is the HTTP path of the C plugin's requests (shim/rewire.c): the
+// Request's fields but Config in the query (command, containerID, netns,
+// ifName, args, path), Config as the body; the reply's body is Stdout and
+// its ExitCodeHeader the exit code. Nothing to encode or decode but the
+// query: the plugin needs no JSON library to speak it.
+const RawPath = "/cni/raw"
+
+// ExitCodeHeader carries the plugin's exit code in a RawPath reply.
+const ExitCodeHeader = "Rewire-Exit-Code"
+
 // DefaultSocket is where rewired listens unless configured otherwise.
 const DefaultSocket = "/run/rewire/rewire.sock"
 

@@ -306,15 +306,23 @@ func binaries(tmp string) (string, error) {
 		dir := filepath.Dir(exe)
 		_, err1 := os.Stat(filepath.Join(dir, "rewire"))
 		_, err2 := os.Stat(filepath.Join(dir, "rewired"))
-		if err1 == nil && err2 == nil {
+		_, err3 := os.Stat(filepath.Join(dir, "rewire-plugin"))
+		if err1 == nil && err2 == nil && err3 == nil {
 			return dir, nil
 		}
 	}
 	bin := filepath.Join(tmp, "bin")
 	fmt.Println("    building rewire and rewired")
-	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/rewire", "./cmd/rewired")
+	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/rewired")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	return bin, build.Run()
+	if err := build.Run(); err != nil {
+		return bin, err
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return bin, err
+	}
+	return bin, harness.BuildPlugin(root, bin)
 }
 
 // createNAD creates a NetworkAttachmentDefinition in default.

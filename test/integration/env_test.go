@@ -67,13 +67,17 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(tmp)
 	binDir = filepath.Join(tmp, "bin")
-	args := []string{"build", "-trimpath", "-ldflags", "-s -w", "-o", binDir + "/"}
+	flags := []string{"-trimpath", "-ldflags", "-s -w"}
 	if os.Getenv("REWIRE_RACE") != "" {
-		args = append(args, "-race") // the daemon's races fail the tests too (see env.cleanup)
+		flags = append(flags, "-race") // the daemon's races fail the tests too (see env.cleanup)
 	}
-	build := exec.Command("go", append(args, "./cmd/rewire", "./cmd/rewired", "./cmd/kubectl-rewire")...)
+	build := exec.Command("go", append(append([]string{"build", "-o", binDir + "/"}, flags...), "./cmd/rewired", "./cmd/kubectl-rewire")...)
 	build.Dir, build.Stdout, build.Stderr = root, os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
+	err = build.Run()
+	if err == nil {
+		err = harness.BuildPlugin(root, binDir, flags...)
+	}
+	if err != nil {
 		fmt.Println("building rewire:", err)
 		return 1
 	}

@@ -53,10 +53,11 @@ func TestSocketIsRootOnly(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	must(t, os.Chmod(dir, 0o755))
 	bin := filepath.Join(dir, "rewire")
-	var raw []byte
-	raw, err = os.ReadFile(filepath.Join(binDir, "rewire"))
-	must(t, err)
-	must(t, os.WriteFile(bin, raw, 0o755))
+	for _, name := range []string{"rewire", "rewire-plugin"} { // as installed
+		raw, err := os.ReadFile(filepath.Join(binDir, name))
+		must(t, err)
+		must(t, os.WriteFile(filepath.Join(dir, name), raw, 0o755))
+	}
 	p := e.newPod("default", "nobody", nil)
 	env := []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=" + p.ContainerID, "CNI_NETNS=" + p.NetNS.Path(), "CNI_IFNAME=eth0", "CNI_PATH=" + tools}
 	conf := `{"cniVersion":"1.1.0","name":"rewire-net","type":"rewire","socketPath":"` + e.daemon.Socket + `"}`

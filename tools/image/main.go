@@ -2,7 +2,8 @@
 // tarball that `ctr -n k8s.io images import` (or `docker load`, or
 // `crane push` to a registry) accepts:
 //
-//   - rewire (default): one layer holding the static /rewire and /rewired
+//   - rewire (default): one layer holding the static /rewire (C),
+//     /rewire-plugin (Go) and /rewired
 //     binaries, plus any -host-file (with its symlink chain) copied from this
 //     machine at the same path — make image adds iptables and its libraries
 //     this way, which the bridge (ipMasq) and portmap delegates exec;
@@ -111,7 +112,7 @@ func Image(bin string, hostFiles ...string) (v1.Image, error) {
 	// mounts the host's /run/netns, so /var/run must lead to /run as on hosts.
 	l.dir("run")
 	l.symlink("var/run", "/run")
-	for _, n := range []string{"rewire", "rewired"} {
+	for _, n := range []string{"rewire", "rewire-plugin", "rewired"} {
 		if err := l.file(filepath.Join(bin, n), n, 0o755); err != nil {
 			return nil, err
 		}
