@@ -22,7 +22,9 @@ const (
 	// measured at rest and during bursts of 150 pods, with room).
 	Reserve = 64 << 20
 	// PerDelegate is the memory one running delegate takes in the cgroup:
-	// the plugin process and the IPAM plugin it runs.
+	// the plugin process and what it runs (its IPAM plugin, iptables).
+	// Measured in a 300-pod burst on the e2e node: at most ~15 MiB per
+	// running delegate (README); 24 leaves room for heavier plugins.
 	PerDelegate = 24 << 20
 	// MinSlots is the fewest delegate slots a limit yields.
 	MinSlots = 2
