@@ -14,7 +14,7 @@ import (
 
 func TestImageHoldsBinariesAndEntrypoint(t *testing.T) {
 	dir := t.TempDir()
-	for _, n := range []string{"rewire", "rewired"} {
+	for _, n := range []string{"rewire", "rewire-plugin", "rewired"} {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte("binary "+n), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +55,7 @@ func TestImageHoldsBinariesAndEntrypoint(t *testing.T) {
 		}
 		found[h.Name] = string(b)
 	}
-	if found["rewire"] != "binary rewire" || found["rewired"] != "binary rewired" {
+	if found["rewire"] != "binary rewire" || found["rewire-plugin"] != "binary rewire-plugin" || found["rewired"] != "binary rewired" {
 		t.Errorf("layer files = %v", found)
 	}
 }
@@ -89,7 +89,7 @@ func layerEntries(t *testing.T, img interface {
 
 func TestHostFilesKeepSymlinkChains(t *testing.T) {
 	dir := t.TempDir()
-	for _, n := range []string{"rewire", "rewired"} {
+	for _, n := range []string{"rewire", "rewire-plugin", "rewired"} {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte(n), 0o755); err != nil {
 			t.Fatal(err)
 		}
