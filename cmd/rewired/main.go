@@ -227,7 +227,7 @@ func runInstall(args []string, stdout io.Writer) error {
 	self, _ := os.Executable()
 	o := install.Options{}
 	fs := flag.NewFlagSet("install", flag.ContinueOnError)
-	fs.StringVar(&o.Plugin, "plugin", filepath.Join(filepath.Dir(self), "rewire"), "the rewire plugin binary to install")
+	fs.StringVar(&o.Plugin, "plugin", filepath.Join(filepath.Dir(self), "rewire"), "the rewire plugin binary to install (the C one; the Go plugin it runs is taken from the same directory as "+install.GoPluginName+")")
 	fs.StringVar(&o.Offline, "offline", self, "rewired itself, installed as "+install.OfflineName+" for DELs while no daemon runs (empty: none)")
 	fs.StringVar(&o.StateDir, "host-state-dir", "/var/lib/rewire", "rewired's state dir as seen on the host")
 	fs.StringVar(&o.BinDir, "bin-dir", "/opt/cni/bin", "the host's CNI bin dir")
