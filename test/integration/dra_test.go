@@ -273,15 +273,7 @@ func TestDRAWithDeployRBAC(t *testing.T) {
 		t.Fatalf("kubectl apply -k deploy/: %v\n%s", err, out)
 	}
 	node := "dra-rbac-node"
-	tok := rewiredToken(t, node)
-	kc := filepath.Join(t.TempDir(), "kubeconfig")
-	must(t, os.WriteFile(kc, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: t, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: rewire, user: {token: %q}}]
-contexts: [{name: t, context: {cluster: t, user: rewire}}]
-current-context: t
-`, api.URL, tok)), 0o600))
+	kc, tok := nodeKubeconfig(t, node)
 	e, stdin := draEnv(t, envOpts{kubeconfig: kc, node: node})
 	draScenario(t, e, stdin)
 	if log := e.daemon.Log(); containsForbidden(log) {

@@ -223,17 +223,7 @@ func TestMultusTakeoverSwitch(t *testing.T) {
 	e.assertPrimary(t, p, ip, cluster, []string{cluster, b}, nil)
 	flowing()
 	must(t, e.rt.Check(ctx, p))
-	for name, tr := range clients {
-		stats, n, err := tr.stop()
-		t.Logf("client %s, 1 kHz UDP probe over two switches: %s; TCP: %d messages echoed", name, stats, n)
-		if err != nil {
-			t.Errorf("client %s: TCP connection did not survive: %v", name, err)
-		}
-		if strings.HasPrefix(name, "net") && stats.Lost() > 0 {
-			t.Errorf("client on %s's segment lost %d probes: the switch touched a secondary's path", name, stats.Lost())
-		}
-		tr.client.Close()
-	}
+	stopClients(t, clients)
 	links, err := podLinks(t, p)
 	must(t, err)
 	for _, name := range []string{"net1", "net2"} {

@@ -33,15 +33,7 @@ func TestDeployRBACIsSufficientAndLeast(t *testing.T) {
 	}
 	ctx := context.Background()
 	node := "rbac-node"
-	tok := rewiredToken(t, node)
-	kc := filepath.Join(t.TempDir(), "kubeconfig")
-	must(t, os.WriteFile(kc, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: t, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: rewire, user: {token: %q}}]
-contexts: [{name: t, context: {cluster: t, user: rewire}}]
-current-context: t
-`, api.URL, tok)), 0o600))
+	kc, tok := nodeKubeconfig(t, node)
 
 	e := newEnv(t, envOpts{kubeconfig: kc, node: node})
 	e.createNAD("default", "mv", e.macvlanConf("mv", "192.168.35"), nil)
@@ -125,4 +117,21 @@ func rewiredToken(t testing.TB, node string) string {
 
 func containsForbidden(log string) bool {
 	return strings.Contains(log, "is forbidden") || strings.Contains(log, "Forbidden")
+}
+
+// nodeKubeconfig writes a kubeconfig holding the token rewired's
+// ServiceAccount gets on node (rewiredToken) and returns its path and the
+// token.
+func nodeKubeconfig(t testing.TB, node string) (path, token string) {
+	t.Helper()
+	token = rewiredToken(t, node)
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	must(t, os.WriteFile(kc, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: t, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: rewire, user: {token: %q}}]
+contexts: [{name: t, context: {cluster: t, user: rewire}}]
+current-context: t
+`, api.URL, token)), 0o600))
+	return kc, token
 }

@@ -453,19 +453,7 @@ func testSwitch(t *testing.T, family string, conf func(t testing.TB, e *env, nam
 		t.Errorf("proxy ARP / NDP on A's bridge after the switch back: %s, before the switches: %s", got, proxyBefore)
 	}
 
-	for name, tr := range clients {
-		stats, n, err := tr.stop()
-		t.Logf("client %s, 1 kHz UDP probe over two switches: %s; TCP: %d messages echoed", name, stats, n)
-		if err != nil {
-			t.Errorf("client %s: TCP connection did not survive: %v", name, err)
-		}
-		if strings.HasPrefix(name, "net") && stats.Lost() > 0 {
-			t.Errorf("client on %s's segment lost %d probes: the switch touched a secondary's path", name, stats.Lost())
-		}
-	}
-	for _, tr := range clients {
-		tr.client.Close()
-	}
+	stopClients(t, clients)
 	must(t, e.rt.Del(ctx, p))
 	e.assertNoLeaks()
 }
@@ -687,5 +675,23 @@ func TestSwitchReaddress(t *testing.T) {
 			must(t, e.rt.Del(ctx, p))
 			e.assertNoLeaks()
 		})
+	}
+}
+
+// stopClients stops the traffic of every client after two switches: each
+// TCP stream must have survived, and a client on a secondary's segment
+// must have lost no probe (the switch never touches a secondary's path).
+func stopClients(t testing.TB, clients map[string]*traffic) {
+	t.Helper()
+	for name, tr := range clients {
+		stats, n, err := tr.stop()
+		t.Logf("client %s, 1 kHz UDP probe over two switches: %s; TCP: %d messages echoed", name, stats, n)
+		if err != nil {
+			t.Errorf("client %s: TCP connection did not survive: %v", name, err)
+		}
+		if strings.HasPrefix(name, "net") && stats.Lost() > 0 {
+			t.Errorf("client on %s's segment lost %d probes: the switch touched a secondary's path", name, stats.Lost())
+		}
+		tr.client.Close()
 	}
 }
