@@ -22,6 +22,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/netstatus"
 	"github.com/rewire-cni/rewire/pkg/planner"
 	"github.com/rewire-cni/rewire/pkg/podresources"
+	"github.com/rewire-cni/rewire/pkg/steps"
 	"github.com/rewire-cni/rewire/pkg/store"
 	"github.com/rewire-cni/rewire/pkg/wire"
 )
@@ -37,6 +38,7 @@ func (d *Daemon) Handle(ctx context.Context, req *wire.Request) *wire.Response {
 	}
 	metrics.InFlight.Add(1, command)
 	ctx, busy := executor.WithBusy(ctx)
+	ctx, trace := steps.With(ctx)
 	ctx = executor.WithParallel(ctx, d.Config != nil && d.Config.ParallelAttach)
 	resp := d.handle(ctx, req)
 	metrics.InFlight.Add(-1, command)
@@ -51,7 +53,7 @@ func (d *Daemon) Handle(ctx context.Context, req *wire.Request) *wire.Response {
 		delegates := busy.Total()
 		metrics.RequestOwnSeconds.Observe((took - delegates).Seconds(), command)
 		d.Log.Debug("CNI request done", "command", command, "containerID", req.ContainerID, "result", result,
-			"totalMs", ms(took), "delegateMs", ms(delegates), "ownMs", ms(took-delegates))
+			"totalMs", ms(took), "delegateMs", ms(delegates), "ownMs", ms(took-delegates), "steps", trace)
 	}
 	metrics.Requests.Inc(command, result)
 	return resp
@@ -67,6 +69,7 @@ func (d *Daemon) handle(ctx context.Context, req *wire.Request) *wire.Response {
 	if err != nil {
 		return errorResponse("1.1.0", err)
 	}
+	steps.Mark(ctx, "decode")
 	if err := checkPaths(req); err != nil {
 		d.Log.Warn("CNI request refused", "command", req.Command, "err", err)
 		return errorResponse(conf.CNIVersion, err)
@@ -148,6 +151,7 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 	if err != nil {
 		return nil, types.NewError(types.ErrTryAgainLater, "try again later: cluster network not ready", err.Error())
 	}
+	steps.Mark(ctx, "cluster-network")
 	pod := planner.Pod{}
 	if ref.Name != "" {
 		p, err := d.Pods.Get(ctx, ref.Namespace, ref.Name, ref.UID)
@@ -157,6 +161,7 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 		pod = planner.Pod{Namespace: p.Namespace, Name: p.Name, Annotations: d.annotations(p)}
 		ref.UID = p.UID
 	}
+	steps.Mark(ctx, "pod")
 	specs, err := d.plan(ctx, pod, ref.UID, cluster, req, conf)
 	if err != nil {
 		d.event(ref, kube.EventWarning, kube.ReasonAddFailed, err.Error())
@@ -170,12 +175,14 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 		PodNamespace: ref.Namespace, PodName: ref.Name, PodUID: string(ref.UID), CNIVersion: conf.CNIVersion,
 	}
 	planned := time.Now()
+	steps.Mark(ctx, "plan")
 	results, err := d.Exec.Add(ctx, sb, specs)
 	if err != nil {
 		d.event(ref, kube.EventWarning, kube.ReasonAddFailed, err.Error())
 		return nil, err
 	}
 	d.report(ref, specs, results)
+	steps.Mark(ctx, "report")
 	if d.OnAdded != nil && ref.Name != "" {
 		d.OnAdded(ref.Namespace, ref.Name)
 	}

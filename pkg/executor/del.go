@@ -12,6 +12,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/handover"
 	"github.com/rewire-cni/rewire/pkg/reservation"
+	"github.com/rewire-cni/rewire/pkg/steps"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
 
@@ -31,6 +32,7 @@ func (e *Executor) Del(ctx context.Context, containerID, netns string, args [][2
 
 func (e *Executor) delLocked(ctx context.Context, containerID, netns string, args [][2]string) error {
 	sb, err := e.store.Get(containerID)
+	steps.Mark(ctx, "record-read")
 	if errors.Is(err, store.ErrCorrupt) {
 		return e.delDamaged(ctx, containerID, netns, args, err)
 	}
@@ -50,6 +52,7 @@ func (e *Executor) delLocked(ctx context.Context, containerID, netns string, arg
 		sb = &store.Sandbox{ContainerID: containerID}
 	}
 	e.addCached(sb)
+	steps.Mark(ctx, "libcni-cache-read")
 	if len(sb.Attachments) == 0 {
 		if err := e.forget(sb); err != nil {
 			return err
@@ -70,7 +73,9 @@ func (e *Executor) delLocked(ctx context.Context, containerID, netns string, arg
 	if err := e.delAttachments(ctx, sb, netns, args); err != nil {
 		return err
 	}
-	return e.forget(sb)
+	err = e.forget(sb)
+	steps.Mark(ctx, "forget")
+	return err
 }
 
 // delAttachments deletes the attachments newest first (with WithParallel
@@ -99,7 +104,10 @@ func (e *Executor) delAttachments(ctx context.Context, sb *store.Sandbox, netns 
 		return errors.Join(append(failed, e.store.Put(sb))...)
 	}
 	e.undoHostChanges(sb) // a crash before the record goes undoes them again
-	return e.store.Delete(sb.ContainerID)
+	steps.Mark(ctx, "host-changes")
+	err := e.store.Delete(sb.ContainerID)
+	steps.Mark(ctx, "record-delete")
+	return err
 }
 
 func (e *Executor) delOne(ctx context.Context, sb *store.Sandbox, a *store.Attachment, netns string, args [][2]string) error {
@@ -121,7 +129,9 @@ func (e *Executor) delOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 	}
 	dctx, cancel := delegateContext(ctx)
 	defer cancel()
-	if err := e.cni.DelNetworkList(dctx, list, runtimeConf(sb.ContainerID, netns, a, args)); err != nil {
+	err = e.cni.DelNetworkList(dctx, list, runtimeConf(sb.ContainerID, netns, a, args))
+	steps.Mark(ctx, "libcni-after-exec")
+	if err != nil {
 		return err
 	}
 	return e.fault("del:after:" + a.IfName)

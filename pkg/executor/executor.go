@@ -19,6 +19,7 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/handover"
+	"github.com/rewire-cni/rewire/pkg/steps"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
 
@@ -131,6 +132,7 @@ func (e *Executor) Add(ctx context.Context, sb *store.Sandbox, specs []attachmen
 	if err := e.delLocked(ctx, sb.ContainerID, sb.NetNS, args); err != nil {
 		return nil, fmt.Errorf("cleaning up an earlier ADD of this sandbox: %w", err)
 	}
+	steps.Mark(ctx, "earlier-add")
 	sb.Complete, sb.Created = false, time.Now()
 	sb.Attachments = make([]store.Attachment, len(specs))
 	for i, s := range specs {
@@ -139,6 +141,7 @@ func (e *Executor) Add(ctx context.Context, sb *store.Sandbox, specs []attachmen
 	if err := e.store.Put(sb); err != nil {
 		return nil, err
 	}
+	steps.Mark(ctx, "record")
 	results, err := e.addAll(ctx, sb, args)
 	if err == nil {
 		err = e.fault("add:completing")
@@ -153,6 +156,7 @@ func (e *Executor) Add(ctx context.Context, sb *store.Sandbox, specs []attachmen
 	if err := e.store.Commit(sb); err != nil { // durable before the runtime hears of it
 		return nil, errors.Join(err, e.rollback(ctx, sb, args))
 	}
+	steps.Mark(ctx, "commit")
 	e.indexPod(sb)
 	return results, nil
 }
@@ -194,6 +198,7 @@ func (e *Executor) addAll(ctx context.Context, sb *store.Sandbox, args [][2]stri
 	if err := e.Routes(sb.NetNS, sb.Specs()); err != nil {
 		return nil, fmt.Errorf("default route: %w", err)
 	}
+	steps.Mark(ctx, "routes")
 	return results, nil
 }
 
@@ -205,6 +210,7 @@ func (e *Executor) addOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 	if err := e.store.RememberNetwork(a.Config); err != nil {
 		return nil, err
 	}
+	steps.Mark(ctx, "remember-network")
 	if err := e.fault("add:before:" + a.IfName); err != nil {
 		return nil, err
 	}
@@ -213,6 +219,7 @@ func (e *Executor) addOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 	e.gcGate.RLock()
 	r, err := e.cni.AddNetworkList(dctx, list, runtimeConf(sb.ContainerID, sb.NetNS, a, args))
 	e.gcGate.RUnlock()
+	steps.Mark(ctx, "libcni-after-exec")
 	if err != nil {
 		return nil, err
 	}
@@ -226,6 +233,7 @@ func (e *Executor) addOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 	if err := e.uniqueAddresses(sb, res); err != nil {
 		return nil, err
 	}
+	steps.Mark(ctx, "result")
 	return res, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 
 	"github.com/rewire-cni/rewire/pkg/metrics"
+	"github.com/rewire-cni/rewire/pkg/steps"
 )
 
 // Timed wraps a plugin exec so that every delegate execution is observed in
@@ -27,11 +28,13 @@ func (t timedExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []by
 		}
 	}
 	busy, _ := ctx.Value(busyKey{}).(*Busy)
+	steps.Mark(ctx, "libcni-before-exec")
 	busy.begin()
 	start := time.Now()
 	out, err := t.Exec.ExecPlugin(ctx, pluginPath, stdin, environ)
 	metrics.DelegateSeconds.Observe(time.Since(start).Seconds(), filepath.Base(pluginPath), command)
 	busy.end()
+	steps.Mark(ctx, "exec")
 	return out, err
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 
+	"github.com/rewire-cni/rewire/pkg/daemon"
 	"github.com/rewire-cni/rewire/pkg/selection"
 	"github.com/rewire-cni/rewire/test/harness"
 )
@@ -39,35 +40,76 @@ func BenchmarkAddOverhead(b *testing.B) {
 
 var daemonProfile = flag.String("daemon-cpuprofile", "", "BenchmarkAddOverhead writes rewired's CPU profile of its ADDs and DELs to PREFIX-<secondaries>.pprof")
 
-// daemonOwnTimes reads rewired's own time (request time minus delegate
-// time) of every ADD and DEL of the pods from its debug log.
-func daemonOwnTimes(b *testing.B, log string, pods []*harness.Pod) map[string][]time.Duration {
+// ownTimes is rewired's own time (request time minus delegate time) of
+// every ADD and DEL of a benchmark's pods, and its steps, from its debug log.
+type ownTimes struct {
+	total map[string][]time.Duration            // by command
+	steps map[string]map[string][]time.Duration // by command, then step
+	order map[string][]string                   // step names by command, as first seen
+}
+
+func daemonOwnTimes(b *testing.B, log string, pods []*harness.Pod) ownTimes {
 	ids := map[string]bool{}
 	for _, p := range pods {
 		ids[p.ContainerID] = true
 	}
-	out := map[string][]time.Duration{}
+	out := ownTimes{total: map[string][]time.Duration{}, steps: map[string]map[string][]time.Duration{}, order: map[string][]string{}}
 	for _, line := range strings.Split(log, "\n") {
 		if !strings.Contains(line, `"CNI request done"`) {
 			continue
 		}
 		var l struct {
-			Command, ContainerID string
-			OwnMs                float64
+			Command, ContainerID, Steps string
+			OwnMs                       float64
 		}
-		if json.Unmarshal([]byte(line), &l) == nil && ids[l.ContainerID] {
-			out[l.Command] = append(out[l.Command], time.Duration(l.OwnMs*float64(time.Millisecond)))
+		if json.Unmarshal([]byte(line), &l) != nil || !ids[l.ContainerID] {
+			continue
 		}
+		out.total[l.Command] = append(out.total[l.Command], msDuration(l.OwnMs))
+		out.addSteps(l.Command, l.Steps)
 	}
-	if len(out["ADD"]) != len(pods) || len(out["DEL"]) != len(pods) {
-		b.Fatalf("daemon log: %d ADD and %d DEL own times for %d pods", len(out["ADD"]), len(out["DEL"]), len(pods))
+	if len(out.total["ADD"]) != len(pods) || len(out.total["DEL"]) != len(pods) {
+		b.Fatalf("daemon log: %d ADD and %d DEL own times for %d pods", len(out.total["ADD"]), len(out.total["DEL"]), len(pods))
 	}
 	return out
 }
 
+// addSteps adds one request's "name=1.234ms ..." steps.
+func (o ownTimes) addSteps(command, steps string) {
+	if o.steps[command] == nil {
+		o.steps[command] = map[string][]time.Duration{}
+	}
+	for _, f := range strings.Fields(steps) {
+		name, v, _ := strings.Cut(f, "=")
+		var took float64
+		if _, err := fmt.Sscanf(v, "%fms", &took); err != nil {
+			continue
+		}
+		if _, ok := o.steps[command][name]; !ok {
+			o.order[command] = append(o.order[command], name)
+		}
+		o.steps[command][name] = append(o.steps[command][name], msDuration(took))
+	}
+}
+
+// summary lists each step's median, in the order the steps ran ("exec" is
+// the delegates' own time, the rest is rewired's).
+func (o ownTimes) summary(command string) string {
+	var parts []string
+	for _, name := range o.order[command] {
+		parts = append(parts, fmt.Sprintf("%s %.2f", name, ms(median(o.steps[command][name]))))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func msDuration(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+
 var benchConfig = flag.String("bench-config", "", "extra daemon config YAML for BenchmarkAddOverhead")
 
 func benchAdd(b *testing.B, secondaries int) {
+	if *daemonProfile != "" {
+		b.Setenv(daemon.ProfileEnv, "1") // rewired inherits the environment
+	}
 	e := newEnv(b, envOpts{extraConfig: strings.ReplaceAll(*benchConfig, `\n`, "\n")})
 	var names []string
 	for i := range secondaries {
@@ -157,10 +199,13 @@ func benchAdd(b *testing.B, secondaries int) {
 	fmt.Printf("DEL secondaries=%d samples=%d: direct median %.2f ms p90 %.2f ms | rewire median %.2f ms p90 %.2f ms | overhead median %.2f ms\n",
 		secondaries, len(pods), ms(median(delDirect)), ms(p90(delDirect)), ms(median(delRewire)), ms(p90(delRewire)), ms(median(delRewire)-median(delDirect)))
 	fmt.Printf("daemon own time secondaries=%d (request time minus delegate time, rewired's log): ADD median %.2f ms p90 %.2f ms | DEL median %.2f ms p90 %.2f ms\n",
-		secondaries, ms(median(own["ADD"])), ms(p90(own["ADD"])), ms(median(own["DEL"])), ms(p90(own["DEL"])))
+		secondaries, ms(median(own.total["ADD"])), ms(p90(own.total["ADD"])), ms(median(own.total["DEL"])), ms(p90(own.total["DEL"])))
+	for _, c := range []string{"ADD", "DEL"} {
+		fmt.Printf("daemon steps %s secondaries=%d (median ms, per request, in order): %s\n", c, secondaries, own.summary(c))
+	}
 	b.ReportMetric(ms(rm-dm), "overhead-ms")
-	b.ReportMetric(ms(median(own["ADD"])), "own-add-ms")
-	b.ReportMetric(ms(median(own["DEL"])), "own-del-ms")
+	b.ReportMetric(ms(median(own.total["ADD"])), "own-add-ms")
+	b.ReportMetric(ms(median(own.total["DEL"])), "own-del-ms")
 	b.ReportMetric(perAdd("writes"), "api-writes/add")
 	b.ReportMetric(perAdd("reads"), "api-reads/add")
 }
