@@ -77,8 +77,7 @@ func Del(getenv func(string) string, stdin io.Reader) ([]byte, int) {
 // again, one process deeper each time; such an attachment fails, stays
 // recorded and is named in the error.
 func del(stateDir, cniPath string, req wire.Request) error {
-	st, err := store.OpenExisting(stateDir, true)
-	if err != nil {
+	if err := store.Exists(stateDir); err != nil {
 		return fmt.Errorf("%w (the network config's stateDir must be rewired's --state-dir)", err)
 	}
 	unlock, err := store.LockDir(stateDir, false)
@@ -86,6 +85,10 @@ func del(stateDir, cniPath string, req wire.Request) error {
 		return err
 	}
 	defer unlock()
+	st, err := store.New(stateDir, true) // the one writer now: replays the journal
+	if err != nil {
+		return err
+	}
 	exec := nad.GuardExec(&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
 	cni := attachment.WithCNIArgs(libcni.NewCNIConfigWithCacheDir(filepath.SplitList(cniPath), filepath.Join(stateDir, "cache"), exec))
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

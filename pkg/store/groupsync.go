@@ -41,3 +41,10 @@ func (g *groupSync) do(sync func() error) error {
 	}
 	return g.err
 }
+
+// syncs returns how many syncs were made so far.
+func (g *groupSync) syncs() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.Syncs
+}

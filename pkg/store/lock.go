@@ -45,12 +45,12 @@ func LockDir(dir string, wait bool) (unlock func(), err error) {
 	return func() { f.Close() }, nil
 }
 
-// OpenExisting opens a store that must already exist (the no-daemon DEL:
-// a state dir without a store is not Rewire's, or not this node's, and
-// creating one there would only hide that nothing was released).
-func OpenExisting(dir string, sync bool) (*Store, error) {
+// Exists fails when dir holds no store (the no-daemon DEL: a state dir
+// without a store is not Rewire's, or not this node's, and creating one
+// there would only hide that nothing was released).
+func Exists(dir string) error {
 	if _, err := os.Stat(filepath.Join(dir, "sandboxes")); err != nil {
-		return nil, fmt.Errorf("no Rewire store in %s: %w", dir, err)
+		return fmt.Errorf("no Rewire store in %s: %w", dir, err)
 	}
-	return Open(dir, sync)
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
@@ -77,6 +78,9 @@ type Sandbox struct {
 	// took over a sandbox another meta plugin made (Multus: "multus:" and
 	// its cniDir); that state is removed once the sandbox is deleted.
 	Adopted string `json:"adopted,omitempty"`
+	// Seq orders the record's writes: the journal's replay never puts an
+	// older state over a newer file.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // Switch records a live primary-network switch in progress: the attachment
@@ -145,16 +149,19 @@ func (s *Sandbox) Remove(ifName string) {
 // Every write is atomic (temp file + rename), so a daemon crash at any point
 // leaves either the old or the new record. Against power loss: Commit (the
 // write that completes an operation, before it is answered) and Delete are
-// durable: the file is fsynced before its rename and the directory after it,
-// the directory fsync shared by the commits running at the same time (group
-// commit). Put, the writes in between, are not synced unless the store is in
-// sync mode: a power loss can only lose them together with an operation
-// nobody was answered for. Network configs are always fsynced.
+// durable. A store opened by New (a writer) makes them durable with one
+// journal entry each, the fdatasyncs of concurrent commits shared (group
+// commit); one opened by Open fsyncs the file and its directory instead.
+// Put, the writes in between, are not synced unless the store is in sync
+// mode: a power loss can only lose them together with an operation nobody
+// was answered for. Network configs are always fsynced.
 type Store struct {
 	dir     string
 	sync    bool
 	held    heldIndex
 	dirSync groupSync
+	journal *journal // nil: durable writes fsync file and directory
+	seq     atomic.Uint64
 	// known are the networks files written or seen by this process
 	// (RememberNetwork then costs no stat).
 	known sync.Map
@@ -165,8 +172,10 @@ var ErrCorrupt = errors.New("corrupt store record")
 
 var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$`)
 
-// New opens (creating) a store in dir and removes temp files a crash left.
-// With sync, every write is fsynced; without, call Run to group-commit.
+// New opens (creating) a store in dir for its one writer (the daemon, or
+// the no-daemon DEL holding LockDir): it removes temp files a crash left
+// and replays the journal over the records. With sync, every write is
+// durable.
 func New(dir string, sync bool) (*Store, error) {
 	st, err := Open(dir, sync)
 	if err != nil {
@@ -179,11 +188,14 @@ func New(dir string, sync bool) (*Store, error) {
 			_ = os.Remove(t)
 		}
 	}
+	if err := st.openJournal(); err != nil {
+		return nil, fmt.Errorf("store journal: %w", err)
+	}
 	return st, nil
 }
 
-// Open opens the store without New's clean-up of interrupted writes, for
-// a process that may run beside the daemon (inspect, the offline DEL).
+// Open opens the store without New's clean-up of interrupted writes and
+// journal, for a process that may run beside the daemon (inspect).
 func Open(dir string, sync bool) (*Store, error) {
 	for _, d := range []string{"sandboxes", "networks", "damaged"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
@@ -233,12 +245,19 @@ func (s *Store) put(sb *Sandbox, durable bool) error {
 	if err != nil {
 		return err
 	}
+	sb.Seq = s.seq.Add(1)
 	raw, err := json.Marshal(sb)
 	if err != nil {
 		return fmt.Errorf("encoding record %s: %w", sb.ContainerID, err)
 	}
-	if err := s.writeAtomic(p, raw, durable); err != nil {
+	journaled := durable && s.journal != nil
+	if err := s.writeAtomic(p, raw, durable && !journaled); err != nil {
 		return err
+	}
+	if journaled {
+		if err := s.journal.append(entry{Seq: sb.Seq, ID: sb.ContainerID, Record: raw}); err != nil {
+			return fmt.Errorf("committing record %s: %w", sb.ContainerID, err)
+		}
 	}
 	s.noteHeld(sb.ContainerID, sb)
 	return nil
@@ -264,7 +283,18 @@ func (s *Store) Delete(id string) error {
 		return fmt.Errorf("removing record %s: %w", id, err) // still holds its addresses
 	}
 	s.noteHeld(id, nil)
-	return s.syncDir(filepath.Dir(p))
+	return s.removed(id)
+}
+
+// removed makes the removal of id's record from sandboxes durable.
+func (s *Store) removed(id string) error {
+	if s.journal == nil {
+		return s.syncDir(filepath.Join(s.dir, "sandboxes"))
+	}
+	if err := s.journal.append(entry{Seq: s.seq.Add(1), ID: id}); err != nil {
+		return fmt.Errorf("committing the removal of record %s: %w", id, err)
+	}
+	return nil
 }
 
 // Damaged counts the records moved aside as damaged.
@@ -284,7 +314,7 @@ func (s *Store) Quarantine(id string) error {
 		return fmt.Errorf("quarantining record %s: %w", id, err)
 	}
 	s.noteHeld(id, nil)
-	return errors.Join(s.syncDir(filepath.Dir(p)), s.syncDir(filepath.Join(s.dir, "damaged")))
+	return errors.Join(s.removed(id), s.syncDir(filepath.Join(s.dir, "damaged")))
 }
 
 // IDs lists the container IDs that have a record (decodable or not).

@@ -98,32 +98,60 @@ func TestRememberNetwork(t *testing.T) {
 	}
 }
 
-// Commit and Delete make their directory change durable (a directory fsync,
-// shared by concurrent callers); Put does not, except in sync mode.
+// Commit and Delete are durable, Put is not except in sync mode: a writer
+// (New) appends to its journal and fdatasyncs it, a store from Open
+// fsyncs the directory (both shared by concurrent callers).
 func TestCommitIsDurable(t *testing.T) {
-	s, _ := New(t.TempDir(), false)
-	syncs := func() uint64 { s.dirSync.mu.Lock(); defer s.dirSync.mu.Unlock(); return s.dirSync.Syncs }
-	for _, step := range []struct {
+	type counts struct{ journal, dir uint64 }
+	for _, tc := range []struct {
 		name string
-		do   func() error
-		want uint64
+		open func(dir string, sync bool) (*Store, error)
+		// the syncs each of Put, Commit and Delete makes, and a Put in sync mode
+		put, commit, del, syncPut counts
 	}{
-		{"Put", func() error { return s.Put(&Sandbox{ContainerID: "x"}) }, 0},
-		{"Commit", func() error { return s.Commit(&Sandbox{ContainerID: "x", Complete: true}) }, 1},
-		{"Delete", func() error { return s.Delete("x") }, 1},
+		{"New", New, counts{}, counts{journal: 1}, counts{journal: 1}, counts{journal: 1}},
+		{"Open", Open, counts{}, counts{dir: 1}, counts{dir: 1}, counts{dir: 1}},
 	} {
-		before := syncs()
-		if err := step.do(); err != nil {
-			t.Fatal(err)
-		}
-		if got := syncs() - before; got != step.want {
-			t.Errorf("%s: %d directory fsyncs, want %d", step.name, got, step.want)
-		}
-	}
-	strict, _ := New(t.TempDir(), true)
-	_ = strict.Put(&Sandbox{ContainerID: "x"})
-	if strict.dirSync.Syncs != 1 {
-		t.Errorf("a Put in sync mode made %d directory fsyncs, want 1", strict.dirSync.Syncs)
+		t.Run(tc.name, func(t *testing.T) {
+			syncs := func(s *Store) counts {
+				c := counts{dir: s.dirSync.syncs()}
+				if s.journal != nil {
+					c.journal = s.journal.sync.syncs()
+				}
+				return c
+			}
+			s, err := tc.open(t.TempDir(), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, step := range []struct {
+				name string
+				do   func() error
+				want counts
+			}{
+				{"Put", func() error { return s.Put(&Sandbox{ContainerID: "x"}) }, tc.put},
+				{"Commit", func() error { return s.Commit(&Sandbox{ContainerID: "x", Complete: true}) }, tc.commit},
+				{"Delete", func() error { return s.Delete("x") }, tc.del},
+			} {
+				before := syncs(s)
+				if err := step.do(); err != nil {
+					t.Fatal(err)
+				}
+				if after := syncs(s); after.journal-before.journal != step.want.journal || after.dir-before.dir != step.want.dir {
+					t.Errorf("%s: %d journal and %d directory syncs, want %+v", step.name,
+						after.journal-before.journal, after.dir-before.dir, step.want)
+				}
+			}
+			strict, err := tc.open(t.TempDir(), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := syncs(strict)
+			_ = strict.Put(&Sandbox{ContainerID: "x"})
+			if after := syncs(strict); after.journal-before.journal != tc.syncPut.journal || after.dir-before.dir != tc.syncPut.dir {
+				t.Errorf("a Put in sync mode: %+v syncs before, %+v after, want %+v more", before, after, tc.syncPut)
+			}
+		})
 	}
 }
 
@@ -167,7 +195,7 @@ func TestGroupSync(t *testing.T) {
 }
 
 // One writer: a second LockDir fails at once without wait, and succeeds
-// once the holder lets go; OpenExisting refuses a dir without a store.
+// once the holder lets go; Exists refuses a dir without a store.
 func TestLockDir(t *testing.T) {
 	dir := t.TempDir()
 	unlock, err := LockDir(dir, false)
@@ -183,10 +211,10 @@ func TestLockDir(t *testing.T) {
 		t.Fatalf("lock after unlock: %v", err)
 	}
 	again()
-	if _, err := OpenExisting(filepath.Join(dir, "nope"), true); err == nil {
-		t.Fatal("OpenExisting of a dir without a store succeeded")
+	if err := Exists(filepath.Join(dir, "nope")); err == nil {
+		t.Fatal("Exists of a dir without a store succeeded")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "nope")); !os.IsNotExist(err) {
-		t.Fatalf("OpenExisting created the dir (%v)", err)
+		t.Fatalf("Exists created the dir (%v)", err)
 	}
 }
