@@ -16,12 +16,15 @@
  * then, so the request is sent once. Once it is sent, a broken answer is a
  * CNI "try again later" error, as in the Go plugin.
  *
- * Build: cc -O2 -static -o rewire shim/rewire.c (make build does).
+ * Build: hack/build-plugin.sh (make build does): on x86-64 without a C
+ * library (nolibc.h), elsewhere cc -O2 -static -o rewire shim/rewire.c.
  */
+#ifdef REWIRE_NOLIBC
+#include "nolibc.h"
+#else
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +33,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#endif
 
 #define DEFAULT_SOCKET "/run/rewire/rewire.sock" /* wire.DefaultSocket */
 #define RAW_PATH "/cni/raw"                      /* wire.RawPath */
@@ -314,6 +318,21 @@ static int send_all(int fd, const char *p, size_t n)
 	return 1;
 }
 
+/* http_status returns the status of an "HTTP/1.x NNN ..." status line
+ * (0: none). */
+static int http_status(const char *line)
+{
+	if (strncasecmp(line, "HTTP/1.", 7) != 0 || line[7] < '0' || line[7] > '9' || line[8] != ' ')
+		return 0;
+	int status = 0;
+	for (const char *p = line + 9; p < line + 12; p++) {
+		if (*p < '0' || *p > '9')
+			return 0;
+		status = status * 10 + (*p - '0');
+	}
+	return status;
+}
+
 /* header returns the value of a header (name with its colon) in head. */
 static const char *header(const char *head, const char *name)
 {
@@ -394,7 +413,7 @@ int main(void)
 	}
 	char *body = reply.p ? strstr(reply.p, "\r\n\r\n") : NULL;
 	int status = 0;
-	if (!body || sscanf(reply.p, "HTTP/1.%*d %d", &status) != 1)
+	if (!body || !(status = http_status(reply.p)))
 		cni_error(version.p, 11, "try again later: rewired is not reachable", "no complete reply from rewired");
 	*body = 0;
 	body += 4;
