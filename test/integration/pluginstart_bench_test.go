@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -116,3 +118,53 @@ func cc(b *testing.B, stdin *bytes.Buffer, args ...string) {
 		b.Fatalf("cc %v: %v: %s", args, err, out)
 	}
 }
+
+// BenchmarkExecParallelism shows how much this machine gains from running
+// plugins at once, which bounds what parallelAttach can gain: three execs
+// of a reference plugin (host-local's VERSION) one after the other and at
+// the same time, and the same for a static C hello world, next to two CPU
+// loops (what the machine's cores allow).
+func BenchmarkExecParallelism(b *testing.B) {
+	hello := filepath.Join(b.TempDir(), "hello")
+	cc(b, bytes.NewBufferString("int main(void){return 0;}\n"), "-o", hello, "-x", "c", "-")
+	hostLocal := filepath.Join(tools, "host-local")
+	run := func(path string) func() {
+		return func() {
+			cmd := exec.Command(path)
+			cmd.Env = []string{"CNI_COMMAND=VERSION"}
+			must(b, cmd.Run())
+		}
+	}
+	spin := func() {
+		x := 0
+		for i := range 50_000_000 {
+			x += i ^ (x >> 3)
+		}
+		sink.Add(int64(x))
+	}
+	for _, w := range []struct {
+		name string
+		n    int
+		one  func()
+	}{{"host-local VERSION", 3, run(hostLocal)}, {"static C hello world", 3, run(hello)}, {"CPU loop", 2, spin}} {
+		var seq, par []time.Duration
+		for range *samples {
+			start := time.Now()
+			for range w.n {
+				w.one()
+			}
+			seq = append(seq, time.Since(start))
+			start = time.Now()
+			var wg sync.WaitGroup
+			for range w.n {
+				wg.Go(w.one)
+			}
+			wg.Wait()
+			par = append(par, time.Since(start))
+		}
+		fmt.Printf("parallelism: %d x %s: one after the other %.2f ms, at once %.2f ms median (%.2fx)\n",
+			w.n, w.name, ms(median(seq)), ms(median(par)), float64(median(par))/float64(median(seq)))
+	}
+}
+
+var sink atomic.Int64
