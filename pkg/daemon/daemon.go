@@ -84,6 +84,8 @@ type Daemon struct {
 	NewPodNetwork func(pod *kube.Pod) (string, bool)
 	// View returns the daemon's view of a pod (GET /debug/pods/NS/NAME).
 	View func(namespace, name string) (PodView, bool)
+
+	cluster clusterMemo
 }
 
 // annotations returns the pod's annotations as ADD plans them: with the
@@ -162,24 +164,29 @@ func (d *Daemon) ClusterNetwork() (*libcni.NetworkConfigList, error) {
 func (d *Daemon) clusterConfig() (*libcni.NetworkConfigList, error) {
 	cn := d.Config.ClusterNetwork
 	if raw := d.Config.ClusterNetworkConfig; len(raw) > 0 {
-		list, err := nad.ConfList(raw, cn)
-		if err == nil {
-			list, err = clusterChains(d.Config, list, d.Config.ConfDir)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("cluster network %s (the Multus config's delegates[0]): %w", cn, err)
-		}
-		return list, nil
+		return d.cluster.get(d.Config.ConfDir, func() (*libcni.NetworkConfigList, error) {
+			list, err := nad.ConfList(raw, cn)
+			if err == nil {
+				list, err = clusterChains(d.Config, list, d.Config.ConfDir)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("cluster network %s (the Multus config's delegates[0]): %w", cn, err)
+			}
+			return list, nil
+		})
 	}
 	if filepath.IsAbs(cn) {
-		list, err := nad.LoadPath(cn, PluginType)
-		if err == nil {
-			list, err = clusterChains(d.Config, list, configDir(cn))
-		}
-		if err != nil {
-			return nil, fmt.Errorf("cluster network config %s: %w", cn, err)
-		}
-		return list, nil
+		dir := configDir(cn)
+		return d.cluster.get(dir, func() (*libcni.NetworkConfigList, error) {
+			list, err := nad.LoadPath(cn, PluginType)
+			if err == nil {
+				list, err = clusterChains(d.Config, list, dir)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("cluster network config %s: %w", cn, err)
+			}
+			return list, nil
+		})
 	}
 	if d.NetworksSynced != nil && !d.NetworksSynced() {
 		return nil, errors.New("NetworkAttachmentDefinition cache not synced yet")
