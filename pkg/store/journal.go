@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -39,6 +40,7 @@ var JournalSize int64 = 4 << 20
 const (
 	journalHeader = 8  // length, checksum
 	entryHeader   = 10 // sequence number, ID length
+	maxEntry      = 64 << 20
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -150,8 +152,11 @@ func writeJournal(path string, data []byte, size int64) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	zeros := make([]byte, size-int64(len(data)))
-	_, err = f.Write(append(data, zeros...))
+	_, err = f.Write(data)
+	zeros := make([]byte, 64<<10) // written in pieces: no journal-sized buffer stays in the heap
+	for left := size - int64(len(data)); err == nil && left > 0; left -= int64(len(zeros)) {
+		_, err = f.Write(zeros[:min(left, int64(len(zeros)))])
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -179,18 +184,22 @@ func readJournal(path string) (map[string]entry, error) {
 		return nil, err
 	}
 	defer f.Close()
-	raw, err := io.ReadAll(f)
-	if err != nil {
-		return nil, err
-	}
+	r := bufio.NewReader(f)
 	last := map[string]entry{}
-	for len(raw) >= journalHeader {
-		n := int(binary.LittleEndian.Uint32(raw))
-		if n == 0 || n > len(raw)-journalHeader {
+	head := make([]byte, journalHeader)
+	for {
+		if _, err := io.ReadFull(r, head); err != nil {
+			break // the end of the file
+		}
+		n := int(binary.LittleEndian.Uint32(head))
+		if n == 0 || n > maxEntry {
+			break // the zeros after the last entry, or a torn header
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(r, payload); err != nil {
 			break
 		}
-		payload := raw[journalHeader : journalHeader+n]
-		if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(raw[4:]) {
+		if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(head[4:]) {
 			break // a torn write: it and what follows were never synced
 		}
 		e, ok := decodeEntry(payload)
@@ -200,7 +209,6 @@ func readJournal(path string) (map[string]entry, error) {
 		if prev, ok := last[e.ID]; !ok || e.Seq > prev.Seq {
 			last[e.ID] = e
 		}
-		raw = raw[journalHeader+n:]
 	}
 	return last, nil
 }
