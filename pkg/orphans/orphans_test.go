@@ -13,13 +13,17 @@ func TestWaitForAnotherInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	child := exec.Command("sleep", "0.3")
+	// The other instance's process lives until the test ends it, however
+	// slowly this machine runs.
+	child := exec.Command("sleep", "60")
 	child.Env = append(os.Environ(), Env+"=previous-instance")
 	if err := child.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go child.Wait()
-	own := exec.Command("sleep", "5")
+	defer child.Process.Kill()
+	exited := make(chan struct{})
+	go func() { child.Wait(); close(exited) }()
+	own := exec.Command("sleep", "60")
 	if err := own.Start(); err != nil { // inherits this instance's mark
 		t.Fatal(err)
 	}
@@ -27,13 +31,20 @@ func TestWaitForAnotherInstance(t *testing.T) {
 	if pids := Running(self); len(pids) != 1 || pids[0] != child.Process.Pid {
 		t.Fatalf("running = %v, want only %d", pids, child.Process.Pid)
 	}
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := Wait(ctx, self); err != nil {
+	waited := make(chan error, 1)
+	go func() { waited <- Wait(ctx, self) }()
+	select {
+	case err := <-waited:
+		t.Fatalf("Wait returned while the other instance's process ran: %v", err)
+	case <-time.After(200 * time.Millisecond): // Wait polls: it had its chance to return
+	}
+	if err := child.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if time.Since(start) < 100*time.Millisecond {
-		t.Error("Wait returned before the other instance's process ended")
+	<-exited
+	if err := <-waited; err != nil {
+		t.Fatal(err)
 	}
 }
