@@ -138,7 +138,11 @@ func (e *Executor) Add(ctx context.Context, sb *store.Sandbox, specs []attachmen
 	for i, s := range specs {
 		sb.Attachments[i] = store.Attachment{Spec: s, State: store.Adding}
 	}
-	if err := e.store.Put(sb); err != nil {
+	// The record naming every attachment is what a DEL after a power loss
+	// needs: it becomes durable while the delegates run, and the ADD is
+	// not answered before it is.
+	durable, err := e.store.Prepare(sb)
+	if err != nil {
 		return nil, err
 	}
 	steps.Mark(ctx, "record")
@@ -152,11 +156,18 @@ func (e *Executor) Add(ctx context.Context, sb *store.Sandbox, specs []attachmen
 		}
 		return nil, err
 	}
+	// The completed record is not synced: after a power loss every sandbox
+	// is gone, and a record left incomplete is rolled back at restart.
 	sb.Complete = true
-	if err := e.store.Commit(sb); err != nil { // durable before the runtime hears of it
+	err = e.store.Put(sb)
+	steps.Mark(ctx, "complete-record")
+	if err == nil {
+		err = durable()
+		steps.Mark(ctx, "wait-durable")
+	}
+	if err != nil {
 		return nil, errors.Join(err, e.rollback(ctx, sb, args))
 	}
-	steps.Mark(ctx, "commit")
 	e.indexPod(sb)
 	return results, nil
 }

@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -93,5 +94,63 @@ func TestLimitedWaitEndsWithCaller(t *testing.T) {
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("waiting after the caller gave up: %v", err)
+	}
+}
+
+// A free slot goes to the delegate of the oldest request, whatever the
+// order the delegates queued in (a pod's second delegate before newer
+// pods' first ones), and a request's own delegates in arrival order.
+func TestLimitedServesOldestRequestFirst(t *testing.T) {
+	b := &blockingExec{release: make(chan struct{}), started: make(chan struct{}, 8)}
+	var mu sync.Mutex
+	var order []string
+	rec := &recordingExec{Exec: b, record: func(p string) { mu.Lock(); order = append(order, p); mu.Unlock() }}
+	exec := Limited(rec, 1).(*limitedExec)
+	go func() { _, _ = exec.ExecPlugin(context.Background(), "holder", nil, nil) }()
+	<-b.started
+	t0 := time.Now().Add(-time.Minute)
+	var wg sync.WaitGroup
+	for i, w := range []struct {
+		plugin string
+		age    time.Duration // the request's start after t0
+	}{{"newest", 3}, {"oldest-a", 1}, {"middle", 2}, {"oldest-b", 1}} {
+		ctx, busy := WithBusy(context.Background())
+		busy.started = t0.Add(w.age * time.Second)
+		wg.Go(func() {
+			if _, err := exec.ExecPlugin(ctx, w.plugin, nil, nil); err != nil {
+				t.Error(err)
+			}
+		})
+		waitFor(t, func() bool { // queued in this order
+			exec.slots.mu.Lock()
+			defer exec.slots.mu.Unlock()
+			return len(exec.slots.waiting) == i+1
+		})
+	}
+	close(b.release)
+	wg.Wait()
+	want := []string{"holder", "oldest-a", "oldest-b", "middle", "newest"}
+	if fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Errorf("delegates ran in the order %v, want %v", order, want)
+	}
+}
+
+// recordingExec records each execution's plugin path before running it.
+type recordingExec struct {
+	invoke.Exec
+	record func(string)
+}
+
+func (r *recordingExec) ExecPlugin(ctx context.Context, path string, stdin []byte, env []string) ([]byte, error) {
+	r.record(path)
+	return r.Exec.ExecPlugin(ctx, path, stdin, env)
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 10 s")
+		}
 	}
 }

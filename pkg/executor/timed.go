@@ -44,16 +44,17 @@ type busyKey struct{}
 // request was executing (concurrent delegates count once): a request's
 // duration minus it is rewired's own time.
 type Busy struct {
-	mu     sync.Mutex
-	active int
-	since  time.Time
-	total  time.Duration
+	started time.Time // the request's start: its delegates' place in the queue (Limited)
+	mu      sync.Mutex
+	active  int
+	since   time.Time
+	total   time.Duration
 }
 
 // WithBusy returns ctx carrying a new Busy clock for the delegates run
-// under it.
+// under it, for a request starting now.
 func WithBusy(ctx context.Context) (context.Context, *Busy) {
-	b := &Busy{}
+	b := &Busy{started: time.Now()}
 	return context.WithValue(ctx, busyKey{}, b), b
 }
 

@@ -65,9 +65,9 @@ type journal struct {
 	live func() ([]entry, error)
 }
 
-// append writes e and returns once it is durable: concurrent appends share
-// one fdatasync (group commit).
-func (j *journal) append(e entry) error {
+// append writes e and starts making it durable; synced returns once it is.
+// Concurrent appends share one fdatasync (group commit).
+func (j *journal) append(e entry) (synced func() error) {
 	buf := encodeEntry(e)
 	j.mu.Lock()
 	if j.off+int64(len(buf)) > j.size {
@@ -75,20 +75,24 @@ func (j *journal) append(e entry) error {
 		// file was written first): nothing more to sync.
 		err := j.rotate()
 		j.mu.Unlock()
-		return err
+		return func() error { return err }
 	}
 	_, err := j.f.WriteAt(buf, j.off)
 	j.off += int64(len(buf))
 	j.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("journal write: %w", err)
+		return func() error { return fmt.Errorf("journal write: %w", err) }
 	}
-	return j.sync.do(func() error {
-		j.mu.Lock()
-		f := j.f
-		j.mu.Unlock()
-		return fdatasync(f)
-	})
+	done := make(chan error, 1)
+	go func() {
+		done <- j.sync.do(func() error {
+			j.mu.Lock()
+			f := j.f
+			j.mu.Unlock()
+			return fdatasync(f)
+		})
+	}()
+	return sync.OnceValue(func() error { return <-done })
 }
 
 func encodeEntry(e entry) []byte {

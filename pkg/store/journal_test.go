@@ -53,6 +53,28 @@ func TestJournalRestoresCommittedRecords(t *testing.T) {
 	}
 }
 
+// An ADD prepares its record (every attachment, durable) and writes the
+// completed record without a sync: after a power loss the store holds the
+// completed record if its write reached the disk, else the prepared one
+// (rolled back at restart), never neither.
+func TestPreparedRecordSurvives(t *testing.T) {
+	for _, lost := range []bool{false, true} {
+		dir := t.TempDir()
+		s := openStore(t, dir)
+		wait, err := s.Prepare(&Sandbox{ContainerID: "c1", PodName: "p"})
+		must(t, err)
+		must(t, wait())
+		must(t, s.Put(&Sandbox{ContainerID: "c1", PodName: "p", Complete: true}))
+		if lost {
+			must(t, os.Remove(recordFile(dir, "c1")))
+		}
+		got, err := openStore(t, dir).Get("c1")
+		if err != nil || got == nil || got.Complete == lost {
+			t.Errorf("completed write lost %v: after reopening %+v, %v", lost, got, err)
+		}
+	}
+}
+
 // A removal is replayed over a file it removed that came back, and a newer
 // write that survived (not synced: its operation was never answered) is
 // not replaced by an older journal entry.

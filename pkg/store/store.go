@@ -240,27 +240,49 @@ func (s *Store) Put(sb *Sandbox) error { return s.put(sb, s.sync) }
 // power loss once Commit returns. Call it before an operation is answered.
 func (s *Store) Commit(sb *Sandbox) error { return s.put(sb, true) }
 
+// Prepare writes a record as Commit does, but returns before it is
+// durable: wait returns once it is (or why it could not be). An ADD
+// prepares the record that names all its attachments before its delegates
+// run, so that their run hides the sync.
+func (s *Store) Prepare(sb *Sandbox) (wait func() error, err error) {
+	return s.write(sb, true)
+}
+
 func (s *Store) put(sb *Sandbox, durable bool) error {
-	p, err := s.sandboxPath(sb.ContainerID)
+	wait, err := s.write(sb, durable)
 	if err != nil {
 		return err
+	}
+	return wait()
+}
+
+// write writes sb's record atomically; when durable, wait returns once it
+// is durable (a journal entry synced, or the file and its directory).
+func (s *Store) write(sb *Sandbox, durable bool) (wait func() error, err error) {
+	p, err := s.sandboxPath(sb.ContainerID)
+	if err != nil {
+		return nil, err
 	}
 	sb.Seq = s.seq.Add(1)
 	raw, err := json.Marshal(sb)
 	if err != nil {
-		return fmt.Errorf("encoding record %s: %w", sb.ContainerID, err)
+		return nil, fmt.Errorf("encoding record %s: %w", sb.ContainerID, err)
 	}
 	journaled := durable && s.journal != nil
 	if err := s.writeAtomic(p, raw, durable && !journaled); err != nil {
-		return err
-	}
-	if journaled {
-		if err := s.journal.append(entry{Seq: sb.Seq, ID: sb.ContainerID, Record: raw}); err != nil {
-			return fmt.Errorf("committing record %s: %w", sb.ContainerID, err)
-		}
+		return nil, err
 	}
 	s.noteHeld(sb.ContainerID, sb)
-	return nil
+	if !journaled {
+		return func() error { return nil }, nil
+	}
+	synced := s.journal.append(entry{Seq: sb.Seq, ID: sb.ContainerID, Record: raw})
+	return func() error {
+		if err := synced(); err != nil {
+			return fmt.Errorf("committing record %s: %w", sb.ContainerID, err)
+		}
+		return nil
+	}, nil
 }
 
 // Track makes the held-address index know sb's results without writing
@@ -291,7 +313,7 @@ func (s *Store) removed(id string) error {
 	if s.journal == nil {
 		return s.syncDir(filepath.Join(s.dir, "sandboxes"))
 	}
-	if err := s.journal.append(entry{Seq: s.seq.Add(1), ID: id}); err != nil {
+	if err := s.journal.append(entry{Seq: s.seq.Add(1), ID: id})(); err != nil {
 		return fmt.Errorf("committing the removal of record %s: %w", id, err)
 	}
 	return nil

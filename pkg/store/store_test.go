@@ -98,7 +98,8 @@ func TestRememberNetwork(t *testing.T) {
 	}
 }
 
-// Commit and Delete are durable, Put is not except in sync mode: a writer
+// Commit, Prepare (once waited for) and Delete are durable, Put is not
+// except in sync mode: a writer
 // (New) appends to its journal and fdatasyncs it, a store from Open
 // fsyncs the directory (both shared by concurrent callers).
 func TestCommitIsDurable(t *testing.T) {
@@ -131,6 +132,13 @@ func TestCommitIsDurable(t *testing.T) {
 			}{
 				{"Put", func() error { return s.Put(&Sandbox{ContainerID: "x"}) }, tc.put},
 				{"Commit", func() error { return s.Commit(&Sandbox{ContainerID: "x", Complete: true}) }, tc.commit},
+				{"Prepare, waited for", func() error {
+					wait, err := s.Prepare(&Sandbox{ContainerID: "x"})
+					if err != nil {
+						return err
+					}
+					return wait()
+				}, tc.commit},
 				{"Delete", func() error { return s.Delete("x") }, tc.del},
 			} {
 				before := syncs(s)
