@@ -253,7 +253,8 @@ func (s *Store) replay(id string, e entry) error {
 	if err != nil {
 		return nil // not a record name: never written by this store
 	}
-	seq, ok := fileSeq(p)
+	_, seq, err := readHead(p)
+	ok := err == nil
 	switch {
 	case ok && seq >= e.Seq:
 		return nil
@@ -270,20 +271,24 @@ func (s *Store) replay(id string, e entry) error {
 	}
 }
 
-// fileSeq returns the sequence number of the record file at p; ok is false
-// when it is missing or cannot be decoded.
-func fileSeq(p string) (seq uint64, ok bool) {
-	raw, err := os.ReadFile(p)
+// readHead reads the record file at p and its sequence number; an error
+// when it is missing, cannot be decoded or names another container.
+func readHead(p string) (raw []byte, seq uint64, err error) {
+	raw, err = os.ReadFile(p)
 	if err != nil {
-		return 0, false
+		return nil, 0, err
 	}
 	var h struct {
-		Seq uint64 `json:"seq"`
+		Seq         uint64 `json:"seq"`
+		ContainerID string `json:"containerID"`
 	}
-	if json.Unmarshal(raw, &h) != nil {
-		return 0, false
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return nil, 0, err
 	}
-	return h.Seq, true
+	if h.ContainerID+".json" != filepath.Base(p) {
+		return nil, 0, fmt.Errorf("record %s names container %q", p, h.ContainerID)
+	}
+	return raw, h.Seq, nil
 }
 
 // liveEntries makes the names in sandboxes durable (every rename and
@@ -299,19 +304,12 @@ func (s *Store) liveEntries() ([]entry, error) {
 	var out []entry
 	for _, id := range ids {
 		p, _ := s.sandboxPath(id)
-		raw, err := os.ReadFile(p)
+		raw, seq, err := readHead(p)
 		if err != nil {
-			continue // removed meanwhile
+			continue // removed meanwhile, or damaged: quarantined by its next reader
 		}
-		var h struct {
-			Seq         uint64 `json:"seq"`
-			ContainerID string `json:"containerID"`
-		}
-		if json.Unmarshal(raw, &h) != nil || h.ContainerID != id {
-			continue // damaged: quarantined by its next reader
-		}
-		s.bumpSeq(h.Seq)
-		out = append(out, entry{Seq: h.Seq, ID: id, Record: raw})
+		s.bumpSeq(seq)
+		out = append(out, entry{Seq: seq, ID: id, Record: raw})
 	}
 	return out, nil
 }
