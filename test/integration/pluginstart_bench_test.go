@@ -1,9 +1,12 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,35 +80,20 @@ func answer(l net.Listener, start time.Time, firstByte *time.Duration) error {
 		return err
 	}
 	defer c.Close()
-	buf := make([]byte, 64<<10)
-	n, err := c.Read(buf)
-	*firstByte = time.Since(start)
-	for err == nil && !requestComplete(buf[:n]) {
-		var m int
-		m, err = c.Read(buf[n:])
-		n += m
+	r := bufio.NewReader(c)
+	if _, err := r.Peek(1); err != nil {
+		return err
 	}
+	*firstByte = time.Since(start)
+	req, err := http.ReadRequest(r)
 	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.Discard, req.Body); err != nil {
 		return err
 	}
 	_, err = c.Write([]byte("HTTP/1.1 200 OK\r\nRewire-Exit-Code: 0\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"))
 	return err
-}
-
-// requestComplete reports whether req holds the headers and as many body
-// bytes as its Content-Length says.
-func requestComplete(req []byte) bool {
-	head, body, ok := bytes.Cut(req, []byte("\r\n\r\n"))
-	if !ok {
-		return false
-	}
-	var want int
-	for _, line := range bytes.Split(head, []byte("\r\n")) {
-		if v, ok := bytes.CutPrefix(bytes.ToLower(line), []byte("content-length:")); ok {
-			fmt.Sscanf(string(bytes.TrimSpace(v)), "%d", &want)
-		}
-	}
-	return len(body) >= want
 }
 
 // cc compiles a static C program (source from stdin when not nil).
