@@ -24,8 +24,8 @@ func benchRecord(id string) *Sandbox {
 	return sb
 }
 
-// BenchmarkCommit is one durable record write (as an ADD's last step) and
-// one durable removal (a DEL's), one at a time.
+// BenchmarkCommit is one durable record write (as an ADD's first record)
+// and one removal (a DEL's, journaled, not synced), one at a time.
 func BenchmarkCommit(b *testing.B) {
 	for _, tc := range []struct {
 		name string

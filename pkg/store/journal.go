@@ -68,20 +68,9 @@ type journal struct {
 // append writes e and starts making it durable; synced returns once it is.
 // Concurrent appends share one fdatasync (group commit).
 func (j *journal) append(e entry) (synced func() error) {
-	buf := encodeEntry(e)
-	j.mu.Lock()
-	if j.off+int64(len(buf)) > j.size {
-		// The compaction writes every live record, e's included (its
-		// file was written first): nothing more to sync.
-		err := j.rotate()
-		j.mu.Unlock()
+	rotated, err := j.write(e)
+	if err != nil || rotated {
 		return func() error { return err }
-	}
-	_, err := j.f.WriteAt(buf, j.off)
-	j.off += int64(len(buf))
-	j.mu.Unlock()
-	if err != nil {
-		return func() error { return fmt.Errorf("journal write: %w", err) }
 	}
 	done := make(chan error, 1)
 	go func() {
@@ -93,6 +82,24 @@ func (j *journal) append(e entry) (synced func() error) {
 		})
 	}()
 	return sync.OnceValue(func() error { return <-done })
+}
+
+// write writes e without syncing it: it survives a crash of the process,
+// and a power loss once the next append's sync (or the kernel's writeback)
+// has run. rotated reports a compaction, which made every live record
+// durable, e's state included (its file was written or removed first).
+func (j *journal) write(e entry) (rotated bool, err error) {
+	buf := encodeEntry(e)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.off+int64(len(buf)) > j.size {
+		return true, j.rotate()
+	}
+	if _, err := j.f.WriteAt(buf, j.off); err != nil {
+		return false, fmt.Errorf("journal write: %w", err)
+	}
+	j.off += int64(len(buf))
+	return false, nil
 }
 
 func encodeEntry(e entry) []byte {

@@ -148,8 +148,8 @@ func (s *Sandbox) Remove(ifName string) {
 //
 // Every write is atomic (temp file + rename), so a daemon crash at any point
 // leaves either the old or the new record. Against power loss: Commit (the
-// write that completes an operation, before it is answered) and Delete are
-// durable. A store opened by New (a writer) makes them durable with one
+// write that completes an operation, before it is answered) and Prepare
+// are durable; Delete is not (see Delete). A store opened by New (a writer) makes them durable with one
 // journal entry each, the fdatasyncs of concurrent commits shared (group
 // commit); one opened by Open fsyncs the file and its directory instead.
 // Put, the writes in between, are not synced unless the store is in sync
@@ -289,7 +289,11 @@ func (s *Store) write(sb *Sandbox, durable bool) (wait func() error, err error) 
 // the record (an ADD writes its results with the completed record).
 func (s *Store) Track(sb *Sandbox) { s.noteHeld(sb.ContainerID, sb) }
 
-// Delete removes a sandbox record; a missing record is not an error.
+// Delete removes a sandbox record; a missing record is not an error. The
+// removal is journaled but not synced: it survives a crash of the process,
+// not necessarily a power loss, after which the record comes back like
+// that of every sandbox the power loss ended, and is released the same
+// way (its delegates' DELs run again: they are idempotent).
 func (s *Store) Delete(id string) error {
 	p, err := s.sandboxPath(id)
 	if err != nil {
@@ -297,7 +301,7 @@ func (s *Store) Delete(id string) error {
 	}
 	err = os.Remove(p)
 	if errors.Is(err, os.ErrNotExist) {
-		// Nothing removed now; an earlier Delete synced its own removal.
+		// Nothing removed now; an earlier Delete journaled its own removal.
 		s.noteHeld(id, nil)
 		return nil
 	}
@@ -305,7 +309,15 @@ func (s *Store) Delete(id string) error {
 		return fmt.Errorf("removing record %s: %w", id, err) // still holds its addresses
 	}
 	s.noteHeld(id, nil)
-	return s.removed(id)
+	if s.journal == nil {
+		return nil
+	}
+	// Not synced: after a power loss that undid it, the record of a
+	// sandbox that power loss ended anyway is released again (self-GC).
+	if _, err := s.journal.write(entry{Seq: s.seq.Add(1), ID: id}); err != nil {
+		return fmt.Errorf("journaling the removal of record %s: %w", id, err)
+	}
+	return nil
 }
 
 // removed makes the removal of id's record from sandboxes durable.
