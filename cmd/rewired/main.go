@@ -275,10 +275,12 @@ func run(o options) error {
 	// GuardExec: never run Rewire's own binaries as a delegate (a record
 	// from an older version may name them). WithCNIArgs: an attachment's
 	// own CNI_ARGS (Multus's IP= and MAC=) reach its plugins.
-	cni := attachment.WithCNIArgs(libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(o.stateDir, "cache"),
+	cacheDir := filepath.Join(o.stateDir, "cache")
+	cni := attachment.WithCNIArgs(libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cacheDir,
 		executor.Limited(executor.Timed(nad.GuardExec(pluginExec)), delegateSlots(cfg, log))))
 	exec := executor.New(cni, st, log)
-	exec.Foreign = multuscache.Source{Dir: cfg.CNIDir, CacheDir: filepath.Join(o.stateDir, "cache")} // pods Multus networked
+	exec.Foreign = multuscache.Source{Dir: cfg.CNIDir, CacheDir: cacheDir} // pods Multus networked
+	exec.CacheDir = cacheDir
 	if o.testFaults != "" {
 		in, err := fault.Parse(o.testFaults)
 		if err != nil {

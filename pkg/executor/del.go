@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -161,16 +164,19 @@ func (e *Executor) release(ctx context.Context, sb *store.Sandbox, a *store.Atta
 // addCached appends the attachments libcni's cache holds for the sandbox
 // that the record does not list (same network name and interface).
 func (e *Executor) addCached(sb *store.Sandbox) {
-	cached, err := e.cni.GetCachedAttachments(sb.ContainerID)
-	if err != nil {
-		e.sbLog(sb).Warn("reading libcni cache", "err", err)
-		return
-	}
 	known := map[[2]string]bool{}
 	for _, a := range sb.Attachments {
 		if l, err := a.ConfList(); err == nil {
 			known[[2]string{l.Name, a.IfName}] = true
 		}
+	}
+	if !e.cacheMayAdd(sb.ContainerID, known) {
+		return
+	}
+	cached, err := e.cni.GetCachedAttachments(sb.ContainerID)
+	if err != nil {
+		e.sbLog(sb).Warn("reading libcni cache", "err", err)
+		return
 	}
 	for _, c := range cached {
 		if known[[2]string{c.Network, c.IfName}] {
@@ -184,6 +190,36 @@ func (e *Executor) addCached(sb *store.Sandbox) {
 			State: store.Added,
 		})
 	}
+}
+
+// cacheMayAdd reports whether libcni's cache may hold an attachment of the
+// container that known (network name, interface) does not list: whether
+// CacheDir is unknown or has a file of the container's that known does not
+// name (libcni names them "<network>-<container ID>-<interface>"). The
+// files named are not read.
+func (e *Executor) cacheMayAdd(containerID string, known map[[2]string]bool) bool {
+	if e.CacheDir == "" {
+		return true
+	}
+	d, err := os.Open(filepath.Join(e.CacheDir, "results"))
+	if errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return true
+	}
+	part := "-" + containerID + "-"
+	for _, n := range names {
+		if net, ifName, ok := strings.Cut(n, part); ok && !known[[2]string{net, ifName}] {
+			return true
+		}
+	}
+	return false
 }
 
 // delDamaged handles a record that cannot be decoded: it deletes every

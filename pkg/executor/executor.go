@@ -39,6 +39,10 @@ type Executor struct {
 	// Foreign, when set, is the state another meta plugin (Multus) left
 	// for sandboxes Rewire takes over (adopt.go).
 	Foreign Foreign
+	// CacheDir, when set, is cni's cache dir: the names of its files tell
+	// whether it knows attachments a record does not list before any of
+	// them is read.
+	CacheDir string
 
 	podsMu sync.Mutex
 	pods   map[string]*store.Sandbox // pod UID -> its newest completed sandbox

@@ -35,6 +35,9 @@ func TestGuardExec(t *testing.T) {
 		{"rewire-offline", "rewire-offline", `{"type":"rewire-offline"}`, `plugin type "rewire-offline"`},
 		{"rewire as ipam", "macvlan", `{"type":"macvlan","ipam":{"type":"rewire"}}`, `ipam type "rewire"`},
 		{"offline as ipam", "bridge", `{"type":"bridge","ipam":{"type":"rewire-offline"}}`, `ipam type "rewire-offline"`},
+		{"rewire as escaped ipam", "macvlan", `{"type":"macvlan","ipam":{"type":"rew\u0069re"}}`, `ipam type "rewire"`},
+		{"rewire as ipam, key in capitals", "macvlan", `{"type":"macvlan","IPAM":{"TYPE":"rewire-plugin"}}`, `ipam type "rewire-plugin"`},
+		{"another string mentions rewire", "macvlan", `{"type":"macvlan","name":"rewire-net","ipam":{"type":"host-local"}}`, ""},
 		{"stdin not an object", "macvlan", `[]`, ""},
 	}
 	for _, c := range cases {

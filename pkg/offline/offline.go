@@ -90,12 +90,14 @@ func del(stateDir, cniPath string, req wire.Request) error {
 		return err
 	}
 	exec := nad.GuardExec(&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
-	cni := attachment.WithCNIArgs(libcni.NewCNIConfigWithCacheDir(filepath.SplitList(cniPath), filepath.Join(stateDir, "cache"), exec))
+	cacheDir := filepath.Join(stateDir, "cache")
+	cni := attachment.WithCNIArgs(libcni.NewCNIConfigWithCacheDir(filepath.SplitList(cniPath), cacheDir, exec))
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ex := executor.New(cni, st, log)
 	// A pod Multus networked before the takeover, deleted before rewired
 	// first ran: released from Multus's state (its default cniDir).
-	ex.Foreign = multuscache.Source{Dir: multuscache.DefaultDir, CacheDir: filepath.Join(stateDir, "cache")}
+	ex.Foreign = multuscache.Source{Dir: multuscache.DefaultDir, CacheDir: cacheDir}
+	ex.CacheDir = cacheDir
 	return ex.Del(context.Background(), req.ContainerID, req.NetNS, nil)
 }
 
