@@ -335,7 +335,10 @@ func run(o options) error {
 	if o.metricsAddr != "" {
 		go serveMetrics(ctx, d.MetricsServer(o.metricsAddr), log)
 	}
-	return serve(ctx, d, o.socket, log)
+	err = serve(ctx, d, o.socket, log)
+	// Record files not written yet: inspect and the no-daemon DEL read
+	// them (the journal would restore them too).
+	return errors.Join(err, st.Flush())
 }
 
 // logLevel is --log-level when given, else the config's logLevel (Multus's

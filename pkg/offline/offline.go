@@ -98,7 +98,7 @@ func del(stateDir, cniPath string, req wire.Request) error {
 	// first ran: released from Multus's state (its default cniDir).
 	ex.Foreign = multuscache.Source{Dir: multuscache.DefaultDir, CacheDir: cacheDir}
 	ex.CacheDir = cacheDir
-	return ex.Del(context.Background(), req.ContainerID, req.NetNS, nil)
+	return errors.Join(ex.Del(context.Background(), req.ContainerID, req.NetNS, nil), st.Flush())
 }
 
 func cniError(cniVersion string, code uint, msg, details string) []byte {

@@ -12,8 +12,9 @@ type groupSync struct {
 	started uint64 // generations started
 	done    uint64 // generations finished
 	err     error  // of the last finished generation
-	// Syncs counts the sync calls actually made (for tests and metrics).
-	Syncs uint64
+	// Syncs counts the sync calls actually made (for tests and metrics),
+	// calls the callers of do.
+	Syncs, calls uint64
 }
 
 func (g *groupSync) do(sync func() error) error {
@@ -22,6 +23,7 @@ func (g *groupSync) do(sync func() error) error {
 	if g.cond.L == nil {
 		g.cond.L = &g.mu
 	}
+	g.calls++
 	// A sync already running may have started before our write: only one
 	// started from now on (generation started+1) covers it.
 	need := g.started + 1
@@ -47,4 +49,11 @@ func (g *groupSync) syncs() uint64 {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.Syncs
+}
+
+// callers returns how many calls of do were made so far.
+func (g *groupSync) callers() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.calls
 }

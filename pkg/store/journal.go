@@ -17,11 +17,12 @@ import (
 
 // The journal makes a record durable with one small write and one
 // fdatasync instead of fsyncing the record's file and its directory. The
-// record files stay what every reader reads (written atomically, not
-// synced); the journal holds the last durable state of every record whose
-// file may not have reached the disk yet, and is replayed over the files
-// when a writer opens the store (after a power loss, the files may be
-// missing, older or torn).
+// record files stay what other processes read (written atomically, not
+// synced, behind the writes); the journal holds every write and removal
+// of a record, synced when it must be durable, and is replayed over the
+// files when a writer opens the store (after a crash, a file may not be
+// written yet; after a power loss, the files may be missing, older or
+// torn).
 //
 // The journal is a preallocated, zero-filled file of entries, each a
 // little-endian length and CRC-32C of its payload, then the payload: the
@@ -60,6 +61,8 @@ type journal struct {
 	off  int64
 	size int64
 	sync groupSync
+	// syncing, when set, is called before each fdatasync (tests).
+	syncing func()
 	// live makes the record files' names durable and returns their
 	// entries, for a compaction (called with mu held).
 	live func() ([]entry, error)
@@ -78,6 +81,9 @@ func (j *journal) append(e entry) (synced func() error) {
 			j.mu.Lock()
 			f := j.f
 			j.mu.Unlock()
+			if j.syncing != nil {
+				j.syncing()
+			}
 			return fdatasync(f)
 		})
 	}()
@@ -299,8 +305,11 @@ func readHead(p string) (raw []byte, seq uint64, err error) {
 }
 
 // liveEntries makes the names in sandboxes durable (every rename and
-// removal so far) and returns one entry per decodable record file.
+// removal so far) and returns one entry per live record: its pending
+// state, or its decodable file. No record file changes meanwhile.
 func (s *Store) liveEntries() ([]entry, error) {
+	s.behind.wmu.Lock()
+	defer s.behind.wmu.Unlock()
 	if err := fsyncDir(filepath.Join(s.dir, "sandboxes")); err != nil {
 		return nil, err
 	}
@@ -310,6 +319,10 @@ func (s *Store) liveEntries() ([]entry, error) {
 	}
 	var out []entry
 	for _, id := range ids {
+		if e, ok := s.behind.get(id); ok {
+			out = append(out, e)
+			continue
+		}
 		p, _ := s.sandboxPath(id)
 		raw, seq, err := readHead(p)
 		if err != nil {

@@ -1,7 +1,8 @@
 // Package store is Rewire's on-disk record of what is attached to each pod
 // sandbox. A record is written before and after every delegate call, each
-// write atomic (temp file, optional fsync, rename), so that after a crash at
-// any point the next DEL, GC or restart knows exactly what to undo.
+// write journaled at once and its file written atomically (temp file,
+// optional fsync, rename) behind the caller, so that after a crash at any
+// point the next DEL, GC or restart knows exactly what to undo.
 package store
 
 import (
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -146,21 +148,25 @@ func (s *Sandbox) Remove(ifName string) {
 // distinct delegate config ever used under dir/networks (for CNI GC), and
 // damaged records moved aside under dir/damaged.
 //
-// Every write is atomic (temp file + rename), so a daemon crash at any point
-// leaves either the old or the new record. Against power loss: Commit (the
-// write that completes an operation, before it is answered) and Prepare
-// are durable; Delete is not (see Delete). A store opened by New (a writer) makes them durable with one
-// journal entry each, the fdatasyncs of concurrent commits shared (group
-// commit); one opened by Open fsyncs the file and its directory instead.
-// Put, the writes in between, are not synced unless the store is in sync
-// mode: a power loss can only lose them together with an operation nobody
-// was answered for. Network configs are always fsynced.
+// A store opened by New (a writer: the daemon, the no-daemon DEL) appends
+// every write to its journal and writes the record's file behind the
+// caller (see behind); one opened by Open (inspect) writes the file in
+// place. Files are replaced atomically (temp file + rename), so a crash at
+// any point leaves either the old or the new record. Against power loss:
+// Commit (the write that completes an operation, before it is answered)
+// and Prepare are durable, by an fdatasync of the journal shared by
+// concurrent commits (group commit), or of the file and its directory in
+// a store from Open. Put, the writes in between, are not synced unless the
+// store is in sync mode: a power loss can only lose them together with an
+// operation nobody was answered for. Delete is not synced (see Delete).
+// Network configs are always fsynced.
 type Store struct {
 	dir     string
 	sync    bool
 	held    heldIndex
 	dirSync groupSync
 	journal *journal // nil: durable writes fsync file and directory
+	behind  behind   // with a journal: record files written behind
 	seq     atomic.Uint64
 	// known are the networks files written or seen by this process
 	// (RememberNetwork then costs no stat).
@@ -219,6 +225,9 @@ func (s *Store) Get(id string) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
+	if sb, err := s.pendingRecord(id); sb != nil || err != nil {
+		return sb, err
+	}
 	raw, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -256,8 +265,9 @@ func (s *Store) put(sb *Sandbox, durable bool) error {
 	return wait()
 }
 
-// write writes sb's record atomically; when durable, wait returns once it
-// is durable (a journal entry synced, or the file and its directory).
+// write writes sb's record: to the journal and its file behind (a writer
+// store), or to its file atomically. When durable, wait returns once it is
+// durable (its journal entry synced, or the file and its directory).
 func (s *Store) write(sb *Sandbox, durable bool) (wait func() error, err error) {
 	p, err := s.sandboxPath(sb.ContainerID)
 	if err != nil {
@@ -268,15 +278,24 @@ func (s *Store) write(sb *Sandbox, durable bool) (wait func() error, err error) 
 	if err != nil {
 		return nil, fmt.Errorf("encoding record %s: %w", sb.ContainerID, err)
 	}
-	journaled := durable && s.journal != nil
-	if err := s.writeAtomic(p, raw, durable && !journaled); err != nil {
-		return nil, err
+	noWait := func() error { return nil }
+	if s.journal == nil {
+		if err := s.writeAtomic(p, raw, durable); err != nil {
+			return nil, err
+		}
+		s.noteHeld(sb.ContainerID, sb)
+		return noWait, nil
 	}
+	e := entry{Seq: sb.Seq, ID: sb.ContainerID, Record: raw}
+	s.behind.put(e) // first: a compaction from now on includes it
 	s.noteHeld(sb.ContainerID, sb)
-	if !journaled {
-		return func() error { return nil }, nil
+	synced := noWait
+	if durable {
+		synced = s.journal.append(e)
+	} else if _, err := s.journal.write(e); err != nil {
+		return nil, fmt.Errorf("recording %s: %w", sb.ContainerID, err)
 	}
-	synced := s.journal.append(entry{Seq: sb.Seq, ID: sb.ContainerID, Record: raw})
+	s.writeBehind(sb.ContainerID)
 	return func() error {
 		if err := synced(); err != nil {
 			return fmt.Errorf("committing record %s: %w", sb.ContainerID, err)
@@ -299,11 +318,20 @@ func (s *Store) Delete(id string) error {
 	if err != nil {
 		return err
 	}
+	s.behind.wmu.Lock()
 	err = os.Remove(p)
-	if errors.Is(err, os.ErrNotExist) {
+	pending := false
+	if err == nil || errors.Is(err, os.ErrNotExist) {
+		pending = s.behind.drop(id)
+	}
+	s.behind.wmu.Unlock()
+	if errors.Is(err, os.ErrNotExist) && !pending {
 		// Nothing removed now; an earlier Delete journaled its own removal.
 		s.noteHeld(id, nil)
 		return nil
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		err = nil // its file was never written
 	}
 	if err != nil {
 		return fmt.Errorf("removing record %s: %w", id, err) // still holds its addresses
@@ -344,7 +372,11 @@ func (s *Store) Quarantine(id string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(p, filepath.Join(s.dir, "damaged", filepath.Base(p))); err != nil && !errors.Is(err, os.ErrNotExist) {
+	s.behind.wmu.Lock()
+	s.behind.drop(id)
+	err = os.Rename(p, filepath.Join(s.dir, "damaged", filepath.Base(p)))
+	s.behind.wmu.Unlock()
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("quarantining record %s: %w", id, err)
 	}
 	s.noteHeld(id, nil)
@@ -353,6 +385,9 @@ func (s *Store) Quarantine(id string) error {
 
 // IDs lists the container IDs that have a record (decodable or not).
 func (s *Store) IDs() ([]string, error) {
+	// Pending first: a record whose file is written meanwhile is then in
+	// the directory.
+	pending := s.behind.snapshot()
 	entries, err := os.ReadDir(filepath.Join(s.dir, "sandboxes"))
 	if err != nil {
 		return nil, fmt.Errorf("listing store: %w", err)
@@ -363,8 +398,11 @@ func (s *Store) IDs() ([]string, error) {
 			ids = append(ids, id)
 		}
 	}
+	for _, e := range pending {
+		ids = append(ids, e.ID)
+	}
 	sort.Strings(ids)
-	return ids, nil
+	return slices.Compact(ids), nil
 }
 
 // RememberNetwork records a delegate config list so that GC can reach its

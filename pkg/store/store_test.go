@@ -31,6 +31,9 @@ func TestStoreRoundTrip(t *testing.T) {
 		if len(ids) != 1 || ids[0] != "abc123" {
 			t.Errorf("ids = %v", ids)
 		}
+		if err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
 		entries, _ := os.ReadDir(filepath.Join(dir, "sandboxes"))
 		if len(entries) != 1 {
 			t.Errorf("temp files left behind: %v", entries)

@@ -59,8 +59,7 @@ func TestDeviceIDFromPodResources(t *testing.T) {
 	_, err = e.rt.Add(ctx, p)
 	must(t, err)
 
-	raw, err := os.ReadFile(filepath.Join(e.daemon.StateDir, "sandboxes", p.ContainerID+".json"))
-	must(t, err)
+	_, raw := completedRecord(t, e, p)
 	var sb store.Sandbox
 	must(t, json.Unmarshal(raw, &sb))
 	if a := sb.Find("net1"); a == nil || a.DeviceID != device || !strings.Contains(string(a.Config), `"deviceID":"`+device+`"`) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,12 +137,10 @@ func TestRestartRollsBackInterruptedAdd(t *testing.T) {
 	p := e.newPod("default", "interrupted", map[string]string{selection.NetworksAnnotation: "mv"})
 	_, err := e.rt.Add(context.Background(), p)
 	must(t, err)
+	path, raw := completedRecord(t, e, p)
 	e.daemon.Kill()
 	// Put the record back in the state a crash before its last write leaves.
-	path := filepath.Join(e.daemon.StateDir, "sandboxes", p.ContainerID+".json")
 	var sb store.Sandbox
-	raw, err := os.ReadFile(path)
-	must(t, err)
 	must(t, json.Unmarshal(raw, &sb))
 	sb.Complete = false
 	raw, _ = json.Marshal(sb)
@@ -166,7 +165,7 @@ func TestDamagedRecordDel(t *testing.T) {
 	p := e.newPod("default", "damaged", map[string]string{selection.NetworksAnnotation: "mv"})
 	_, err := e.rt.Add(context.Background(), p)
 	must(t, err)
-	path := filepath.Join(e.daemon.StateDir, "sandboxes", p.ContainerID+".json")
+	path, _ := completedRecord(t, e, p)
 	must(t, os.WriteFile(path, []byte(`{"containerID": "`+p.ContainerID+`", "attachm`), 0o600))
 
 	must(t, e.rt.Del(context.Background(), p))
@@ -282,4 +281,24 @@ func TestGC(t *testing.T) {
 	must(t, e.rt.Check(ctx, live))
 	must(t, e.rt.Del(ctx, live))
 	e.assertNoLeaks()
+}
+
+// completedRecord waits until the pod's record file holds its completed
+// ADD (rewired writes record files behind its answers) and returns the
+// file's path and content.
+func completedRecord(t *testing.T, e *env, p *harnessPod) (path string, raw []byte) {
+	t.Helper()
+	path = recordPath(e, p)
+	pollUntil(t, 10*time.Second, "the completed record file of "+p.Name, func() error {
+		var err error
+		if raw, err = os.ReadFile(path); err != nil {
+			return err
+		}
+		var sb store.Sandbox
+		if err := json.Unmarshal(raw, &sb); err != nil || !sb.Complete {
+			return fmt.Errorf("not the completed record (%v)", err)
+		}
+		return nil
+	})
+	return path, raw
 }
