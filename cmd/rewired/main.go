@@ -21,7 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	cniversion "github.com/containernetworking/cni/pkg/version"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,6 +41,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/inspect"
 	"github.com/rewire-cni/rewire/pkg/install"
 	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/leancni"
 	"github.com/rewire-cni/rewire/pkg/memlimit"
 	"github.com/rewire-cni/rewire/pkg/migration"
 	"github.com/rewire-cni/rewire/pkg/multuscache"
@@ -274,9 +274,10 @@ func run(o options) error {
 	pluginExec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: cniversion.PluginDecoder{}}
 	// GuardExec: never run Rewire's own binaries as a delegate (a record
 	// from an older version may name them). WithCNIArgs: an attachment's
-	// own CNI_ARGS (Multus's IP= and MAC=) reach its plugins.
+	// own CNI_ARGS (Multus's IP= and MAC=) reach its plugins. leancni:
+	// libcni with a cheaper ADD.
 	cacheDir := filepath.Join(o.stateDir, "cache")
-	cni := attachment.WithCNIArgs(libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cacheDir,
+	cni := attachment.WithCNIArgs(leancni.New(cfg.BinDirs, cacheDir,
 		executor.Limited(executor.Timed(nad.GuardExec(pluginExec)), delegateSlots(cfg, log))))
 	exec := executor.New(cni, st, log)
 	exec.Foreign = multuscache.Source{Dir: cfg.CNIDir, CacheDir: cacheDir} // pods Multus networked

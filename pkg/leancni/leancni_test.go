@@ -1,0 +1,158 @@
+package leancni
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// recorder is a plugin exec that records what each plugin got and answers
+// with a result naming the plugin (in the config's cniVersion).
+type recorder struct {
+	mu    sync.Mutex
+	calls []call
+}
+
+type call struct {
+	plugin string
+	stdin  any
+	env    []string
+}
+
+func (r *recorder) ExecPlugin(_ context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
+	var conf struct {
+		CNIVersion string `json:"cniVersion"`
+		Type       string `json:"type"`
+	}
+	if err := json.Unmarshal(stdin, &conf); err != nil {
+		return nil, err
+	}
+	var decoded any
+	if err := json.Unmarshal(stdin, &decoded); err != nil {
+		return nil, err
+	}
+	env := slices.Clone(environ)
+	slices.Sort(env)
+	r.mu.Lock()
+	r.calls = append(r.calls, call{path, decoded, env})
+	r.mu.Unlock()
+	if conf.Type == "failing" {
+		return nil, &types.Error{Code: 11, Msg: "no luck"}
+	}
+	n := len(r.calls)
+	return fmt.Appendf(nil, `{"cniVersion":%q,"interfaces":[{"name":"eth0","mac":"02:00:00:00:00:%02x","sandbox":"/var/run/netns/x"}],"ips":[{"interface":0,"address":"10.0.0.%d/24","gateway":"10.0.0.1"}],"dns":{"nameservers":["%s"]}}`,
+		conf.CNIVersion, n, n, conf.Type), nil
+}
+
+func (r *recorder) FindInPath(plugin string, paths []string) (string, error) {
+	if plugin == "missing" {
+		return "", fmt.Errorf("failed to find plugin %q in path %s", plugin, paths)
+	}
+	return "/opt/cni/bin/" + plugin, nil
+}
+
+func (r *recorder) Decode(b []byte) (version.PluginInfo, error) { return (&version.PluginDecoder{}).Decode(b) }
+
+var _ invoke.Exec = (*recorder)(nil)
+
+// AddNetworkList gives every plugin what libcni's does (config, environment),
+// returns the same result and leaves a cache entry libcni reads the same.
+func TestAddNetworkListIsLibcnis(t *testing.T) {
+	for _, tc := range []struct {
+		name, list string
+		caps       map[string]any
+		args       [][2]string
+		wantErr    string
+	}{
+		{name: "one plugin", list: `{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"bridge","bridge":"br0","ipam":{"type":"host-local","ranges":[[{"subnet":"10.0.0.0/24"}]]}}]}`},
+		{name: "chain: prevResult, capabilities of the plugins declaring them",
+			list: `{"cniVersion":"1.1.0","name":"chain","plugins":[{"type":"bridge","capabilities":{"ips":true,"mac":false}},{"type":"portmap","capabilities":{"portMappings":true}},{"type":"tuning","name":"ignored","sysctl":{"a":"1"}}]}`,
+			caps: map[string]any{"ips": []any{"10.0.0.9/24"}, "mac": "02:00:00:00:00:09", "portMappings": []any{map[string]any{"hostPort": 80.0}}, "rewire.io/cni-args": "IP=1"},
+			args: [][2]string{{"IgnoreUnknown", "true"}, {"K8S_POD_NAME", "p"}}},
+		{name: "an old version", list: `{"cniVersion":"0.3.1","name":"old","plugins":[{"type":"macvlan","master":"eth0","cniVersion":"0.2.0","name":"other"},{"type":"sbr"}]}`},
+		{name: "plugin not found", list: `{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"missing"}]}`, wantErr: `plugin type="missing" failed (add): failed to find plugin`},
+		{name: "plugin fails", list: `{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"bridge"},{"type":"failing","name":"f"}]}`, wantErr: `plugin type="failing" name="f" failed (add): no luck`},
+		{name: "bad network name", list: `{"cniVersion":"1.0.0","name":"a/b","plugins":[{"type":"bridge"}]}`, wantErr: `invalid characters found in network name`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			list, err := libcni.ConfListFromBytes([]byte(tc.list))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt := &libcni.RuntimeConf{ContainerID: "c1", NetNS: "/var/run/netns/x", IfName: "net1", Args: tc.args, CapabilityArgs: tc.caps}
+			type outcome struct {
+				result any
+				err    string
+				calls  []call
+				cached any
+			}
+			run := func(newCNI func(dir string, ex invoke.Exec) libcni.CNI) outcome {
+				ex := &recorder{}
+				cni := newCNI(t.TempDir(), ex)
+				var o outcome
+				res, err := cni.AddNetworkList(context.Background(), list, rt)
+				if err != nil {
+					o.err = err.Error()
+				} else {
+					o.result = res
+					cachedRes, err := cni.GetNetworkListCachedResult(list, rt)
+					if err != nil {
+						t.Fatal(err)
+					}
+					conf, cachedRT, err := cni.GetNetworkListCachedConfig(list, rt)
+					if err != nil {
+						t.Fatal(err)
+					}
+					atts, err := cni.GetCachedAttachments(rt.ContainerID)
+					if err != nil || len(atts) != 1 {
+						t.Fatalf("cached attachments %v, %v", atts, err)
+					}
+					o.cached = []any{cachedRes, string(conf), cachedRT, atts[0].Network, atts[0].IfName, atts[0].NetNS}
+				}
+				o.calls = ex.calls
+				return o
+			}
+			want := run(func(dir string, ex invoke.Exec) libcni.CNI { return libcni.NewCNIConfigWithCacheDir([]string{"/opt/cni/bin"}, dir, ex) })
+			got := run(func(dir string, ex invoke.Exec) libcni.CNI { return New([]string{"/opt/cni/bin"}, dir, ex) })
+			if tc.wantErr != "" && !strings.Contains(want.err, tc.wantErr) {
+				t.Fatalf("libcni's error %q, the case expects %q", want.err, tc.wantErr)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("leancni:\n%+v\nlibcni:\n%+v", got, want)
+			}
+		})
+	}
+}
+
+// The environment plugins get follows the process environment.
+func TestEnvironmentFollowsTheProcess(t *testing.T) {
+	ex := &recorder{}
+	cni := New([]string{"/opt/cni/bin"}, t.TempDir(), ex)
+	list, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"bridge"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &libcni.RuntimeConf{ContainerID: "c1", NetNS: "/x", IfName: "eth0"}
+	t.Setenv("LEANCNI_TEST", "one")
+	t.Setenv("CNI_COMMAND", "DEL") // never wins over the call's own
+	for _, v := range []string{"one", "two"} {
+		t.Setenv("LEANCNI_TEST", v)
+		if _, err := cni.AddNetworkList(context.Background(), list, rt); err != nil {
+			t.Fatal(err)
+		}
+		env := ex.calls[len(ex.calls)-1].env
+		if !slices.Contains(env, "LEANCNI_TEST="+v) || !slices.Contains(env, "CNI_COMMAND=ADD") || slices.Contains(env, "CNI_COMMAND=DEL") {
+			t.Errorf("environment %v, want LEANCNI_TEST=%s and only CNI_COMMAND=ADD", env, v)
+		}
+	}
+}
