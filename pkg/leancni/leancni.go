@@ -1,11 +1,11 @@
-// Package leancni is a libcni.CNI whose AddNetworkList does what libcni's
-// does, with less work: the same plugin lookup, name checks, config
-// injection (name, cniVersion, prevResult, runtimeConfig of the declared
-// capabilities), environment, result conversion and cache file, but each
-// plugin's config encoded once (libcni decodes and encodes it twice, and
-// its result three times for the cache) and the process environment
-// deduplicated once. ADD is on every pod start; DEL, CHECK, GC and STATUS
-// stay libcni's and read the cache files this one writes.
+// Package leancni is a libcni.CNI whose AddNetworkList and DelNetworkList
+// do what libcni's do, with less work: the same plugin lookup, name
+// checks, config injection (name, cniVersion, prevResult, runtimeConfig of
+// the declared capabilities), environment, result conversion and cache
+// file, but each plugin's config encoded once (libcni decodes and encodes
+// it twice, and a result up to three times for the cache) and the process
+// environment deduplicated once. ADD and DEL are on every pod's start and
+// end; CHECK, GC and STATUS stay libcni's and read the same cache files.
 package leancni
 
 import (
@@ -22,7 +22,9 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/types/create"
 	"github.com/containernetworking/cni/pkg/utils"
+	"github.com/containernetworking/cni/pkg/version"
 )
 
 // CNI is libcni's CNIConfig for path, cacheDir and exec, with the lean ADD.
@@ -85,7 +87,76 @@ func (c *CNI) add(ctx context.Context, list *libcni.NetworkConfigList, p *libcni
 	if err != nil {
 		return nil, err
 	}
-	return invoke.ExecPluginWithResult(ctx, path, conf, args{c.baseEnv(), "ADD", rt, strings.Join(c.path, string(os.PathListSeparator))}, c.exec)
+	return invoke.ExecPluginWithResult(ctx, path, conf, c.args("ADD", rt), c.exec)
+}
+
+// args are the plugin's environment for command, as libcni's.
+func (c *CNI) args(command string, rt *libcni.RuntimeConf) args {
+	return args{c.baseEnv(), command, rt, strings.Join(c.path, string(os.PathListSeparator))}
+}
+
+// DelNetworkList runs DEL of every plugin of list in reverse order, each
+// given the cached result (lists of 0.4.0 and later), and removes the
+// cache entry, as libcni does.
+func (c *CNI) DelNetworkList(ctx context.Context, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
+	var prev types.Result
+	if gtet, err := version.GreaterThanOrEqualTo(list.CNIVersion, "0.4.0"); err != nil {
+		return err
+	} else if gtet {
+		if prev, err = c.cachedResult(list, rt); err != nil {
+			c.uncache(list, rt)
+			prev = nil
+		}
+	}
+	for i := len(list.Plugins) - 1; i >= 0; i-- {
+		p := list.Plugins[i]
+		if err := c.del(ctx, list, p, prev, rt); err != nil {
+			return fmt.Errorf("plugin %s failed (delete): %w", describe(p.Network), err)
+		}
+	}
+	c.uncache(list, rt)
+	return nil
+}
+
+// uncache removes the list's cache entry for rt.
+func (c *CNI) uncache(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) {
+	if path, err := c.cachePath(list, rt); err == nil {
+		_ = os.Remove(path)
+	}
+}
+
+func (c *CNI) del(ctx context.Context, list *libcni.NetworkConfigList, p *libcni.PluginConfig, prev types.Result, rt *libcni.RuntimeConf) error {
+	path, err := c.exec.FindInPath(p.Network.Type, c.path)
+	if err != nil {
+		return err
+	}
+	conf, err := c.config(list, p, prev, rt)
+	if err != nil {
+		return err
+	}
+	return invoke.ExecPluginWithoutResult(ctx, path, conf, c.args("DEL", rt), c.exec)
+}
+
+// cachedResult reads the list's cached result in the list's version (nil:
+// none cached); entries in libcni's legacy format are read by libcni.
+func (c *CNI) cachedResult(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) (types.Result, error) {
+	path, err := c.cachePath(list, rt)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil // as libcni: the entry may not exist
+	}
+	var e cached
+	if err := json.Unmarshal(data, &e); err != nil || e.Kind != libcni.CNICacheV1 {
+		return c.CNI.GetNetworkListCachedResult(list, rt)
+	}
+	result, err := create.CreateFromBytes(e.Result)
+	if err != nil {
+		return nil, err
+	}
+	return result.GetAsVersion(list.CNIVersion)
 }
 
 // config is the plugin's config as libcni's buildOneConfig makes it: the
@@ -213,12 +284,12 @@ type cached struct {
 // cache writes the list's result where libcni's DEL, CHECK and
 // GetCachedAttachments read it.
 func (c *CNI) cache(result types.Result, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
-	if list.Name == "" || rt.ContainerID == "" || rt.IfName == "" {
-		return fmt.Errorf("cache file path requires network name (%q), container ID (%q), and interface name (%q)", list.Name, rt.ContainerID, rt.IfName)
+	path, err := c.cachePath(list, rt)
+	if err != nil {
+		return err
 	}
 	var res json.RawMessage
 	if result != nil {
-		var err error
 		if res, err = json.Marshal(result); err != nil {
 			return err
 		}
@@ -228,11 +299,18 @@ func (c *CNI) cache(result types.Result, list *libcni.NetworkConfigList, rt *lib
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(c.cacheDir, "results")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%s-%s", list.Name, rt.ContainerID, rt.IfName)), data, 0o600)
+	return os.WriteFile(path, data, 0o600)
+}
+
+// cachePath is the list's cache file for rt, named as libcni names it.
+func (c *CNI) cachePath(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) (string, error) {
+	if list.Name == "" || rt.ContainerID == "" || rt.IfName == "" {
+		return "", fmt.Errorf("cache file path requires network name (%q), container ID (%q), and interface name (%q)", list.Name, rt.ContainerID, rt.IfName)
+	}
+	return filepath.Join(c.cacheDir, "results", fmt.Sprintf("%s-%s-%s", list.Name, rt.ContainerID, rt.IfName)), nil
 }
 
 // describe names a plugin in errors as libcni does.

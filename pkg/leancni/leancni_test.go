@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -61,7 +63,9 @@ func (r *recorder) FindInPath(plugin string, paths []string) (string, error) {
 	return "/opt/cni/bin/" + plugin, nil
 }
 
-func (r *recorder) Decode(b []byte) (version.PluginInfo, error) { return (&version.PluginDecoder{}).Decode(b) }
+func (r *recorder) Decode(b []byte) (version.PluginInfo, error) {
+	return (&version.PluginDecoder{}).Decode(b)
+}
 
 var _ invoke.Exec = (*recorder)(nil)
 
@@ -122,7 +126,9 @@ func TestAddNetworkListIsLibcnis(t *testing.T) {
 				o.calls = ex.calls
 				return o
 			}
-			want := run(func(dir string, ex invoke.Exec) libcni.CNI { return libcni.NewCNIConfigWithCacheDir([]string{"/opt/cni/bin"}, dir, ex) })
+			want := run(func(dir string, ex invoke.Exec) libcni.CNI {
+				return libcni.NewCNIConfigWithCacheDir([]string{"/opt/cni/bin"}, dir, ex)
+			})
 			got := run(func(dir string, ex invoke.Exec) libcni.CNI { return New([]string{"/opt/cni/bin"}, dir, ex) })
 			if tc.wantErr != "" && !strings.Contains(want.err, tc.wantErr) {
 				t.Fatalf("libcni's error %q, the case expects %q", want.err, tc.wantErr)
@@ -154,5 +160,67 @@ func TestEnvironmentFollowsTheProcess(t *testing.T) {
 		if !slices.Contains(env, "LEANCNI_TEST="+v) || !slices.Contains(env, "CNI_COMMAND=ADD") || slices.Contains(env, "CNI_COMMAND=DEL") {
 			t.Errorf("environment %v, want LEANCNI_TEST=%s and only CNI_COMMAND=ADD", env, v)
 		}
+	}
+}
+
+// DelNetworkList gives every plugin what libcni's does (in reverse order,
+// with the cached result from 0.4.0 on) and removes the cache entry,
+// whichever of the two wrote it, and also when there is none or it is
+// damaged.
+func TestDelNetworkListIsLibcnis(t *testing.T) {
+	const chain = `{"cniVersion":"1.1.0","name":"chain","plugins":[{"type":"bridge","capabilities":{"ips":true}},{"type":"portmap","capabilities":{"portMappings":true}}]}`
+	libcniOf := func(dir string, ex invoke.Exec) libcni.CNI {
+		return libcni.NewCNIConfigWithCacheDir([]string{"/opt/cni/bin"}, dir, ex)
+	}
+	leanOf := func(dir string, ex invoke.Exec) libcni.CNI { return New([]string{"/opt/cni/bin"}, dir, ex) }
+	for _, tc := range []struct {
+		name, list string
+		// cache prepares the cache: ADD by one of the two, or a file
+		cache func(t *testing.T, dir string, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf)
+	}{
+		{"after libcni's ADD", chain, addBy(libcniOf)},
+		{"after leancni's ADD", chain, addBy(leanOf)},
+		{"an old version: no prevResult", `{"cniVersion":"0.3.1","name":"old","plugins":[{"type":"macvlan"},{"type":"sbr"}]}`, addBy(leanOf)},
+		{"nothing cached", chain, func(*testing.T, string, *libcni.NetworkConfigList, *libcni.RuntimeConf) {}},
+		{"a damaged entry", chain, func(t *testing.T, dir string, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) {
+			must(t, os.MkdirAll(filepath.Join(dir, "results"), 0o700))
+			must(t, os.WriteFile(filepath.Join(dir, "results", "chain-c1-net1"), []byte(`{"kind":"cniCacheV1","result":{"cniVersion":"9"}}`), 0o600))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			list, err := libcni.ConfListFromBytes([]byte(tc.list))
+			must(t, err)
+			rt := &libcni.RuntimeConf{ContainerID: "c1", NetNS: "/var/run/netns/x", IfName: "net1",
+				CapabilityArgs: map[string]any{"ips": []any{"10.0.0.9/24"}}, Args: [][2]string{{"K8S_POD_NAME", "p"}}}
+			run := func(newCNI func(string, invoke.Exec) libcni.CNI) []call {
+				dir := t.TempDir()
+				tc.cache(t, dir, list, rt)
+				ex := &recorder{}
+				must(t, newCNI(dir, ex).DelNetworkList(context.Background(), list, rt))
+				if left, _ := filepath.Glob(filepath.Join(dir, "results", "*")); len(left) != 0 {
+					t.Errorf("cache entries left: %v", left)
+				}
+				return ex.calls
+			}
+			want, got := run(libcniOf), run(leanOf)
+			if len(want) != len(list.Plugins) || !reflect.DeepEqual(got, want) {
+				t.Errorf("leancni's DEL:\n%+v\nlibcni's:\n%+v", got, want)
+			}
+		})
+	}
+}
+
+// addBy returns a cache preparation that ADDs with the CNI newCNI makes.
+func addBy(newCNI func(string, invoke.Exec) libcni.CNI) func(*testing.T, string, *libcni.NetworkConfigList, *libcni.RuntimeConf) {
+	return func(t *testing.T, dir string, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) {
+		_, err := newCNI(dir, &recorder{}).AddNetworkList(context.Background(), list, rt)
+		must(t, err)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
