@@ -146,7 +146,6 @@ func requireEnv(req *wire.Request, needNetNS bool) error {
 }
 
 func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args [][2]string, ref podRef) ([]byte, error) {
-	start := time.Now()
 	cluster, err := d.ClusterNetwork()
 	if err != nil {
 		return nil, types.NewError(types.ErrTryAgainLater, "try again later: cluster network not ready", err.Error())
@@ -174,7 +173,6 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 		ContainerID: req.ContainerID, NetNS: req.NetNS, IfName: req.IfName, Args: args,
 		PodNamespace: ref.Namespace, PodName: ref.Name, PodUID: string(ref.UID), CNIVersion: conf.CNIVersion,
 	}
-	planned := time.Now()
 	steps.Mark(ctx, "plan")
 	results, err := d.Exec.Add(ctx, sb, specs)
 	if err != nil {
@@ -186,8 +184,6 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 	if d.OnAdded != nil && ref.Name != "" {
 		d.OnAdded(ref.Namespace, ref.Name)
 	}
-	d.Log.Debug("ADD", "pod", ref, "containerID", req.ContainerID, "attachments", len(specs),
-		"planMs", ms(planned.Sub(start)), "totalMs", ms(time.Since(start)))
 	out, err := results[0].GetAsVersion(conf.CNIVersion)
 	if err != nil {
 		return nil, fmt.Errorf("converting result to %s: %w", conf.CNIVersion, err)
