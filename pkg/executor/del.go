@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/handover"
+	"github.com/rewire-cni/rewire/pkg/leancni"
 	"github.com/rewire-cni/rewire/pkg/reservation"
 	"github.com/rewire-cni/rewire/pkg/steps"
 	"github.com/rewire-cni/rewire/pkg/store"
@@ -201,7 +201,7 @@ func (e *Executor) cacheMayAdd(containerID string, known map[[2]string]bool) boo
 	if e.CacheDir == "" {
 		return true
 	}
-	d, err := os.Open(filepath.Join(e.CacheDir, "results"))
+	d, err := os.Open(leancni.ResultsDir(e.CacheDir))
 	if errors.Is(err, os.ErrNotExist) {
 		return false
 	}

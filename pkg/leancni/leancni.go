@@ -307,12 +307,21 @@ func (c *CNI) cacheEntry(result types.Result, list *libcni.NetworkConfigList, rt
 	return path, data, err
 }
 
-// cachePath is the list's cache file for rt, named as libcni names it.
+// cachePath is the list's cache file for rt.
 func (c *CNI) cachePath(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) (string, error) {
 	if list.Name == "" || rt.ContainerID == "" || rt.IfName == "" {
 		return "", fmt.Errorf("cache file path requires network name (%q), container ID (%q), and interface name (%q)", list.Name, rt.ContainerID, rt.IfName)
 	}
-	return filepath.Join(c.cacheDir, "results", fmt.Sprintf("%s-%s-%s", list.Name, rt.ContainerID, rt.IfName)), nil
+	return filepath.Join(ResultsDir(c.cacheDir), ResultFile(list.Name, rt.ContainerID, rt.IfName)), nil
+}
+
+// ResultsDir is libcni's result cache under a cache dir.
+func ResultsDir(cacheDir string) string { return filepath.Join(cacheDir, "results") }
+
+// ResultFile is the name libcni gives a result cache file
+// (getCacheFilePath in libcni/api.go).
+func ResultFile(network, containerID, ifName string) string {
+	return fmt.Sprintf("%s-%s-%s", network, containerID, ifName)
 }
 
 // describe names a plugin in errors as libcni does.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/fsutil"
+	"github.com/rewire-cni/rewire/pkg/leancni"
 	"github.com/rewire-cni/rewire/pkg/netstatus"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
@@ -323,7 +324,7 @@ func (s Source) Sandbox(containerID, netns, networkStatus string) (*store.Sandbo
 		return nil, err
 	}
 	for _, c := range cached {
-		if err := copyCached(ResultsDir(s.CacheDir), c); err != nil {
+		if err := copyCached(leancni.ResultsDir(s.CacheDir), c); err != nil {
 			return nil, fmt.Errorf("copying libcni's cache of %s: %w", containerID, err)
 		}
 	}

@@ -37,6 +37,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/rewire-cni/rewire/pkg/leancni"
 )
 
 // DefaultDir is Multus's default cniDir.
@@ -220,20 +222,11 @@ type CachedResult struct {
 	Raw  []byte `json:"-"`
 }
 
-// ResultsDir is libcni's result cache under a cache dir.
-func ResultsDir(dir string) string { return filepath.Join(dir, "results") }
-
-// ResultFile is the name libcni gives a result cache file
-// (getCacheFilePath in libcni/api.go).
-func ResultFile(network, containerID, ifName string) string {
-	return fmt.Sprintf("%s-%s-%s", network, containerID, ifName)
-}
-
 // ReadResults returns libcni's cached results for a container under dir
 // (files of another kind or container are skipped, as libcni's
 // GetCachedAttachments skips them), sorted by file name.
 func ReadResults(dir, containerID string) ([]*CachedResult, error) {
-	entries, err := os.ReadDir(ResultsDir(dir))
+	entries, err := os.ReadDir(leancni.ResultsDir(dir))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -256,7 +249,7 @@ func ReadResults(dir, containerID string) ([]*CachedResult, error) {
 }
 
 func readResult(dir, name string) (*CachedResult, error) {
-	raw, err := os.ReadFile(filepath.Join(ResultsDir(dir), name))
+	raw, err := os.ReadFile(filepath.Join(leancni.ResultsDir(dir), name))
 	if err != nil {
 		return nil, err
 	}
@@ -330,7 +323,7 @@ func Remove(dir, containerID string) error {
 	results, err := ReadResults(dir, containerID)
 	var errs []error
 	for _, r := range results {
-		errs = append(errs, removeIfExists(filepath.Join(ResultsDir(dir), r.File)))
+		errs = append(errs, removeIfExists(filepath.Join(leancni.ResultsDir(dir), r.File)))
 	}
 	errs = append(errs, err, removeIfExists(Path(dir, containerID)))
 	if err := errors.Join(errs...); err != nil {

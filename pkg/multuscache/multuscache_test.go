@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/rewire-cni/rewire/pkg/leancni"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
 
@@ -103,11 +104,11 @@ func TestFixturesAreMultusFormat(t *testing.T) {
 	for _, r := range fixtureResults() {
 		raw, err := json.Marshal(r)
 		must(t, err)
-		must(t, os.MkdirAll(ResultsDir(dir), 0o700))
-		must(t, os.WriteFile(filepath.Join(ResultsDir(dir), ResultFile(r.NetworkName, fixtureID, r.IfName)), raw, 0o600))
+		must(t, os.MkdirAll(leancni.ResultsDir(dir), 0o700))
+		must(t, os.WriteFile(filepath.Join(leancni.ResultsDir(dir), leancni.ResultFile(r.NetworkName, fixtureID, r.IfName)), raw, 0o600))
 	}
-	files := []string{fixtureID, "results/" + ResultFile("cbr0", fixtureID, "eth0"),
-		"results/" + ResultFile("mv1", fixtureID, "net1"), "results/" + ResultFile("mv2", fixtureID, "net2")}
+	files := []string{fixtureID, "results/" + leancni.ResultFile("cbr0", fixtureID, "eth0"),
+		"results/" + leancni.ResultFile("mv1", fixtureID, "net1"), "results/" + leancni.ResultFile("mv2", fixtureID, "net2")}
 	for _, f := range files {
 		got, err := os.ReadFile(filepath.Join(dir, f))
 		must(t, err)
@@ -282,7 +283,7 @@ func TestContainersAndRemove(t *testing.T) {
 	if _, err := os.Stat(Path(dir, fixtureID)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("delegates file left: %v", err)
 	}
-	if left, _ := os.ReadDir(ResultsDir(dir)); len(left) != 0 {
+	if left, _ := os.ReadDir(leancni.ResultsDir(dir)); len(left) != 0 {
 		t.Errorf("cache files left: %v", left)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/rewire-cni/rewire/pkg/leancni"
 	"github.com/rewire-cni/rewire/pkg/multuscache"
 	"github.com/rewire-cni/rewire/pkg/netstatus"
 	"github.com/rewire-cni/rewire/test/harness"
@@ -330,7 +331,7 @@ func multusAdd(t *testing.T, id string, nets [][2]string) {
 	masterJSON, _ := json.Marshal(masterConfig) // the entrypoint's MasterPluginJSON
 	conflist := multusConflistFor(masterJSON)
 
-	runtimeFile := filepath.Join(runtimeCache, "results", multuscache.ResultFile("e2e-bridge", id, "eth0"))
+	runtimeFile := filepath.Join(runtimeCache, "results", leancni.ResultFile("e2e-bridge", id, "eth0"))
 	eth0 := readCached(t, runtimeFile)
 	args := append([][2]string{{"IgnoreUnknown", "true"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "mt-pod"},
 		{"K8S_POD_INFRA_CONTAINER_ID", id}, {"K8S_POD_UID", argOf(eth0, "K8S_POD_UID")}}, eth0.CniArgs...)
@@ -442,10 +443,10 @@ func writeCached(t *testing.T, dir string, c *multuscache.CachedResult) {
 	t.Helper()
 	raw, err := json.Marshal(c)
 	if err == nil {
-		err = os.MkdirAll(multuscache.ResultsDir(dir), 0o700)
+		err = os.MkdirAll(leancni.ResultsDir(dir), 0o700)
 	}
 	if err == nil {
-		err = os.WriteFile(filepath.Join(multuscache.ResultsDir(dir), multuscache.ResultFile(c.NetworkName, c.ContainerID, c.IfName)), raw, 0o600)
+		err = os.WriteFile(filepath.Join(leancni.ResultsDir(dir), leancni.ResultFile(c.NetworkName, c.ContainerID, c.IfName)), raw, 0o600)
 	}
 	if err != nil {
 		t.Fatal(err)
