@@ -4,17 +4,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 )
 
-// A writer store (New, with a journal) writes record files behind its
-// callers: a write goes to the journal at once (synced when durable) and
-// its file is written by a goroutine after it, so that no file system
-// metadata work (a temp file, a rename) is on an ADD's path. Until its
-// file is in place a record is served from memory (pending); a crash
-// meanwhile loses nothing, the journal's replay writes the file. Removals
-// stay in place (a removed record never comes back from a write behind).
-// Readers in other processes (inspect) see a file once it is written.
+// A writer store (New, with a journal) writes and removes record files
+// behind its callers: a write or removal goes to the journal at once
+// (synced when durable) and a goroutine brings the file in line after
+// it, so that no file system metadata work (a temp file, a rename, an
+// unlink) is on a request's path. Until then the record's state is served
+// from memory (pending; a removal is pending as an entry without a
+// record); a crash meanwhile loses nothing, the journal's replay brings
+// the file in line. Readers in other processes (inspect) see a file once
+// it is written or removed.
 type behind struct {
 	wmu     sync.Mutex // held by every write and removal of a record file
 	mu      sync.Mutex // pending
@@ -73,8 +75,9 @@ func (s *Store) writeBehind(id string) {
 	}()
 }
 
-// writeFile writes id's pending record to its file, if it still has one,
-// and forgets it unless a newer one came meanwhile.
+// writeFile writes id's pending record to its file (or removes the file
+// for a pending removal), if it still has one, and forgets it unless a
+// newer one came meanwhile.
 func (s *Store) writeFile(id string) error {
 	b := &s.behind
 	b.wmu.Lock()
@@ -84,7 +87,13 @@ func (s *Store) writeFile(id string) error {
 		return nil
 	}
 	p, err := s.sandboxPath(id)
-	if err == nil {
+	switch {
+	case err != nil:
+	case e.Record == nil:
+		if err = os.Remove(p); errors.Is(err, os.ErrNotExist) {
+			err = nil
+		}
+	default:
 		err = s.writeAtomic(p, e.Record, false)
 	}
 	if err != nil {
@@ -112,15 +121,16 @@ func (s *Store) Flush() error {
 	return errors.Join(errs...)
 }
 
-// pendingRecord decodes id's pending record (nil: none pending).
-func (s *Store) pendingRecord(id string) (*Sandbox, error) {
+// pendingRecord decodes id's pending record (pending false: none; sb nil:
+// a pending removal).
+func (s *Store) pendingRecord(id string) (sb *Sandbox, pending bool, err error) {
 	e, ok := s.behind.get(id)
-	if !ok {
-		return nil, nil
+	if !ok || e.Record == nil {
+		return nil, ok, nil
 	}
-	sb := &Sandbox{}
+	sb = &Sandbox{}
 	if err := json.Unmarshal(e.Record, sb); err != nil {
-		return nil, fmt.Errorf("%w %s (pending): %v", ErrCorrupt, id, err)
+		return nil, true, fmt.Errorf("%w %s (pending): %v", ErrCorrupt, id, err)
 	}
-	return sb, nil
+	return sb, true, nil
 }

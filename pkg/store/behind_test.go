@@ -85,3 +85,38 @@ func TestWriteBehindRacesRemovals(t *testing.T) {
 		t.Errorf("%d records still pending after Flush", n)
 	}
 }
+
+// A removal is served at once while its file is still there, survives a
+// crash before the file went, and a record written again after it wins.
+func TestRemovalsBehind(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	for _, id := range []string{"gone", "back"} {
+		must(t, s.Put(&Sandbox{ContainerID: id, PodName: "p"}))
+	}
+	must(t, s.Flush())
+	s.behind.hold = true
+	must(t, s.Delete("gone"))
+	must(t, s.Delete("back"))
+	must(t, s.Put(&Sandbox{ContainerID: "back", PodName: "again"}))
+	if _, err := os.Stat(recordFile(dir, "gone")); err != nil {
+		t.Fatalf("the held removal already removed the file: %v", err)
+	}
+	if sb, err := s.Get("gone"); sb != nil || err != nil {
+		t.Errorf("removed record: %+v, %v", sb, err)
+	}
+	if ids, _ := s.IDs(); len(ids) != 1 || ids[0] != "back" {
+		t.Errorf("IDs = %v, want [back]", ids)
+	}
+	if err := s.Delete("gone"); err != nil { // again: nothing more to do
+		t.Fatal(err)
+	}
+
+	after := openStore(t, dir) // the process crashed before the files were changed
+	if _, err := os.Stat(recordFile(dir, "gone")); !os.IsNotExist(err) {
+		t.Errorf("replay left the removed record's file: %v", err)
+	}
+	if sb, err := after.Get("back"); err != nil || sb == nil || sb.PodName != "again" {
+		t.Errorf("the record written after its removal: %+v, %v", sb, err)
+	}
+}

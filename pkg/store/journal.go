@@ -319,7 +319,7 @@ func (s *Store) liveEntries() ([]entry, error) {
 	}
 	var out []entry
 	for _, id := range ids {
-		if e, ok := s.behind.get(id); ok {
+		if e, ok := s.behind.get(id); ok { // IDs left out pending removals
 			out = append(out, e)
 			continue
 		}

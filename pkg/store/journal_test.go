@@ -94,6 +94,7 @@ func TestJournalReplaysRemovalsAndKeepsNewerFiles(t *testing.T) {
 	stale, err := os.ReadFile(recordFile(dir, "gone"))
 	must(t, err)
 	must(t, s.Delete("gone"))
+	must(t, s.Flush())
 	must(t, os.WriteFile(recordFile(dir, "gone"), stale, 0o600)) // the removal undone
 
 	must(t, s.Commit(&Sandbox{ContainerID: "kept", Complete: true}))

@@ -225,7 +225,7 @@ func (s *Store) Get(id string) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	if sb, err := s.pendingRecord(id); sb != nil || err != nil {
+	if sb, pending, err := s.pendingRecord(id); pending {
 		return sb, err
 	}
 	raw, err := os.ReadFile(p)
@@ -312,39 +312,34 @@ func (s *Store) Track(sb *Sandbox) { s.noteHeld(sb.ContainerID, sb) }
 // removal is journaled but not synced: it survives a crash of the process,
 // not necessarily a power loss, after which the record comes back like
 // that of every sandbox the power loss ended, and is released the same
-// way (its delegates' DELs run again: they are idempotent).
+// way (its delegates' DELs run again: they are idempotent). In a writer
+// store the file goes behind the caller, as writes do.
 func (s *Store) Delete(id string) error {
 	p, err := s.sandboxPath(id)
 	if err != nil {
 		return err
 	}
-	s.behind.wmu.Lock()
-	err = os.Remove(p)
-	pending := false
-	if err == nil || errors.Is(err, os.ErrNotExist) {
-		pending = s.behind.drop(id)
-	}
-	s.behind.wmu.Unlock()
-	if errors.Is(err, os.ErrNotExist) && !pending {
-		// Nothing removed now; an earlier Delete journaled its own removal.
+	if s.journal == nil {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("removing record %s: %w", id, err) // still holds its addresses
+		}
 		s.noteHeld(id, nil)
 		return nil
 	}
-	if errors.Is(err, os.ErrNotExist) {
-		err = nil // its file was never written
+	if e, ok := s.behind.get(id); !ok || e.Record == nil {
+		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) || ok {
+			// Nothing to remove; an earlier Delete journaled its own removal.
+			s.noteHeld(id, nil)
+			return nil
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("removing record %s: %w", id, err) // still holds its addresses
-	}
+	e := entry{Seq: s.seq.Add(1), ID: id}
+	s.behind.put(e) // first: a compaction from now on leaves the record out
 	s.noteHeld(id, nil)
-	if s.journal == nil {
-		return nil
-	}
-	// Not synced: after a power loss that undid it, the record of a
-	// sandbox that power loss ended anyway is released again (self-GC).
-	if _, err := s.journal.write(entry{Seq: s.seq.Add(1), ID: id}); err != nil {
+	if _, err := s.journal.write(e); err != nil {
 		return fmt.Errorf("journaling the removal of record %s: %w", id, err)
 	}
+	s.writeBehind(id)
 	return nil
 }
 
@@ -398,9 +393,15 @@ func (s *Store) IDs() ([]string, error) {
 			ids = append(ids, id)
 		}
 	}
+	removed := map[string]bool{}
 	for _, e := range pending {
-		ids = append(ids, e.ID)
+		if e.Record == nil {
+			removed[e.ID] = true
+		} else {
+			ids = append(ids, e.ID)
+		}
 	}
+	ids = slices.DeleteFunc(ids, func(id string) bool { return removed[id] })
 	sort.Strings(ids)
 	return slices.Compact(ids), nil
 }

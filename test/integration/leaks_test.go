@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -68,15 +69,23 @@ func (e *env) snapshot() (harness.Snapshot, error) {
 
 // leaks describes what the env's part of the host gained or lost since the
 // env was made ("" when nothing), the links named in allowed and the env's
-// bridge and master left out.
+// bridge and master left out. rewired changes record files just after its
+// answers: a difference counts once it stayed for leakSettle.
 func (e *env) leaks(allowed ...string) string {
 	e.t.Helper()
-	after, err := e.snapshot()
-	must(e.t, err)
 	allowed = append(allowed, e.bridge, e.master, e.master+"p")
 	allowed = append(allowed, e.fixtures...)
-	return e.before.Without(allowed...).Diff(after.Without(allowed...))
+	for deadline := time.Now().Add(leakSettle); ; time.Sleep(20 * time.Millisecond) {
+		after, err := e.snapshot()
+		must(e.t, err)
+		d := e.before.Without(allowed...).Diff(after.Without(allowed...))
+		if d == "" || time.Now().After(deadline) {
+			return d
+		}
+	}
 }
+
+const leakSettle = 3 * time.Second
 
 // TestLeakCheckScope: the leak check looks at what the env made and only
 // at that. Someone else's veth (its peer in a namespace that is not the
