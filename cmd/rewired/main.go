@@ -277,11 +277,8 @@ func run(o options) error {
 	// own CNI_ARGS (Multus's IP= and MAC=) reach its plugins. leancni:
 	// libcni with a cheaper ADD.
 	cacheDir := filepath.Join(o.stateDir, "cache")
-	lean := leancni.New(cfg.BinDirs, cacheDir, executor.Limited(executor.Timed(nad.GuardExec(pluginExec)), delegateSlots(cfg, log)))
-	lean.OnCacheError = func(path string, err error) {
-		log.Warn("writing a libcni cache entry (a DEL of it gets no prevResult)", "path", path, "err", err)
-	}
-	cni := attachment.WithCNIArgs(lean)
+	cni := attachment.WithCNIArgs(leancni.New(cfg.BinDirs, cacheDir,
+		executor.Limited(executor.Timed(nad.GuardExec(pluginExec)), delegateSlots(cfg, log))))
 	exec := executor.New(cni, st, log)
 	exec.Foreign = multuscache.Source{Dir: cfg.CNIDir, CacheDir: cacheDir} // pods Multus networked
 	exec.CacheDir = cacheDir

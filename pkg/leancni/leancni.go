@@ -4,9 +4,8 @@
 // the declared capabilities), environment, result conversion and cache
 // file, but each plugin's config encoded once (libcni decodes and encodes
 // it twice, and a result up to three times for the cache) and the process
-// environment deduplicated once, and the cache entry written behind the
-// ADD (behind.go). ADD and DEL are on every pod's start and end; CHECK,
-// GC and STATUS stay libcni's and read the same cache files.
+// environment deduplicated once. ADD and DEL are on every pod's start and
+// end; CHECK, GC and STATUS stay libcni's and read the same cache files.
 package leancni
 
 import (
@@ -35,15 +34,10 @@ type CNI struct {
 	cacheDir string
 	exec     invoke.Exec
 
-	// OnCacheError, when set, is told of a cache entry that could not be
-	// written (behind its ADD: see behind.go).
-	OnCacheError func(path string, err error)
-
 	mu      sync.Mutex
 	environ []string // the process environment env was made from
 	env     []string // environ deduplicated, without the CNI_ variables set per call
 	parsed  map[string]map[string]any
-	writing map[string]chan struct{} // cache entries being written
 }
 
 // New returns the CNI that runs the plugins in path with exec and keeps
@@ -69,11 +63,9 @@ func (c *CNI) AddNetworkList(ctx context.Context, list *libcni.NetworkConfigList
 		}
 		result = r
 	}
-	path, data, err := c.cacheEntry(result, list, rt)
-	if err != nil {
+	if err := c.cache(result, list, rt); err != nil {
 		return nil, fmt.Errorf("failed to set network %q cached result: %w", list.Name, err)
 	}
-	c.writeBehind(path, data)
 	return result, nil
 }
 
@@ -107,7 +99,6 @@ func (c *CNI) args(command string, rt *libcni.RuntimeConf) args {
 // given the cached result (lists of 0.4.0 and later), and removes the
 // cache entry, as libcni does.
 func (c *CNI) DelNetworkList(ctx context.Context, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
-	c.settleList(list, rt)
 	var prev types.Result
 	if gtet, err := version.GreaterThanOrEqualTo(list.CNIVersion, "0.4.0"); err != nil {
 		return err
@@ -290,21 +281,28 @@ type cached struct {
 	Result         json.RawMessage `json:"result,omitempty"`
 }
 
-// cacheEntry is the list's result as libcni's DEL, CHECK and
-// GetCachedAttachments read it, and the file it goes to.
-func (c *CNI) cacheEntry(result types.Result, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) (path string, data []byte, err error) {
-	if path, err = c.cachePath(list, rt); err != nil {
-		return "", nil, err
+// cache writes the list's result where libcni's DEL, CHECK and
+// GetCachedAttachments read it.
+func (c *CNI) cache(result types.Result, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
+	path, err := c.cachePath(list, rt)
+	if err != nil {
+		return err
 	}
 	var res json.RawMessage
 	if result != nil {
 		if res, err = json.Marshal(result); err != nil {
-			return "", nil, err
+			return err
 		}
 	}
-	data, err = json.Marshal(cached{Kind: libcni.CNICacheV1, ContainerID: rt.ContainerID, Config: list.Bytes, IfName: rt.IfName,
+	data, err := json.Marshal(cached{Kind: libcni.CNICacheV1, ContainerID: rt.ContainerID, Config: list.Bytes, IfName: rt.IfName,
 		NetworkName: list.Name, NetNS: rt.NetNS, CniArgs: rt.Args, CapabilityArgs: rt.CapabilityArgs, Result: res})
-	return path, data, err
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
 }
 
 // cachePath is the list's cache file for rt.

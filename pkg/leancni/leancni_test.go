@@ -144,7 +144,6 @@ func TestAddNetworkListIsLibcnis(t *testing.T) {
 func TestEnvironmentFollowsTheProcess(t *testing.T) {
 	ex := &recorder{}
 	cni := New([]string{"/opt/cni/bin"}, t.TempDir(), ex)
-	t.Cleanup(func() { _, _ = cni.GetCachedAttachments("") }) // no cache write after the test
 	list, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"bridge"}]}`))
 	if err != nil {
 		t.Fatal(err)
@@ -214,10 +213,7 @@ func TestDelNetworkListIsLibcnis(t *testing.T) {
 // addBy returns a cache preparation that ADDs with the CNI newCNI makes.
 func addBy(newCNI func(string, invoke.Exec) libcni.CNI) func(*testing.T, string, *libcni.NetworkConfigList, *libcni.RuntimeConf) {
 	return func(t *testing.T, dir string, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) {
-		cni := newCNI(dir, &recorder{})
-		_, err := cni.AddNetworkList(context.Background(), list, rt)
-		must(t, err)
-		_, err = cni.GetCachedAttachments(rt.ContainerID) // its entry written (behind the ADD)
+		_, err := newCNI(dir, &recorder{}).AddNetworkList(context.Background(), list, rt)
 		must(t, err)
 	}
 }
@@ -226,60 +222,5 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
-	}
-}
-
-// A cache entry written behind its ADD is what the next read of it sees:
-// the reads wait for the write (which was still running after most ADDs).
-func TestCacheEntryWrittenBehindIsRead(t *testing.T) {
-	dir := t.TempDir()
-	cni := New([]string{"/opt/cni/bin"}, dir, &recorder{})
-	list, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"bridge"}]}`))
-	must(t, err)
-	const n = 100
-	behind := 0
-	for i := range n {
-		rt := &libcni.RuntimeConf{ContainerID: fmt.Sprintf("c%d", i), NetNS: "/x", IfName: "eth0"}
-		res, err := cni.AddNetworkList(context.Background(), list, rt)
-		must(t, err)
-		cni.mu.Lock()
-		if len(cni.writing) > 0 {
-			behind++
-		}
-		cni.mu.Unlock()
-		cachedRes, err := cni.GetNetworkListCachedResult(list, rt)
-		if err != nil || !reflect.DeepEqual(cachedRes, res) {
-			t.Fatalf("ADD %d: cached %v (%v), want %v", i, cachedRes, err, res)
-		}
-		if i%2 == 0 {
-			must(t, cni.DelNetworkList(context.Background(), list, rt))
-		}
-	}
-	if behind == 0 {
-		t.Fatal("no cache write was still running after its ADD: nothing was tested")
-	}
-	t.Logf("%d of %d cache writes still running after their ADD", behind, n)
-	atts, err := cni.GetCachedAttachments("")
-	must(t, err)
-	if len(atts) != n/2 {
-		t.Errorf("%d cached attachments, want %d", len(atts), n/2)
-	}
-}
-
-// A cache entry that cannot be written does not fail the ADD (its plugins
-// ran): OnCacheError is told.
-func TestCacheWriteErrorIsReported(t *testing.T) {
-	dir := t.TempDir()
-	must(t, os.WriteFile(filepath.Join(dir, "results"), nil, 0o600)) // no directory can be made
-	cni := New([]string{"/opt/cni/bin"}, dir, &recorder{})
-	failed := make(chan string, 1)
-	cni.OnCacheError = func(path string, err error) { failed <- path }
-	list, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"bridge"}]}`))
-	must(t, err)
-	if _, err := cni.AddNetworkList(context.Background(), list, &libcni.RuntimeConf{ContainerID: "c1", NetNS: "/x", IfName: "eth0"}); err != nil {
-		t.Fatal(err)
-	}
-	if path := <-failed; filepath.Base(path) != "net-c1-eth0" {
-		t.Errorf("OnCacheError told of %s", path)
 	}
 }
