@@ -158,7 +158,8 @@ func (s *Sandbox) Remove(ifName string) {
 // concurrent commits (group commit), or of the file and its directory in
 // a store from Open. Put, the writes in between, are not synced unless the
 // store is in sync mode: a power loss can only lose them together with an
-// operation nobody was answered for. Delete is not synced (see Delete).
+// operation nobody was answered for. Delete is not synced unless in sync
+// mode (see Delete).
 // Network configs are always fsynced.
 type Store struct {
 	dir     string
@@ -312,8 +313,9 @@ func (s *Store) Track(sb *Sandbox) { s.noteHeld(sb.ContainerID, sb) }
 // removal is journaled but not synced: it survives a crash of the process,
 // not necessarily a power loss, after which the record comes back like
 // that of every sandbox the power loss ended, and is released the same
-// way (its delegates' DELs run again: they are idempotent). In a writer
-// store the file goes behind the caller, as writes do.
+// way (its delegates' DELs run again: they are idempotent). In sync mode
+// it is durable. In a writer store the file goes behind the caller, as
+// writes do.
 func (s *Store) Delete(id string) error {
 	p, err := s.sandboxPath(id)
 	if err != nil {
@@ -324,6 +326,9 @@ func (s *Store) Delete(id string) error {
 			return fmt.Errorf("removing record %s: %w", id, err) // still holds its addresses
 		}
 		s.noteHeld(id, nil)
+		if s.sync {
+			return s.syncDir(filepath.Dir(p))
+		}
 		return nil
 	}
 	if e, ok := s.behind.get(id); !ok || e.Record == nil {
@@ -336,8 +341,14 @@ func (s *Store) Delete(id string) error {
 	e := entry{Seq: s.seq.Add(1), ID: id}
 	s.behind.put(e) // first: a compaction from now on leaves the record out
 	s.noteHeld(id, nil)
-	if _, err := s.journal.write(e); err != nil {
-		return fmt.Errorf("journaling the removal of record %s: %w", id, err)
+	var err2 error
+	if s.sync {
+		err2 = s.journal.append(e)()
+	} else {
+		_, err2 = s.journal.write(e)
+	}
+	if err2 != nil {
+		return fmt.Errorf("journaling the removal of record %s: %w", id, err2)
 	}
 	s.writeBehind(id)
 	return nil

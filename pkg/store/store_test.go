@@ -157,10 +157,20 @@ func TestCommitIsDurable(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			before := syncs(strict)
-			_ = strict.Put(&Sandbox{ContainerID: "x"})
-			if after := syncs(strict); after.journal-before.journal != tc.syncPut.journal || after.dir-before.dir != tc.syncPut.dir {
-				t.Errorf("a Put in sync mode: %+v syncs before, %+v after, want %+v more", before, after, tc.syncPut)
+			for _, step := range []struct {
+				name string
+				do   func() error
+			}{
+				{"Put", func() error { return strict.Put(&Sandbox{ContainerID: "x"}) }},
+				{"Delete", func() error { return strict.Delete("x") }},
+			} {
+				before := syncs(strict)
+				if err := step.do(); err != nil {
+					t.Fatal(err)
+				}
+				if after := syncs(strict); after.journal-before.journal != tc.syncPut.journal || after.dir-before.dir != tc.syncPut.dir {
+					t.Errorf("a %s in sync mode: %+v syncs before, %+v after, want %+v more", step.name, before, after, tc.syncPut)
+				}
 			}
 		})
 	}
