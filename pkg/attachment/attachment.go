@@ -7,9 +7,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"sync"
 
 	"github.com/containernetworking/cni/libcni"
+
+	"github.com/rewire-cni/rewire/pkg/memo"
 )
 
 // Spec is one planned attachment. It is stored verbatim and never recomputed
@@ -55,43 +56,21 @@ func (s *Spec) Link() string {
 // ConfList parses Config. The list is shared by every caller with the
 // same config and must not be modified.
 func (s *Spec) ConfList() (*libcni.NetworkConfigList, error) {
-	if list := parsed.get(s.Config); list != nil {
+	if list, ok := parsed.Get(s.Config); ok {
 		return list, nil
 	}
 	list, err := libcni.ConfListFromBytes(s.Config)
 	if err != nil {
 		return nil, fmt.Errorf("network %s: stored config: %w", s.Network, err)
 	}
-	parsed.put(s.Config, list)
+	parsed.Put(s.Config, list)
 	return list, nil
 }
 
 // parsed keeps the config lists parsed last (every ADD, DEL and CHECK of a
-// network parses the same few configs), at most parsedMax of them: configs
-// may be per pod (a device ID, static addresses).
-var parsed = confLists{m: map[string]*libcni.NetworkConfigList{}}
-
-const parsedMax = 256
-
-type confLists struct {
-	mu sync.Mutex
-	m  map[string]*libcni.NetworkConfigList
-}
-
-func (c *confLists) get(conf []byte) *libcni.NetworkConfigList {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[string(conf)]
-}
-
-func (c *confLists) put(conf []byte, list *libcni.NetworkConfigList) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= parsedMax {
-		clear(c.m)
-	}
-	c.m[string(conf)] = list
-}
+// network parses the same few configs); configs may be per pod (a device
+// ID, static addresses).
+var parsed = memo.Bounded[*libcni.NetworkConfigList]{Max: 256}
 
 // SetDeviceID records the device and injects it as "deviceID" into every
 // plugin of the config, which is where device plugins' CNIs read it.

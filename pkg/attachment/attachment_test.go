@@ -5,9 +5,9 @@ import (
 	"testing"
 )
 
-// ConfList parses each config once while it is among the last parsedMax
+// ConfList parses each config once while it is among the last parsed.Max
 // configs, returns an error naming the network for a bad one, and never
-// holds more than parsedMax lists.
+// holds more than parsed.Max lists.
 func TestConfListIsParsedOnce(t *testing.T) {
 	conf := func(i int) []byte {
 		return fmt.Appendf(nil, `{"cniVersion":"1.0.0","name":"n%d","plugins":[{"type":"bridge"}]}`, i)
@@ -26,12 +26,12 @@ func TestConfListIsParsedOnce(t *testing.T) {
 	if _, err := (&Spec{Network: "bad", Config: []byte(`{`)}).ConfList(); err == nil || err.Error()[:11] != "network bad" {
 		t.Errorf("bad config: %v", err)
 	}
-	for i := range 3 * parsedMax {
+	for i := range 3 * parsed.Max {
 		if _, err := (&Spec{Config: conf(i)}).ConfList(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := len(parsed.m); n > parsedMax {
-		t.Errorf("%d lists kept, at most %d wanted", n, parsedMax)
+	if n := parsed.Len(); n > parsed.Max {
+		t.Errorf("%d lists kept, at most %d wanted", n, parsed.Max)
 	}
 }

@@ -25,6 +25,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types/create"
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/rewire-cni/rewire/pkg/memo"
 )
 
 // CNI is libcni's CNIConfig for path, cacheDir and exec, with the lean ADD.
@@ -37,7 +39,9 @@ type CNI struct {
 	mu      sync.Mutex
 	environ []string // the process environment env was made from
 	env     []string // environ deduplicated, without the CNI_ variables set per call
-	parsed  map[string]map[string]any
+	// parsed keeps plugin configs decoded (configs may be per pod: a
+	// device ID, static addresses).
+	parsed memo.Bounded[map[string]any]
 }
 
 // New returns the CNI that runs the plugins in path with exec and keeps
@@ -49,6 +53,7 @@ func New(path []string, cacheDir string, exec invoke.Exec) *CNI {
 	return &CNI{
 		CNI:  libcni.NewCNIConfigWithCacheDir(path, cacheDir, exec),
 		path: path, cacheDir: cacheDir, exec: exec,
+		parsed: memo.Bounded[map[string]any]{Max: 256},
 	}
 }
 
@@ -184,27 +189,16 @@ func (c *CNI) config(list *libcni.NetworkConfigList, p *libcni.PluginConfig, pre
 	return json.Marshal(conf)
 }
 
-// parsedMax bounds the plugin configs kept decoded (configs may be per
-// pod: a device ID, static addresses).
-const parsedMax = 256
-
-// parse decodes a plugin config, once while it is among the last parsedMax.
+// parse decodes a plugin config, once while it is among the last kept.
 func (c *CNI) parse(raw []byte) (map[string]any, error) {
-	c.mu.Lock()
-	m, ok := c.parsed[string(raw)]
-	c.mu.Unlock()
-	if ok {
+	if m, ok := c.parsed.Get(raw); ok {
 		return m, nil
 	}
+	var m map[string]any
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.parsed == nil || len(c.parsed) >= parsedMax {
-		c.parsed = map[string]map[string]any{}
-	}
-	c.parsed[string(raw)] = m
+	c.parsed.Put(raw, m)
 	return m, nil
 }
 
