@@ -45,14 +45,11 @@ func (b *behind) get(id string) (entry, bool) {
 	return e, ok
 }
 
-// drop forgets id's pending state (b.wmu held) and reports whether there
-// was one.
-func (b *behind) drop(id string) bool {
+// drop forgets id's pending state (b.wmu held).
+func (b *behind) drop(id string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	_, ok := b.pending[id]
 	delete(b.pending, id)
-	return ok
 }
 
 // snapshot returns every pending state.

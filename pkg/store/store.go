@@ -341,14 +341,13 @@ func (s *Store) Delete(id string) error {
 	e := entry{Seq: s.seq.Add(1), ID: id}
 	s.behind.put(e) // first: a compaction from now on leaves the record out
 	s.noteHeld(id, nil)
-	var err2 error
 	if s.sync {
-		err2 = s.journal.append(e)()
+		err = s.journal.append(e)()
 	} else {
-		_, err2 = s.journal.write(e)
+		_, err = s.journal.write(e)
 	}
-	if err2 != nil {
-		return fmt.Errorf("journaling the removal of record %s: %w", id, err2)
+	if err != nil {
+		return fmt.Errorf("journaling the removal of record %s: %w", id, err)
 	}
 	s.writeBehind(id)
 	return nil
