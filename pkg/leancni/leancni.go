@@ -11,8 +11,8 @@ package leancni
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,9 +39,9 @@ type CNI struct {
 	mu      sync.Mutex
 	environ []string // the process environment env was made from
 	env     []string // environ deduplicated, without the CNI_ variables set per call
-	// parsed keeps plugin configs decoded (configs may be per pod: a
-	// device ID, static addresses).
-	parsed memo.Bounded[map[string]any]
+	// parsed keeps plugin configs split (configs may be per pod: a device
+	// ID, static addresses).
+	parsed memo.Bounded[plugin]
 }
 
 // New returns the CNI that runs the plugins in path with exec and keeps
@@ -53,7 +53,7 @@ func New(path []string, cacheDir string, exec invoke.Exec) *CNI {
 	return &CNI{
 		CNI:  libcni.NewCNIConfigWithCacheDir(path, cacheDir, exec),
 		path: path, cacheDir: cacheDir, exec: exec,
-		parsed: memo.Bounded[map[string]any]{Max: 256},
+		parsed: memo.Bounded[plugin]{Max: 256},
 	}
 }
 
@@ -88,11 +88,56 @@ func (c *CNI) add(ctx context.Context, list *libcni.NetworkConfigList, p *libcni
 	if err := utils.ValidateInterfaceName(rt.IfName); err != nil {
 		return nil, err
 	}
-	conf, err := c.config(list, p, prev, rt)
+	var prevJSON []byte
+	if prev != nil {
+		if prevJSON, err = json.Marshal(prev); err != nil {
+			return nil, err
+		}
+	}
+	conf, err := c.config(list, p, prevJSON, rt)
 	if err != nil {
 		return nil, err
 	}
-	return invoke.ExecPluginWithResult(ctx, path, conf, c.args("ADD", rt), c.exec)
+	out, err := c.exec.ExecPlugin(ctx, path, conf, c.args("ADD", rt).AsEnv())
+	if err != nil {
+		return nil, err
+	}
+	return parseResult(out, list.CNIVersion)
+}
+
+// parseResult is invoke.ExecPluginWithResult's result: in the version the
+// plugin printed, or when it printed none, the config's.
+func parseResult(out []byte, confVersion string) (types.Result, error) {
+	var v struct {
+		CNIVersion any `json:"cniVersion"`
+	}
+	if json.Unmarshal(out, &v) == nil {
+		if ver, ok := v.CNIVersion.(string); ok && ver != "" {
+			return create.Create(ver, out)
+		}
+	}
+	return fixup(out, confVersion)
+}
+
+// fixup gives a result without a version the config's, as invoke does
+// (fixupResultVersion), with the same errors.
+func fixup(out []byte, confVersion string) (types.Result, error) {
+	if confVersion == "" {
+		confVersion = "0.1.0" // version.ConfigDecoder's default
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(out, &raw); err != nil {
+		return nil, fmt.Errorf("failed to unmarshal raw result: %w", err)
+	}
+	if raw == nil {
+		raw = map[string]any{}
+	}
+	raw["cniVersion"] = confVersion
+	fixed, err := json.Marshal(raw)
+	if err != nil {
+		return nil, fmt.Errorf("failed to remarshal fixed result: %w", err)
+	}
+	return create.Create(confVersion, fixed)
 }
 
 // args are the plugin's environment for command, as libcni's.
@@ -104,7 +149,7 @@ func (c *CNI) args(command string, rt *libcni.RuntimeConf) args {
 // given the cached result (lists of 0.4.0 and later), and removes the
 // cache entry, as libcni does.
 func (c *CNI) DelNetworkList(ctx context.Context, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
-	var prev types.Result
+	var prev []byte
 	if gtet, err := version.GreaterThanOrEqualTo(list.CNIVersion, "0.4.0"); err != nil {
 		return err
 	} else if gtet {
@@ -130,7 +175,7 @@ func (c *CNI) uncache(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) {
 	}
 }
 
-func (c *CNI) del(ctx context.Context, list *libcni.NetworkConfigList, p *libcni.PluginConfig, prev types.Result, rt *libcni.RuntimeConf) error {
+func (c *CNI) del(ctx context.Context, list *libcni.NetworkConfigList, p *libcni.PluginConfig, prev []byte, rt *libcni.RuntimeConf) error {
 	path, err := c.exec.FindInPath(p.Network.Type, c.path)
 	if err != nil {
 		return err
@@ -142,9 +187,11 @@ func (c *CNI) del(ctx context.Context, list *libcni.NetworkConfigList, p *libcni
 	return invoke.ExecPluginWithoutResult(ctx, path, conf, c.args("DEL", rt), c.exec)
 }
 
-// cachedResult reads the list's cached result in the list's version (nil:
-// none cached); entries in libcni's legacy format are read by libcni.
-func (c *CNI) cachedResult(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) (types.Result, error) {
+// cachedResult reads the list's cached result, encoded in the list's
+// version (nil: none cached); entries in libcni's legacy format are read by
+// libcni. A result cached in the list's version is passed on as it is: it
+// is what encoding it again would give.
+func (c *CNI) cachedResult(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) ([]byte, error) {
 	path, err := c.cachePath(list, rt)
 	if err != nil {
 		return nil, err
@@ -155,27 +202,33 @@ func (c *CNI) cachedResult(list *libcni.NetworkConfigList, rt *libcni.RuntimeCon
 	}
 	var e cached
 	if err := json.Unmarshal(data, &e); err != nil || e.Kind != libcni.CNICacheV1 {
-		return c.CNI.GetNetworkListCachedResult(list, rt)
+		result, err := c.CNI.GetNetworkListCachedResult(list, rt)
+		if err != nil || result == nil {
+			return nil, err
+		}
+		return json.Marshal(result)
 	}
-	result, err := create.CreateFromBytes(e.Result)
+	result, err := create.CreateFromBytes(e.Result) // a damaged result is none, as in libcni
 	if err != nil {
 		return nil, err
 	}
-	return result.GetAsVersion(list.CNIVersion)
+	if result.Version() == list.CNIVersion {
+		return e.Result, nil
+	}
+	if result, err = result.GetAsVersion(list.CNIVersion); err != nil {
+		return nil, err
+	}
+	return json.Marshal(result)
 }
 
 // config is the plugin's config as libcni's buildOneConfig makes it: the
-// list's name and cniVersion, the previous result, and as runtimeConfig
-// the capability arguments of the capabilities the plugin declares.
-func (c *CNI) config(list *libcni.NetworkConfigList, p *libcni.PluginConfig, prev types.Result, rt *libcni.RuntimeConf) ([]byte, error) {
-	orig, err := c.parse(p.Bytes)
+// list's name and cniVersion, the previous result (prev, encoded), and as
+// runtimeConfig the capability arguments of the capabilities the plugin
+// declares. Its other keys are encoded once per config (see plugin).
+func (c *CNI) config(list *libcni.NetworkConfigList, p *libcni.PluginConfig, prev []byte, rt *libcni.RuntimeConf) ([]byte, error) {
+	pl, err := c.parse(p.Bytes)
 	if err != nil {
 		return nil, fmt.Errorf("unmarshal existing network bytes: %w", err)
-	}
-	conf := maps.Clone(orig) // orig is shared: only top-level keys are set
-	conf["name"], conf["cniVersion"] = list.Name, list.CNIVersion
-	if prev != nil {
-		conf["prevResult"] = prev
 	}
 	rc := map[string]any{}
 	for capability, supported := range p.Network.Capabilities {
@@ -183,23 +236,69 @@ func (c *CNI) config(list *libcni.NetworkConfigList, p *libcni.PluginConfig, pre
 			rc[capability] = data
 		}
 	}
+	runtimeConfig := pl.runtimeConfig
 	if len(rc) > 0 {
-		conf["runtimeConfig"] = rc
+		if runtimeConfig, err = json.Marshal(rc); err != nil {
+			return nil, err
+		}
 	}
-	return json.Marshal(conf)
-}
-
-// parse decodes a plugin config, once while it is among the last kept.
-func (c *CNI) parse(raw []byte) (map[string]any, error) {
-	if m, ok := c.parsed.Get(raw); ok {
-		return m, nil
+	if prev == nil {
+		prev = pl.prevResult
 	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
+	name, err := json.Marshal(list.Name)
+	if err != nil {
 		return nil, err
 	}
-	c.parsed.Put(raw, m)
-	return m, nil
+	version, err := json.Marshal(list.CNIVersion)
+	if err != nil {
+		return nil, err
+	}
+	conf := make([]byte, 0, len(pl.rest)+len(prev)+len(runtimeConfig)+64)
+	conf = append(append(append(conf, `{"cniVersion":`...), version...), `,"name":`...)
+	conf = append(conf, name...)
+	if prev != nil {
+		conf = append(append(conf, `,"prevResult":`...), prev...)
+	}
+	if runtimeConfig != nil {
+		conf = append(append(conf, `,"runtimeConfig":`...), runtimeConfig...)
+	}
+	if len(pl.rest) > len("{}") {
+		return append(append(conf, ','), pl.rest[1:]...), nil
+	}
+	return append(conf, '}'), nil
+}
+
+// plugin is a plugin config ready for the keys libcni sets in it: its
+// other keys encoded once (rest, a JSON object), and its own values of the
+// two keys libcni sets only sometimes.
+type plugin struct {
+	rest          []byte
+	prevResult    json.RawMessage
+	runtimeConfig json.RawMessage
+}
+
+// parse splits a plugin config, once while it is among the last kept.
+func (c *CNI) parse(raw []byte) (plugin, error) {
+	if pl, ok := c.parsed.Get(raw); ok {
+		return pl, nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return plugin{}, err
+	}
+	if m == nil {
+		return plugin{}, errors.New("not a JSON object")
+	}
+	pl := plugin{prevResult: m["prevResult"], runtimeConfig: m["runtimeConfig"]}
+	for _, k := range []string{"name", "cniVersion", "prevResult", "runtimeConfig"} {
+		delete(m, k)
+	}
+	var err error
+	if pl.rest, err = json.Marshal(m); err != nil {
+		return plugin{}, err
+	}
+	c.parsed.Put(raw, pl)
+	return pl, nil
 }
 
 // baseEnv is the process environment as libcni passes it to plugins

@@ -48,10 +48,17 @@ func (r *recorder) ExecPlugin(_ context.Context, path string, stdin []byte, envi
 	r.mu.Lock()
 	r.calls = append(r.calls, call{path, decoded, env})
 	r.mu.Unlock()
-	if conf.Type == "failing" {
-		return nil, &types.Error{Code: 11, Msg: "no luck"}
-	}
 	n := len(r.calls)
+	switch conf.Type {
+	case "failing":
+		return nil, &types.Error{Code: 11, Msg: "no luck"}
+	case "versionless": // a result in the config's version, by omission
+		return fmt.Appendf(nil, `{"ips":[{"address":"10.0.1.%d/24"}]}`, n), nil
+	case "garbage":
+		return []byte("not JSON"), nil
+	case "old-result": // a result in an older version than the config's
+		return fmt.Appendf(nil, `{"cniVersion":"0.4.0","ips":[{"version":"4","address":"10.0.2.%d/24"}]}`, n), nil
+	}
 	return fmt.Appendf(nil, `{"cniVersion":%q,"interfaces":[{"name":"eth0","mac":"02:00:00:00:00:%02x","sandbox":"/var/run/netns/x"}],"ips":[{"interface":0,"address":"10.0.0.%d/24","gateway":"10.0.0.1"}],"dns":{"nameservers":["%s"]}}`,
 		conf.CNIVersion, n, n, conf.Type), nil
 }
@@ -83,6 +90,11 @@ func TestAddNetworkListIsLibcnis(t *testing.T) {
 			list: `{"cniVersion":"1.1.0","name":"chain","plugins":[{"type":"bridge","capabilities":{"ips":true,"mac":false}},{"type":"portmap","capabilities":{"portMappings":true}},{"type":"tuning","name":"ignored","sysctl":{"a":"1"}}]}`,
 			caps: map[string]any{"ips": []any{"10.0.0.9/24"}, "mac": "02:00:00:00:00:09", "portMappings": []any{map[string]any{"hostPort": 80.0}}, "rewire.io/cni-args": "IP=1"},
 			args: [][2]string{{"IgnoreUnknown", "true"}, {"K8S_POD_NAME", "p"}}},
+		{name: "keys libcni sets only sometimes, set by the config",
+			list: `{"cniVersion":"1.0.0","name":"own","plugins":[{"type":"bridge","runtimeConfig":{"mine":1},"prevResult":{"cniVersion":"1.0.0"}},{"type":"portmap","capabilities":{"portMappings":true},"runtimeConfig":{"mine":2}}]}`,
+			caps: map[string]any{"portMappings": []any{}}},
+		{name: "a result without a version, one in an older version", list: `{"cniVersion":"1.0.0","name":"v","plugins":[{"type":"versionless"},{"type":"tuning"},{"type":"old-result"}]}`},
+		{name: "a result that is not JSON", list: `{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"garbage"}]}`, wantErr: `failed to unmarshal raw result`},
 		{name: "an old version", list: `{"cniVersion":"0.3.1","name":"old","plugins":[{"type":"macvlan","master":"eth0","cniVersion":"0.2.0","name":"other"},{"type":"sbr"}]}`},
 		{name: "plugin not found", list: `{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"missing"}]}`, wantErr: `plugin type="missing" failed (add): failed to find plugin`},
 		{name: "plugin fails", list: `{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"bridge"},{"type":"failing","name":"f"}]}`, wantErr: `plugin type="failing" name="f" failed (add): no luck`},
@@ -180,6 +192,9 @@ func TestDelNetworkListIsLibcnis(t *testing.T) {
 	}{
 		{"after libcni's ADD", chain, addBy(libcniOf)},
 		{"after leancni's ADD", chain, addBy(leanOf)},
+		{"a result cached in an older version", `{"cniVersion":"1.0.0","name":"chain","plugins":[{"type":"portmap"},{"type":"old-result"}]}`, addBy(leanOf)},
+		{"a config's own prevResult, nothing cached", `{"cniVersion":"1.0.0","name":"chain","plugins":[{"type":"bridge","prevResult":{"cniVersion":"1.0.0","ips":[]}}]}`,
+			func(*testing.T, string, *libcni.NetworkConfigList, *libcni.RuntimeConf) {}},
 		{"an old version: no prevResult", `{"cniVersion":"0.3.1","name":"old","plugins":[{"type":"macvlan"},{"type":"sbr"}]}`, addBy(leanOf)},
 		{"nothing cached", chain, func(*testing.T, string, *libcni.NetworkConfigList, *libcni.RuntimeConf) {}},
 		{"a damaged entry", chain, func(t *testing.T, dir string, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) {
