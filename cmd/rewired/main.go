@@ -53,6 +53,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/store"
 	"github.com/rewire-cni/rewire/pkg/version"
 	"github.com/rewire-cni/rewire/pkg/wire"
+	"github.com/rewire-cni/rewire/pkg/writebehind"
 )
 
 type options struct {
@@ -277,8 +278,12 @@ func run(o options) error {
 	// own CNI_ARGS (Multus's IP= and MAC=) reach its plugins. leancni:
 	// libcni with a cheaper ADD.
 	cacheDir := filepath.Join(o.stateDir, "cache")
+	cacheFiles, err := writebehind.Open(leancni.Journal(cacheDir)) // replays what a crash left
+	if err != nil {
+		return fmt.Errorf("libcni's cache: %w", err)
+	}
 	cni := attachment.WithCNIArgs(leancni.New(cfg.BinDirs, cacheDir,
-		executor.Limited(executor.Timed(nad.GuardExec(pluginExec)), delegateSlots(cfg, log))))
+		executor.Limited(executor.Timed(nad.GuardExec(pluginExec)), delegateSlots(cfg, log))).WriteBehind(cacheFiles))
 	exec := executor.New(cni, st, log)
 	exec.Foreign = multuscache.Source{Dir: cfg.CNIDir, CacheDir: cacheDir} // pods Multus networked
 	exec.CacheDir = cacheDir
@@ -337,9 +342,9 @@ func run(o options) error {
 		go serveMetrics(ctx, d.MetricsServer(o.metricsAddr), log)
 	}
 	err = serve(ctx, d, o.socket, log)
-	// Record files not written yet: inspect and the no-daemon DEL read
-	// them (the journal would restore them too).
-	return errors.Join(err, st.Flush())
+	// Record and cache files not written yet: inspect and the no-daemon
+	// DEL read them (the journals would restore them too).
+	return errors.Join(err, st.Flush(), cacheFiles.Close())
 }
 
 // logLevel is --log-level when given, else the config's logLevel (Multus's

@@ -27,6 +27,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/rewire-cni/rewire/pkg/memo"
+	"github.com/rewire-cni/rewire/pkg/steps"
 )
 
 // CNI is libcni's CNIConfig for path, cacheDir and exec, with the lean ADD.
@@ -42,7 +43,48 @@ type CNI struct {
 	// parsed keeps plugin configs split (configs may be per pod: a device
 	// ID, static addresses).
 	parsed memo.Bounded[plugin]
+	files  Files
 }
+
+// Files is where the cache files are written, read and removed.
+type Files interface {
+	WriteFile(path string, data []byte) error
+	ReadFile(path string) ([]byte, error)
+	Remove(path string) error
+	// Flush returns once every file written is on disk, for libcni's
+	// readers.
+	Flush() error
+}
+
+// WriteBehind makes the CNI write its cache files with files (a
+// writebehind.Files: behind the ADD) and returns it. libcni's own
+// methods that read the cache (CHECK, GC, the cached result, config and
+// attachments) flush them first.
+func (c *CNI) WriteBehind(files Files) *CNI {
+	c.files = files
+	return c
+}
+
+// direct is Files on the file system, as libcni writes its cache.
+type direct struct{}
+
+func (direct) WriteFile(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
+}
+
+func (direct) ReadFile(path string) ([]byte, error) { return os.ReadFile(path) }
+
+func (direct) Remove(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func (direct) Flush() error { return nil }
 
 // New returns the CNI that runs the plugins in path with exec and keeps
 // its cache in cacheDir, as libcni.NewCNIConfigWithCacheDir does.
@@ -54,6 +96,7 @@ func New(path []string, cacheDir string, exec invoke.Exec) *CNI {
 		CNI:  libcni.NewCNIConfigWithCacheDir(path, cacheDir, exec),
 		path: path, cacheDir: cacheDir, exec: exec,
 		parsed: memo.Bounded[plugin]{Max: 256},
+		files:  direct{},
 	}
 }
 
@@ -71,6 +114,7 @@ func (c *CNI) AddNetworkList(ctx context.Context, list *libcni.NetworkConfigList
 	if err := c.cache(result, list, rt); err != nil {
 		return nil, fmt.Errorf("failed to set network %q cached result: %w", list.Name, err)
 	}
+	steps.Mark(ctx, "libcni-cache-write")
 	return result, nil
 }
 
@@ -102,6 +146,7 @@ func (c *CNI) add(ctx context.Context, list *libcni.NetworkConfigList, p *libcni
 	if err != nil {
 		return nil, err
 	}
+	defer steps.Mark(ctx, "libcni-result")
 	return parseResult(out, list.CNIVersion)
 }
 
@@ -171,7 +216,7 @@ func (c *CNI) DelNetworkList(ctx context.Context, list *libcni.NetworkConfigList
 // uncache removes the list's cache entry for rt.
 func (c *CNI) uncache(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) {
 	if path, err := c.cachePath(list, rt); err == nil {
-		_ = os.Remove(path)
+		_ = c.files.Remove(path)
 	}
 }
 
@@ -196,13 +241,13 @@ func (c *CNI) cachedResult(list *libcni.NetworkConfigList, rt *libcni.RuntimeCon
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(path)
+	data, err := c.files.ReadFile(path)
 	if err != nil {
 		return nil, nil // as libcni: the entry may not exist
 	}
 	var e cached
 	if err := json.Unmarshal(data, &e); err != nil || e.Kind != libcni.CNICacheV1 {
-		result, err := c.CNI.GetNetworkListCachedResult(list, rt)
+		result, err := c.GetNetworkListCachedResult(list, rt)
 		if err != nil || result == nil {
 			return nil, err
 		}
@@ -392,10 +437,7 @@ func (c *CNI) cache(result types.Result, list *libcni.NetworkConfigList, rt *lib
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	return os.WriteFile(path, data, 0o600)
+	return c.files.WriteFile(path, data)
 }
 
 // cachePath is the list's cache file for rt.
@@ -405,6 +447,10 @@ func (c *CNI) cachePath(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) 
 	}
 	return filepath.Join(ResultsDir(c.cacheDir), ResultFile(list.Name, rt.ContainerID, rt.IfName)), nil
 }
+
+// Journal is where rewired journals the cache files it writes behind
+// (writebehind) in cacheDir.
+func Journal(cacheDir string) string { return filepath.Join(cacheDir, "results.journal") }
 
 // ResultsDir is libcni's result cache under a cache dir.
 func ResultsDir(cacheDir string) string { return filepath.Join(cacheDir, "results") }
@@ -426,3 +472,60 @@ func describe(p *types.PluginConf) string {
 	}
 	return out
 }
+
+// libcni's methods that read or write the cache, with the cache files
+// written first.
+
+func (c *CNI) CheckNetworkList(ctx context.Context, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
+	c.flush()
+	return c.CNI.CheckNetworkList(ctx, list, rt)
+}
+
+func (c *CNI) GCNetworkList(ctx context.Context, list *libcni.NetworkConfigList, args *libcni.GCArgs) error {
+	c.flush()
+	return c.CNI.GCNetworkList(ctx, list, args)
+}
+
+func (c *CNI) GetNetworkListCachedResult(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) (types.Result, error) {
+	c.flush()
+	return c.CNI.GetNetworkListCachedResult(list, rt)
+}
+
+func (c *CNI) GetNetworkListCachedConfig(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) ([]byte, *libcni.RuntimeConf, error) {
+	c.flush()
+	return c.CNI.GetNetworkListCachedConfig(list, rt)
+}
+
+func (c *CNI) GetCachedAttachments(containerID string) ([]*libcni.NetworkAttachment, error) {
+	c.flush()
+	return c.CNI.GetCachedAttachments(containerID)
+}
+
+func (c *CNI) AddNetwork(ctx context.Context, net *libcni.NetworkConfig, rt *libcni.RuntimeConf) (types.Result, error) {
+	c.flush()
+	return c.CNI.AddNetwork(ctx, net, rt)
+}
+
+func (c *CNI) CheckNetwork(ctx context.Context, net *libcni.NetworkConfig, rt *libcni.RuntimeConf) error {
+	c.flush()
+	return c.CNI.CheckNetwork(ctx, net, rt)
+}
+
+func (c *CNI) DelNetwork(ctx context.Context, net *libcni.NetworkConfig, rt *libcni.RuntimeConf) error {
+	c.flush()
+	return c.CNI.DelNetwork(ctx, net, rt)
+}
+
+func (c *CNI) GetNetworkCachedResult(net *libcni.NetworkConfig, rt *libcni.RuntimeConf) (types.Result, error) {
+	c.flush()
+	return c.CNI.GetNetworkCachedResult(net, rt)
+}
+
+func (c *CNI) GetNetworkCachedConfig(net *libcni.NetworkConfig, rt *libcni.RuntimeConf) ([]byte, *libcni.RuntimeConf, error) {
+	c.flush()
+	return c.CNI.GetNetworkCachedConfig(net, rt)
+}
+
+// flush writes the cache files still behind (a file that cannot be
+// written is missing for libcni, as when its own write fails).
+func (c *CNI) flush() { _ = c.files.Flush() }

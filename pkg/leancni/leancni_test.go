@@ -239,3 +239,82 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// held is Files that writes nothing to disk until Flush.
+type held struct {
+	direct
+	mu    sync.Mutex
+	files map[string][]byte // nil: removed
+}
+
+func (h *held) WriteFile(path string, data []byte) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.files == nil {
+		h.files = map[string][]byte{}
+	}
+	h.files[path] = data
+	return nil
+}
+
+func (h *held) Remove(path string) error { return h.WriteFile(path, nil) }
+
+func (h *held) ReadFile(path string) ([]byte, error) {
+	h.mu.Lock()
+	data, ok := h.files[path]
+	h.mu.Unlock()
+	if !ok {
+		return os.ReadFile(path)
+	}
+	if data == nil {
+		return nil, os.ErrNotExist
+	}
+	return data, nil
+}
+
+func (h *held) Flush() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for path, data := range h.files {
+		err := h.direct.Remove(path)
+		if data != nil {
+			err = h.direct.WriteFile(path, data)
+		}
+		if err != nil {
+			return err
+		}
+		delete(h.files, path)
+	}
+	return nil
+}
+
+// With the cache written behind, DEL reads the cached result not yet on
+// disk, and libcni's readers get what it would have read (the files
+// flushed first).
+func TestCacheWrittenBehind(t *testing.T) {
+	list, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"chain","plugins":[{"type":"bridge"},{"type":"portmap"}]}`))
+	must(t, err)
+	rt := &libcni.RuntimeConf{ContainerID: "c1", NetNS: "/var/run/netns/x", IfName: "net1"}
+	dir, files, ex := t.TempDir(), &held{}, &recorder{}
+	cni := New([]string{"/opt/cni/bin"}, dir, ex).WriteBehind(files)
+	onDisk := func() []string {
+		on, _ := filepath.Glob(filepath.Join(dir, "results", "*"))
+		return on
+	}
+	_, err = cni.AddNetworkList(context.Background(), list, rt)
+	must(t, err)
+	if on := onDisk(); len(on) != 0 {
+		t.Fatalf("cache written at once: %v", on)
+	}
+	must(t, cni.DelNetworkList(context.Background(), list, rt))
+	if last := ex.calls[len(ex.calls)-1].stdin.(map[string]any); last["prevResult"] == nil {
+		t.Errorf("DEL got no prevResult from the cache entry behind: %v", last)
+	}
+	res, err := cni.AddNetworkList(context.Background(), list, rt)
+	must(t, err)
+	cachedRes, err := cni.GetNetworkListCachedResult(list, rt)
+	must(t, err)
+	if !reflect.DeepEqual(cachedRes, res) || len(onDisk()) != 1 {
+		t.Errorf("libcni's cached result %+v (want %+v), files %v", cachedRes, res, onDisk())
+	}
+}

@@ -23,10 +23,12 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/executor"
+	"github.com/rewire-cni/rewire/pkg/leancni"
 	"github.com/rewire-cni/rewire/pkg/multuscache"
 	"github.com/rewire-cni/rewire/pkg/nad"
 	"github.com/rewire-cni/rewire/pkg/store"
 	"github.com/rewire-cni/rewire/pkg/wire"
+	"github.com/rewire-cni/rewire/pkg/writebehind"
 )
 
 // DefaultStateDir is rewired's state dir on the host.
@@ -91,6 +93,14 @@ func del(stateDir, cniPath string, req wire.Request) error {
 	}
 	exec := nad.GuardExec(&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
 	cacheDir := filepath.Join(stateDir, "cache")
+	// libcni's cache files rewired had not written when it stopped.
+	cacheFiles, err := writebehind.Open(leancni.Journal(cacheDir))
+	if err != nil {
+		return fmt.Errorf("libcni's cache: %w", err)
+	}
+	if err := cacheFiles.Close(); err != nil {
+		return err
+	}
 	cni := attachment.WithCNIArgs(libcni.NewCNIConfigWithCacheDir(filepath.SplitList(cniPath), cacheDir, exec))
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ex := executor.New(cni, st, log)
