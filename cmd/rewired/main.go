@@ -277,8 +277,8 @@ func run(o options) error {
 	// from an older version may name them). WithCNIArgs: an attachment's
 	// own CNI_ARGS (Multus's IP= and MAC=) reach its plugins. leancni:
 	// libcni with a cheaper ADD.
-	cacheDir := filepath.Join(o.stateDir, "cache")
-	cacheFiles, err := writebehind.Open(leancni.Journal(cacheDir)) // replays what a crash left
+	cacheDir := store.CacheDir(o.stateDir)
+	cacheFiles, err := writebehind.Open(store.CacheJournal(o.stateDir)) // replays what a crash left
 	if err != nil {
 		return fmt.Errorf("libcni's cache: %w", err)
 	}

@@ -448,10 +448,6 @@ func (c *CNI) cachePath(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) 
 	return filepath.Join(ResultsDir(c.cacheDir), ResultFile(list.Name, rt.ContainerID, rt.IfName)), nil
 }
 
-// Journal is where rewired journals the cache files it writes behind
-// (writebehind) in cacheDir.
-func Journal(cacheDir string) string { return filepath.Join(cacheDir, "results.journal") }
-
 // ResultsDir is libcni's result cache under a cache dir.
 func ResultsDir(cacheDir string) string { return filepath.Join(cacheDir, "results") }
 

@@ -23,7 +23,6 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/executor"
-	"github.com/rewire-cni/rewire/pkg/leancni"
 	"github.com/rewire-cni/rewire/pkg/multuscache"
 	"github.com/rewire-cni/rewire/pkg/nad"
 	"github.com/rewire-cni/rewire/pkg/store"
@@ -92,9 +91,9 @@ func del(stateDir, cniPath string, req wire.Request) error {
 		return err
 	}
 	exec := nad.GuardExec(&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
-	cacheDir := filepath.Join(stateDir, "cache")
+	cacheDir := store.CacheDir(stateDir)
 	// libcni's cache files rewired had not written when it stopped.
-	cacheFiles, err := writebehind.Open(leancni.Journal(cacheDir))
+	cacheFiles, err := writebehind.Open(store.CacheJournal(stateDir))
 	if err != nil {
 		return fmt.Errorf("libcni's cache: %w", err)
 	}

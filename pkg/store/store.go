@@ -174,6 +174,13 @@ type Store struct {
 	known sync.Map
 }
 
+// CacheDir is libcni's cache in a state dir (rewired's and the no-daemon
+// DEL's), and CacheJournal the journal of the cache files rewired writes
+// behind (writebehind), outside the cache.
+func CacheDir(stateDir string) string { return filepath.Join(stateDir, "cache") }
+
+func CacheJournal(stateDir string) string { return filepath.Join(stateDir, "cache.journal") }
+
 // ErrCorrupt wraps a record that exists but cannot be decoded.
 var ErrCorrupt = errors.New("corrupt store record")
 
