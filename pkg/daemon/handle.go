@@ -18,6 +18,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/devinfo"
 	"github.com/rewire-cni/rewire/pkg/executor"
 	"github.com/rewire-cni/rewire/pkg/kube"
+	"github.com/rewire-cni/rewire/pkg/leancni"
 	"github.com/rewire-cni/rewire/pkg/metrics"
 	"github.com/rewire-cni/rewire/pkg/netstatus"
 	"github.com/rewire-cni/rewire/pkg/planner"
@@ -188,7 +189,7 @@ func (d *Daemon) add(ctx context.Context, req *wire.Request, conf *netConf, args
 	if err != nil {
 		return nil, fmt.Errorf("converting result to %s: %w", conf.CNIVersion, err)
 	}
-	return json.Marshal(out)
+	return leancni.EncodeResult(out)
 }
 
 // plan computes the attachments and resolves devices and device-info files.

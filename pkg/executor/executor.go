@@ -19,6 +19,7 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/handover"
+	"github.com/rewire-cni/rewire/pkg/leancni"
 	"github.com/rewire-cni/rewire/pkg/steps"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
@@ -192,7 +193,7 @@ func (e *Executor) addAll(ctx context.Context, sb *store.Sandbox, args [][2]stri
 		if err != nil {
 			return &AttachError{Network: a.Network, IfName: a.IfName, Err: err}
 		}
-		raw, err := res.MarshalJSON()
+		raw, err := leancni.EncodeResult(res)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/leancni"
 	"github.com/rewire-cni/rewire/pkg/reservation"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
@@ -47,7 +48,7 @@ func (e *Executor) plugRecorded(ctx context.Context, sb *store.Sandbox, a *store
 	if err != nil {
 		return nil, err
 	}
-	if a.Result, err = res.MarshalJSON(); err != nil {
+	if a.Result, err = leancni.EncodeResult(res); err != nil {
 		return nil, err
 	}
 	a.State = store.Added

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/handover"
+	"github.com/rewire-cni/rewire/pkg/leancni"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
 
@@ -152,7 +153,7 @@ func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink str
 	if err != nil {
 		return nil, &AttachError{Network: to.Network, IfName: to.IfName, Err: err}
 	}
-	if to.Result, err = res.MarshalJSON(); err != nil {
+	if to.Result, err = leancni.EncodeResult(res); err != nil {
 		return nil, err
 	}
 	if err := e.keptAll(sb, to); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/types/create"
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
@@ -134,7 +135,7 @@ func (c *CNI) add(ctx context.Context, list *libcni.NetworkConfigList, p *libcni
 	}
 	var prevJSON []byte
 	if prev != nil {
-		if prevJSON, err = json.Marshal(prev); err != nil {
+		if prevJSON, err = EncodeResult(prev); err != nil {
 			return nil, err
 		}
 	}
@@ -251,7 +252,7 @@ func (c *CNI) cachedResult(list *libcni.NetworkConfigList, rt *libcni.RuntimeCon
 		if err != nil || result == nil {
 			return nil, err
 		}
-		return json.Marshal(result)
+		return EncodeResult(result)
 	}
 	result, err := create.CreateFromBytes(e.Result) // a damaged result is none, as in libcni
 	if err != nil {
@@ -263,7 +264,7 @@ func (c *CNI) cachedResult(list *libcni.NetworkConfigList, rt *libcni.RuntimeCon
 	if result, err = result.GetAsVersion(list.CNIVersion); err != nil {
 		return nil, err
 	}
-	return json.Marshal(result)
+	return EncodeResult(result)
 }
 
 // config is the plugin's config as libcni's buildOneConfig makes it: the
@@ -428,7 +429,7 @@ func (c *CNI) cache(result types.Result, list *libcni.NetworkConfigList, rt *lib
 	}
 	var res json.RawMessage
 	if result != nil {
-		if res, err = json.Marshal(result); err != nil {
+		if res, err = EncodeResult(result); err != nil {
 			return err
 		}
 	}
@@ -455,6 +456,27 @@ func ResultsDir(cacheDir string) string { return filepath.Join(cacheDir, "result
 // (getCacheFilePath in libcni/api.go).
 func ResultFile(network, containerID, ifName string) string {
 	return fmt.Sprintf("%s-%s-%s", network, containerID, ifName)
+}
+
+// EncodeResult encodes r as json.Marshal does (a result of 1.0.0 or later
+// without an empty "dns"), in one pass: the result's own MarshalJSON
+// encodes it, decodes it into a map and encodes that again.
+func EncodeResult(r types.Result) ([]byte, error) {
+	res, ok := r.(*current.Result)
+	if !ok {
+		return json.Marshal(r)
+	}
+	out := struct {
+		CNIVersion string               `json:"cniVersion,omitempty"`
+		Interfaces []*current.Interface `json:"interfaces,omitempty"`
+		IPs        []*current.IPConfig  `json:"ips,omitempty"`
+		Routes     []*types.Route       `json:"routes,omitempty"`
+		DNS        *types.DNS           `json:"dns,omitempty"`
+	}{res.CNIVersion, res.Interfaces, res.IPs, res.Routes, nil}
+	if !res.DNS.IsEmpty() {
+		out.DNS = &res.DNS
+	}
+	return json.Marshal(out)
 }
 
 // describe names a plugin in errors as libcni does.

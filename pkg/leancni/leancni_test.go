@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/types/create"
 	"github.com/containernetworking/cni/pkg/version"
 )
 
@@ -316,5 +317,31 @@ func TestCacheWrittenBehind(t *testing.T) {
 	must(t, err)
 	if !reflect.DeepEqual(cachedRes, res) || len(onDisk()) != 1 {
 		t.Errorf("libcni's cached result %+v (want %+v), files %v", cachedRes, res, onDisk())
+	}
+}
+
+// EncodeResult encodes what json.Marshal does.
+func TestEncodeResult(t *testing.T) {
+	for _, raw := range []string{
+		`{"cniVersion":"1.0.0"}`,
+		`{"cniVersion":"1.0.0","dns":{}}`,
+		`{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","mac":"02:00:00:00:00:01","mtu":1400,"sandbox":"/var/run/netns/x","socketPath":"/s","pciID":"0000:00:01.0"},{"name":"veth0"}],
+		  "ips":[{"interface":0,"address":"10.0.0.2/24","gateway":"10.0.0.1"},{"address":"fd00::2/64"}],
+		  "routes":[{"dst":"0.0.0.0/0","gw":"10.0.0.1","mtu":1400,"advmss":1360,"priority":10,"table":100,"scope":0},{"dst":"::/0"}],
+		  "dns":{"nameservers":["10.0.0.10"],"domain":"cluster.local","search":["svc"],"options":["ndots:5"]}}`,
+		`{"cniVersion":"0.4.0","ips":[{"version":"4","address":"10.0.0.2/24"}],"dns":{}}`,
+	} {
+		r, err := create.CreateFromBytes([]byte(raw))
+		must(t, err)
+		want, err := json.Marshal(r)
+		must(t, err)
+		got, err := EncodeResult(r)
+		must(t, err)
+		var w, g any
+		must(t, json.Unmarshal(want, &w))
+		must(t, json.Unmarshal(got, &g))
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("EncodeResult:\n%s\njson.Marshal:\n%s", got, want)
+		}
 	}
 }
