@@ -287,6 +287,7 @@ func run(o options) error {
 	exec := executor.New(cni, st, log)
 	exec.Foreign = multuscache.Source{Dir: cfg.CNIDir, CacheDir: cacheDir} // pods Multus networked
 	exec.CacheDir = cacheDir
+	exec.BinDirs = cfg.BinDirs
 	if o.testFaults != "" {
 		in, err := fault.Parse(o.testFaults)
 		if err != nil {

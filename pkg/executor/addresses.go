@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
@@ -84,16 +83,12 @@ func holdsAll(a *store.Attachment, ips []*net.IPNet) bool {
 // canHold refuses a switch whose old primary could not be retired: keeping
 // its reservation needs the reference static IPAM plugin in the bin dirs.
 func (e *Executor) canHold(from *store.Attachment) error {
-	if _, ok, _ := reservation.ReleaseOnly(from.Config); !ok {
+	if _, ok, _ := reservation.ReleaseOnly(from.Config); !ok || len(e.BinDirs) == 0 {
 		return nil
 	}
-	cfg, ok := e.cni.(*libcni.CNIConfig)
-	if !ok {
-		return nil
-	}
-	if _, err := invoke.FindInPath(reservation.StaticType, cfg.Path); err != nil {
+	if _, err := invoke.FindInPath(reservation.StaticType, e.BinDirs); err != nil {
 		return &SwitchRefused{Reason: fmt.Sprintf("keeping the pod's addresses reserved in %s needs the reference %q IPAM plugin in %v",
-			from.Network, reservation.StaticType, cfg.Path)}
+			from.Network, reservation.StaticType, e.BinDirs)}
 	}
 	return nil
 }

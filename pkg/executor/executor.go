@@ -44,6 +44,10 @@ type Executor struct {
 	// whether it knows attachments a record does not list before any of
 	// them is read.
 	CacheDir string
+	// BinDirs are the delegates' plugin directories: a switch that keeps
+	// the old network's addresses reserved needs the static IPAM plugin
+	// there (none: not checked).
+	BinDirs []string
 
 	podsMu sync.Mutex
 	pods   map[string]*store.Sandbox // pod UID -> its newest completed sandbox

@@ -1,0 +1,41 @@
+package executor
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/reservation"
+	"github.com/rewire-cni/rewire/pkg/store"
+)
+
+// A switch that must keep the old network's addresses reserved is refused
+// when the static IPAM plugin is not among the delegates' plugins.
+func TestCanHold(t *testing.T) {
+	withStatic, without := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(withStatic, reservation.StaticType), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hostLocal := `{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"bridge","ipam":{"type":"host-local","ranges":[[{"subnet":"10.0.0.0/24"}]]}}]}`
+	noIPAM := `{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"bridge"}]}`
+	for _, tc := range []struct {
+		name, conf string
+		binDirs    []string
+		refused    bool
+	}{
+		{"static plugin there", hostLocal, []string{without, withStatic}, false},
+		{"static plugin missing", hostLocal, []string{without}, true},
+		{"nothing to keep reserved", noIPAM, []string{without}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &Executor{BinDirs: tc.binDirs}
+			err := e.canHold(&store.Attachment{Spec: attachment.Spec{Network: "default/a", Config: []byte(tc.conf)}})
+			var refused *SwitchRefused
+			if errors.As(err, &refused) != tc.refused || (!tc.refused && err != nil) {
+				t.Errorf("canHold = %v, refused wanted: %v", err, tc.refused)
+			}
+		})
+	}
+}
