@@ -154,6 +154,12 @@ func (c *CNI) add(ctx context.Context, list *libcni.NetworkConfigList, p *libcni
 // parseResult is invoke.ExecPluginWithResult's result: in the version the
 // plugin printed, or when it printed none, the config's.
 func parseResult(out []byte, confVersion string) (types.Result, error) {
+	// Most plugins answer in a version of the current result type: one
+	// decode, as its creator does.
+	var r current.Result
+	if json.Unmarshal(out, &r) == nil && (r.CNIVersion == "1.0.0" || r.CNIVersion == current.ImplementedSpecVersion) {
+		return &r, nil
+	}
 	var v struct {
 		CNIVersion any `json:"cniVersion"`
 	}
