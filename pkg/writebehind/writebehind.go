@@ -81,7 +81,17 @@ func (f *Files) Close() error {
 // WriteFile writes data to path (mode 0600, its directory created),
 // behind the caller.
 func (f *Files) WriteFile(path string, data []byte) error {
-	ok, err := f.journaled(path, op{data: data})
+	return f.behind(path, op{data: data})
+}
+
+// Remove removes path, if it exists, behind the caller.
+func (f *Files) Remove(path string) error {
+	return f.behind(path, op{remove: true})
+}
+
+// behind journals o for path and starts applying it.
+func (f *Files) behind(path string, o op) error {
+	ok, err := f.journaled(path, o)
 	if err != nil || !ok {
 		return err
 	}
@@ -91,15 +101,6 @@ func (f *Files) WriteFile(path string, data []byte) error {
 		_ = f.apply(path) // left pending on failure: Flush reports it
 	}()
 	return nil
-}
-
-// Remove removes path, if it exists, before it returns (journaled, so
-// that a replay does not bring back an earlier write).
-func (f *Files) Remove(path string) error {
-	if _, err := f.journaled(path, op{remove: true}); err != nil {
-		return err
-	}
-	return f.apply(path)
 }
 
 // ReadFile reads path as the callers' writes and removals left it.
@@ -138,12 +139,6 @@ func (f *Files) journaled(path string, o op) (ok bool, err error) {
 	f.mu.Lock()
 	f.seq++
 	o.seq = f.seq
-	if _, pending := f.pending[path]; o.remove && !pending && f.off == 0 {
-		// No journaled write a replay could bring back.
-		f.pending[path] = o
-		f.mu.Unlock()
-		return true, nil
-	}
 	buf := encode(path, o)
 	if f.off+int64(len(buf)) > MaxJournal {
 		f.pending[path] = o
