@@ -282,11 +282,12 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("libcni's cache: %w", err)
 	}
-	cni := attachment.WithCNIArgs(leancni.New(cfg.BinDirs, cacheDir,
-		executor.Limited(executor.Timed(nad.GuardExec(pluginExec)), delegateSlots(cfg, log))).WriteBehind(cacheFiles))
+	lean := leancni.New(cfg.BinDirs, cacheDir,
+		executor.Limited(executor.Timed(nad.GuardExec(pluginExec)), delegateSlots(cfg, log))).WriteBehind(cacheFiles)
+	cni := attachment.WithCNIArgs(lean)
 	exec := executor.New(cni, st, log)
 	exec.Foreign = multuscache.Source{Dir: cfg.CNIDir, CacheDir: cacheDir} // pods Multus networked
-	exec.CacheDir = cacheDir
+	exec.CacheDir, exec.Cache = cacheDir, lean
 	exec.BinDirs = cfg.BinDirs
 	if o.testFaults != "" {
 		in, err := fault.Parse(o.testFaults)

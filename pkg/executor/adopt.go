@@ -38,6 +38,9 @@ func (e *Executor) adoptLocked(containerID, netns, networkStatus string, live bo
 		return nil, nil
 	}
 	sb, err := e.Foreign.Sandbox(containerID, netns, networkStatus)
+	if e.Cache != nil && (sb != nil || err != nil) {
+		e.Cache.Forget() // it copied libcni's cache files of the sandbox
+	}
 	if err != nil || sb == nil {
 		return nil, err
 	}

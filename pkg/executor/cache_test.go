@@ -40,4 +40,30 @@ func TestCacheMayAdd(t *testing.T) {
 			}
 		})
 	}
+	// With an index of the names, the directory is not read.
+	for _, tc := range []struct {
+		name  string
+		index index
+		want  bool
+	}{
+		{"index: every file known", index{names: []string{"cluster-c1-eth0"}}, false},
+		{"index: a file unknown", index{names: []string{"cluster-c1-eth0", "net-b-c1-net2"}}, true},
+		{"index fails", index{err: os.ErrPermission}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &Executor{CacheDir: filepath.Join(dir, "none"), Cache: tc.index}
+			if got := e.cacheMayAdd("c1", both); got != tc.want {
+				t.Errorf("cacheMayAdd = %v, want %v", got, tc.want)
+			}
+		})
+	}
 }
+
+// index is a CacheIndex with fixed names.
+type index struct {
+	names []string
+	err   error
+}
+
+func (i index) CachedNames(string) ([]string, error) { return i.names, i.err }
+func (i index) Forget()                              {}

@@ -198,18 +198,7 @@ func (e *Executor) addCached(sb *store.Sandbox) {
 // name (libcni names them "<network>-<container ID>-<interface>"). The
 // files named are not read.
 func (e *Executor) cacheMayAdd(containerID string, known map[[2]string]bool) bool {
-	if e.CacheDir == "" {
-		return true
-	}
-	d, err := os.Open(leancni.ResultsDir(e.CacheDir))
-	if errors.Is(err, os.ErrNotExist) {
-		return false
-	}
-	if err != nil {
-		return true
-	}
-	defer d.Close()
-	names, err := d.Readdirnames(-1)
+	names, err := e.cacheNames(containerID)
 	if err != nil {
 		return true
 	}
@@ -220,6 +209,26 @@ func (e *Executor) cacheMayAdd(containerID string, known map[[2]string]bool) boo
 		}
 	}
 	return false
+}
+
+// cacheNames returns the names in libcni's cache that may be the
+// container's: from Cache, or read from CacheDir (an error: neither).
+func (e *Executor) cacheNames(containerID string) ([]string, error) {
+	if e.Cache != nil {
+		return e.Cache.CachedNames(containerID)
+	}
+	if e.CacheDir == "" {
+		return nil, errors.New("no cache dir")
+	}
+	d, err := os.Open(leancni.ResultsDir(e.CacheDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Readdirnames(-1)
 }
 
 // delDamaged handles a record that cannot be decoded: it deletes every

@@ -44,6 +44,8 @@ type Executor struct {
 	// whether it knows attachments a record does not list before any of
 	// them is read.
 	CacheDir string
+	// Cache, when set, knows those names without reading CacheDir.
+	Cache CacheIndex
 	// BinDirs are the delegates' plugin directories: a switch that keeps
 	// the old network's addresses reserved needs the static IPAM plugin
 	// there (none: not checked).
@@ -57,6 +59,14 @@ type Executor struct {
 	// snapshotted from the records, so a lease made while it runs (a
 	// hot-plug, a switch) would look stale to it.
 	gcGate sync.RWMutex
+}
+
+// CacheIndex knows the names of the files in cni's cache (leancni.CNI).
+type CacheIndex interface {
+	// CachedNames returns the names of a container's cache files.
+	CachedNames(containerID string) ([]string, error)
+	// Forget is told that files were written into the cache past cni.
+	Forget()
 }
 
 // New returns an executor delegating through cni and recording in st.

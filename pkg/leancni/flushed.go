@@ -8,7 +8,7 @@ import (
 )
 
 // libcni's methods that read or write the cache, with the cache files
-// written first.
+// written first (and the names listed again after those that write).
 
 func (c *CNI) CheckNetworkList(ctx context.Context, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
 	c.flush()
@@ -17,6 +17,7 @@ func (c *CNI) CheckNetworkList(ctx context.Context, list *libcni.NetworkConfigLi
 
 func (c *CNI) GCNetworkList(ctx context.Context, list *libcni.NetworkConfigList, args *libcni.GCArgs) error {
 	c.flush()
+	defer c.Forget()
 	return c.CNI.GCNetworkList(ctx, list, args)
 }
 
@@ -37,6 +38,7 @@ func (c *CNI) GetCachedAttachments(containerID string) ([]*libcni.NetworkAttachm
 
 func (c *CNI) AddNetwork(ctx context.Context, net *libcni.NetworkConfig, rt *libcni.RuntimeConf) (types.Result, error) {
 	c.flush()
+	defer c.Forget()
 	return c.CNI.AddNetwork(ctx, net, rt)
 }
 
@@ -47,6 +49,7 @@ func (c *CNI) CheckNetwork(ctx context.Context, net *libcni.NetworkConfig, rt *l
 
 func (c *CNI) DelNetwork(ctx context.Context, net *libcni.NetworkConfig, rt *libcni.RuntimeConf) error {
 	c.flush()
+	defer c.Forget()
 	return c.CNI.DelNetwork(ctx, net, rt)
 }
 

@@ -45,6 +45,7 @@ type CNI struct {
 	// ID, static addresses).
 	parsed memo.Bounded[plugin]
 	files  Files
+	names  names
 }
 
 // Files is where the cache files are written, read and removed.
@@ -222,8 +223,8 @@ func (c *CNI) DelNetworkList(ctx context.Context, list *libcni.NetworkConfigList
 
 // uncache removes the list's cache entry for rt.
 func (c *CNI) uncache(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) {
-	if path, err := c.cachePath(list, rt); err == nil {
-		_ = c.files.Remove(path)
+	if path, err := c.cachePath(list, rt); err == nil && c.files.Remove(path) == nil {
+		c.note(filepath.Base(path), false)
 	}
 }
 
@@ -444,7 +445,11 @@ func (c *CNI) cache(result types.Result, list *libcni.NetworkConfigList, rt *lib
 	if err != nil {
 		return err
 	}
-	return c.files.WriteFile(path, data)
+	if err := c.files.WriteFile(path, data); err != nil {
+		return err
+	}
+	c.note(filepath.Base(path), true)
+	return nil
 }
 
 // cachePath is the list's cache file for rt.

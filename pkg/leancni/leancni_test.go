@@ -345,3 +345,40 @@ func TestEncodeResult(t *testing.T) {
 		}
 	}
 }
+
+// The cache's names are listed once, then kept by the CNI's own writes and
+// removals; Forget has them listed again.
+func TestCachedNames(t *testing.T) {
+	dir := t.TempDir()
+	results := filepath.Join(dir, "results")
+	must(t, os.MkdirAll(results, 0o700))
+	must(t, os.WriteFile(filepath.Join(results, "old-c1-eth0"), []byte("{}"), 0o600))
+	cni := New([]string{"/opt/cni/bin"}, dir, &recorder{})
+	names := func(id string) []string {
+		t.Helper()
+		n, err := cni.CachedNames(id)
+		must(t, err)
+		slices.Sort(n)
+		return n
+	}
+	if got := names("c1"); !slices.Equal(got, []string{"old-c1-eth0"}) {
+		t.Fatalf("listed %v", got)
+	}
+	list, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"bridge"}]}`))
+	must(t, err)
+	rt := &libcni.RuntimeConf{ContainerID: "c1", NetNS: "/x", IfName: "net1"}
+	_, err = cni.AddNetworkList(context.Background(), list, rt)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(results, "past-c1-eth9"), []byte("{}"), 0o600)) // not through the CNI
+	if got := names("c1"); !slices.Equal(got, []string{"net-c1-net1", "old-c1-eth0"}) {
+		t.Errorf("after ADD %v (the file written past the CNI is not seen until Forget)", got)
+	}
+	must(t, cni.DelNetworkList(context.Background(), list, rt))
+	if got := names("c1"); !slices.Equal(got, []string{"old-c1-eth0"}) {
+		t.Errorf("after DEL %v", got)
+	}
+	cni.Forget()
+	if got := names("c1"); !slices.Equal(got, []string{"old-c1-eth0", "past-c1-eth9"}) {
+		t.Errorf("after Forget %v", got)
+	}
+}
