@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -22,8 +21,6 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
-	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/types/create"
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
 
@@ -47,46 +44,6 @@ type CNI struct {
 	files  Files
 	names  names
 }
-
-// Files is where the cache files are written, read and removed.
-type Files interface {
-	WriteFile(path string, data []byte) error
-	ReadFile(path string) ([]byte, error)
-	Remove(path string) error
-	// Flush returns once every file written is on disk, for libcni's
-	// readers.
-	Flush() error
-}
-
-// WriteBehind makes the CNI write its cache files with files (a
-// writebehind.Files: behind the ADD) and returns it. libcni's own
-// methods that read the cache (CHECK, GC, the cached result, config and
-// attachments) flush them first.
-func (c *CNI) WriteBehind(files Files) *CNI {
-	c.files = files
-	return c
-}
-
-// direct is Files on the file system, as libcni writes its cache.
-type direct struct{}
-
-func (direct) WriteFile(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	return os.WriteFile(path, data, 0o600)
-}
-
-func (direct) ReadFile(path string) ([]byte, error) { return os.ReadFile(path) }
-
-func (direct) Remove(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-func (direct) Flush() error { return nil }
 
 // New returns the CNI that runs the plugins in path with exec and keeps
 // its cache in cacheDir, as libcni.NewCNIConfigWithCacheDir does.
@@ -152,47 +109,6 @@ func (c *CNI) add(ctx context.Context, list *libcni.NetworkConfigList, p *libcni
 	return parseResult(out, list.CNIVersion)
 }
 
-// parseResult is invoke.ExecPluginWithResult's result: in the version the
-// plugin printed, or when it printed none, the config's.
-func parseResult(out []byte, confVersion string) (types.Result, error) {
-	// Most plugins answer in a version of the current result type: one
-	// decode, as its creator does.
-	var r current.Result
-	if json.Unmarshal(out, &r) == nil && (r.CNIVersion == "1.0.0" || r.CNIVersion == current.ImplementedSpecVersion) {
-		return &r, nil
-	}
-	var v struct {
-		CNIVersion any `json:"cniVersion"`
-	}
-	if json.Unmarshal(out, &v) == nil {
-		if ver, ok := v.CNIVersion.(string); ok && ver != "" {
-			return create.Create(ver, out)
-		}
-	}
-	return fixup(out, confVersion)
-}
-
-// fixup gives a result without a version the config's, as invoke does
-// (fixupResultVersion), with the same errors.
-func fixup(out []byte, confVersion string) (types.Result, error) {
-	if confVersion == "" {
-		confVersion = "0.1.0" // version.ConfigDecoder's default
-	}
-	var raw map[string]any
-	if err := json.Unmarshal(out, &raw); err != nil {
-		return nil, fmt.Errorf("failed to unmarshal raw result: %w", err)
-	}
-	if raw == nil {
-		raw = map[string]any{}
-	}
-	raw["cniVersion"] = confVersion
-	fixed, err := json.Marshal(raw)
-	if err != nil {
-		return nil, fmt.Errorf("failed to remarshal fixed result: %w", err)
-	}
-	return create.Create(confVersion, fixed)
-}
-
 // args are the plugin's environment for command, as libcni's.
 func (c *CNI) args(command string, rt *libcni.RuntimeConf) args {
 	return args{c.baseEnv(), command, rt, strings.Join(c.path, string(os.PathListSeparator))}
@@ -221,13 +137,6 @@ func (c *CNI) DelNetworkList(ctx context.Context, list *libcni.NetworkConfigList
 	return nil
 }
 
-// uncache removes the list's cache entry for rt.
-func (c *CNI) uncache(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) {
-	if path, err := c.cachePath(list, rt); err == nil && c.files.Remove(path) == nil {
-		c.note(filepath.Base(path), false)
-	}
-}
-
 func (c *CNI) del(ctx context.Context, list *libcni.NetworkConfigList, p *libcni.PluginConfig, prev []byte, rt *libcni.RuntimeConf) error {
 	path, err := c.exec.FindInPath(p.Network.Type, c.path)
 	if err != nil {
@@ -238,40 +147,6 @@ func (c *CNI) del(ctx context.Context, list *libcni.NetworkConfigList, p *libcni
 		return err
 	}
 	return invoke.ExecPluginWithoutResult(ctx, path, conf, c.args("DEL", rt), c.exec)
-}
-
-// cachedResult reads the list's cached result, encoded in the list's
-// version (nil: none cached); entries in libcni's legacy format are read by
-// libcni. A result cached in the list's version is passed on as it is: it
-// is what encoding it again would give.
-func (c *CNI) cachedResult(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) ([]byte, error) {
-	path, err := c.cachePath(list, rt)
-	if err != nil {
-		return nil, err
-	}
-	data, err := c.files.ReadFile(path)
-	if err != nil {
-		return nil, nil // as libcni: the entry may not exist
-	}
-	var e cached
-	if err := json.Unmarshal(data, &e); err != nil || e.Kind != libcni.CNICacheV1 {
-		result, err := c.GetNetworkListCachedResult(list, rt)
-		if err != nil || result == nil {
-			return nil, err
-		}
-		return EncodeResult(result)
-	}
-	result, err := create.CreateFromBytes(e.Result) // a damaged result is none, as in libcni
-	if err != nil {
-		return nil, err
-	}
-	if result.Version() == list.CNIVersion {
-		return e.Result, nil
-	}
-	if result, err = result.GetAsVersion(list.CNIVersion); err != nil {
-		return nil, err
-	}
-	return EncodeResult(result)
 }
 
 // config is the plugin's config as libcni's buildOneConfig makes it: the
@@ -412,82 +287,6 @@ func (a args) AsEnv() []string {
 		"CNI_IFNAME="+a.rt.IfName,
 		"CNI_PATH="+a.path,
 	)
-}
-
-// cached is libcni's cache file format (cachedInfo, kind cniCacheV1).
-type cached struct {
-	Kind           string          `json:"kind"`
-	ContainerID    string          `json:"containerId"`
-	Config         []byte          `json:"config"`
-	IfName         string          `json:"ifName"`
-	NetworkName    string          `json:"networkName"`
-	NetNS          string          `json:"netns,omitempty"`
-	CniArgs        [][2]string     `json:"cniArgs,omitempty"`
-	CapabilityArgs map[string]any  `json:"capabilityArgs,omitempty"`
-	Result         json.RawMessage `json:"result,omitempty"`
-}
-
-// cache writes the list's result where libcni's DEL, CHECK and
-// GetCachedAttachments read it.
-func (c *CNI) cache(result types.Result, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
-	path, err := c.cachePath(list, rt)
-	if err != nil {
-		return err
-	}
-	var res json.RawMessage
-	if result != nil {
-		if res, err = EncodeResult(result); err != nil {
-			return err
-		}
-	}
-	data, err := json.Marshal(cached{Kind: libcni.CNICacheV1, ContainerID: rt.ContainerID, Config: list.Bytes, IfName: rt.IfName,
-		NetworkName: list.Name, NetNS: rt.NetNS, CniArgs: rt.Args, CapabilityArgs: rt.CapabilityArgs, Result: res})
-	if err != nil {
-		return err
-	}
-	if err := c.files.WriteFile(path, data); err != nil {
-		return err
-	}
-	c.note(filepath.Base(path), true)
-	return nil
-}
-
-// cachePath is the list's cache file for rt.
-func (c *CNI) cachePath(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) (string, error) {
-	if list.Name == "" || rt.ContainerID == "" || rt.IfName == "" {
-		return "", fmt.Errorf("cache file path requires network name (%q), container ID (%q), and interface name (%q)", list.Name, rt.ContainerID, rt.IfName)
-	}
-	return filepath.Join(ResultsDir(c.cacheDir), ResultFile(list.Name, rt.ContainerID, rt.IfName)), nil
-}
-
-// ResultsDir is libcni's result cache under a cache dir.
-func ResultsDir(cacheDir string) string { return filepath.Join(cacheDir, "results") }
-
-// ResultFile is the name libcni gives a result cache file
-// (getCacheFilePath in libcni/api.go).
-func ResultFile(network, containerID, ifName string) string {
-	return fmt.Sprintf("%s-%s-%s", network, containerID, ifName)
-}
-
-// EncodeResult encodes r as json.Marshal does (a result of 1.0.0 or later
-// without an empty "dns"), in one pass: the result's own MarshalJSON
-// encodes it, decodes it into a map and encodes that again.
-func EncodeResult(r types.Result) ([]byte, error) {
-	res, ok := r.(*current.Result)
-	if !ok {
-		return json.Marshal(r)
-	}
-	out := struct {
-		CNIVersion string               `json:"cniVersion,omitempty"`
-		Interfaces []*current.Interface `json:"interfaces,omitempty"`
-		IPs        []*current.IPConfig  `json:"ips,omitempty"`
-		Routes     []*types.Route       `json:"routes,omitempty"`
-		DNS        *types.DNS           `json:"dns,omitempty"`
-	}{res.CNIVersion, res.Interfaces, res.IPs, res.Routes, nil}
-	if !res.DNS.IsEmpty() {
-		out.DNS = &res.DNS
-	}
-	return json.Marshal(out)
 }
 
 // describe names a plugin in errors as libcni does.
