@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
@@ -220,15 +219,7 @@ func (e *Executor) cacheNames(containerID string) ([]string, error) {
 	if e.CacheDir == "" {
 		return nil, errors.New("no cache dir")
 	}
-	d, err := os.Open(leancni.ResultsDir(e.CacheDir))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close()
-	return d.Readdirnames(-1)
+	return leancni.ResultNames(e.CacheDir)
 }
 
 // delDamaged handles a record that cannot be decoded: it deletes every

@@ -45,15 +45,7 @@ func (c *CNI) list() (map[string]bool, error) {
 	if err := c.files.Flush(); err != nil {
 		return nil, err
 	}
-	d, err := os.Open(ResultsDir(c.cacheDir))
-	if errors.Is(err, os.ErrNotExist) {
-		return map[string]bool{}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close()
-	listed, err := d.Readdirnames(-1)
+	listed, err := ResultNames(c.cacheDir)
 	if err != nil {
 		return nil, err
 	}
@@ -62,6 +54,20 @@ func (c *CNI) list() (map[string]bool, error) {
 		set[n] = true
 	}
 	return set, nil
+}
+
+// ResultNames reads the names of the result cache files in cacheDir
+// (none when it has no results dir).
+func ResultNames(cacheDir string) ([]string, error) {
+	d, err := os.Open(ResultsDir(cacheDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Readdirnames(-1)
 }
 
 // Forget has the names listed again: files were written into the cache
