@@ -54,7 +54,7 @@ func (d *Daemon) Handle(ctx context.Context, req *wire.Request) *wire.Response {
 		delegates := busy.Total()
 		metrics.RequestOwnSeconds.Observe((took - delegates).Seconds(), command)
 		d.Log.Debug("CNI request done", "command", command, "containerID", req.ContainerID, "result", result,
-			"totalMs", ms(took), "delegateMs", ms(delegates), "ownMs", ms(took-delegates), "steps", trace)
+			"totalMs", ms(took), "delegateMs", ms(delegates), "ownMs", ms(took-delegates), "ownCpuMs", ms(busy.OwnCPU()), "steps", trace)
 	}
 	metrics.Requests.Inc(command, result)
 	return resp

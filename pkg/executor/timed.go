@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
+	"golang.org/x/sys/unix"
 
 	"github.com/rewire-cni/rewire/pkg/metrics"
 	"github.com/rewire-cni/rewire/pkg/steps"
@@ -42,20 +43,34 @@ type busyKey struct{}
 
 // Busy measures the wall time during which at least one delegate of a
 // request was executing (concurrent delegates count once): a request's
-// duration minus it is rewired's own time.
+// duration minus it is rewired's own time. It also reads rewired's process
+// CPU clock at the same edges, so that a request served alone can tell its
+// own CPU time from its own wall time (which includes waiting for a CPU).
 type Busy struct {
-	started time.Time // the request's start: its delegates' place in the queue (Limited)
-	mu      sync.Mutex
-	active  int
-	since   time.Time
-	total   time.Duration
+	started  time.Time // the request's start: its delegates' place in the queue (Limited)
+	startCPU time.Duration
+	mu       sync.Mutex
+	active   int
+	since    time.Time
+	sinceCPU time.Duration
+	total    time.Duration
+	totalCPU time.Duration
 }
 
 // WithBusy returns ctx carrying a new Busy clock for the delegates run
 // under it, for a request starting now.
 func WithBusy(ctx context.Context) (context.Context, *Busy) {
-	b := &Busy{started: time.Now()}
+	b := &Busy{started: time.Now(), startCPU: processCPU()}
 	return context.WithValue(ctx, busyKey{}, b), b
+}
+
+// processCPU is the CPU time all of rewired's threads have used so far.
+func processCPU() time.Duration {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_PROCESS_CPUTIME_ID, &ts) != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
 }
 
 func (b *Busy) begin() {
@@ -64,7 +79,7 @@ func (b *Busy) begin() {
 	}
 	b.mu.Lock()
 	if b.active == 0 {
-		b.since = time.Now()
+		b.since, b.sinceCPU = time.Now(), processCPU()
 	}
 	b.active++
 	b.mu.Unlock()
@@ -78,6 +93,7 @@ func (b *Busy) end() {
 	b.active--
 	if b.active == 0 {
 		b.total += time.Since(b.since)
+		b.totalCPU += processCPU() - b.sinceCPU
 	}
 	b.mu.Unlock()
 }
@@ -91,4 +107,14 @@ func (b *Busy) Total() time.Duration {
 		t += time.Since(b.since)
 	}
 	return t
+}
+
+// OwnCPU returns the CPU time rewired's process used since the request
+// started, less what it used while the request's delegates were running
+// (forking, waiting for and reading them). It is exact for a request served
+// alone; concurrent requests, informers and the garbage collector add to it.
+func (b *Busy) OwnCPU() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return processCPU() - b.startCPU - b.totalCPU
 }
