@@ -7,8 +7,6 @@ package store
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,129 +18,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
-	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/fsutil"
-	"github.com/rewire-cni/rewire/pkg/handover"
 )
-
-// State of one attachment.
-type State string
-
-// Attachment states. An attachment is recorded as Adding before its delegate
-// ADD runs and as Added after it succeeded; Deleting before its DEL.
-// Retiring is recorded before such an attachment's interface is deleted.
-// Retained is an old primary a live switch moved away from: its interface
-// and host-side pieces are gone, but its IPAM still reserves the pod's
-// addresses (status.podIPs can name them) until the pod's DEL releases them.
-const (
-	Adding   State = "adding"
-	Added    State = "added"
-	Deleting State = "deleting"
-	Retiring State = "retiring"
-	Retained State = "retained"
-)
-
-// Attachment is a stored attachment: the spec it was added with, its state
-// and the delegate's result.
-type Attachment struct {
-	attachment.Spec
-	State  State           `json:"state"`
-	Result json.RawMessage `json:"result,omitempty"`
-}
-
-// Sandbox is the record of one pod sandbox (one CNI container ID).
-type Sandbox struct {
-	ContainerID  string `json:"containerID"`
-	NetNS        string `json:"netns"`
-	IfName       string `json:"ifName"`
-	PodNamespace string `json:"podNamespace"`
-	PodName      string `json:"podName"`
-	PodUID       string `json:"podUID,omitempty"`
-	// Args are the CNI_ARGS the runtime passed (pod identity), replayed on DEL.
-	Args [][2]string `json:"args,omitempty"`
-	// CNIVersion is the version the runtime asked results in.
-	CNIVersion string `json:"cniVersion"`
-	// Complete is set once the runtime's ADD succeeded; a record left
-	// incomplete by a crash is rolled back at restart.
-	Complete bool `json:"complete"`
-	// Created is when the runtime's ADD began: a pod's newest sandbox is
-	// the one hot-plug and switch act on.
-	Created     time.Time    `json:"created,omitzero"`
-	Attachments []Attachment `json:"attachments"`
-	// Switch is set while the primary network is being switched.
-	Switch *Switch `json:"switch,omitempty"`
-	// HostChanges are host-side changes made for this pod by a switch
-	// (proxy ARP/NDP on a bridge), undone when no record needs them.
-	HostChanges []handover.HostChanges `json:"hostChanges,omitempty"`
-	// Adopted names the foreign state the record was built from when Rewire
-	// took over a sandbox another meta plugin made (Multus: "multus:" and
-	// its cniDir); that state is removed once the sandbox is deleted.
-	Adopted string `json:"adopted,omitempty"`
-	// Seq orders the record's writes: the journal's replay never puts an
-	// older state over a newer file.
-	Seq uint64 `json:"seq,omitempty"`
-}
-
-// Switch records a live primary-network switch in progress: the attachment
-// it moves away from and the one it adds (by CNI interface name). Until the
-// new attachment is Added the switch is undone after a crash; from then on
-// it is finished.
-type Switch struct {
-	From string `json:"from"`
-	To   string `json:"to"`
-	// Readdress: the new network has its own addresses and the old
-	// attachment stays for connections on its addresses until DrainUntil.
-	Readdress  bool      `json:"readdress,omitempty"`
-	DrainUntil time.Time `json:"drainUntil,omitzero"`
-	// Parked are the new network's host routes to the kept addresses,
-	// held back until the cut-over (inbound traffic stays on the old one).
-	Parked []handover.HostRoute `json:"parked,omitempty"`
-}
-
-// Primary returns the primary attachment (nil when none is recorded).
-func (s *Sandbox) Primary() *Attachment {
-	for i := range s.Attachments {
-		if s.Attachments[i].Primary {
-			return &s.Attachments[i]
-		}
-	}
-	return nil
-}
-
-// Find returns the attachment with the given interface name.
-func (s *Sandbox) Find(ifName string) *Attachment {
-	for i := range s.Attachments {
-		if s.Attachments[i].IfName == ifName {
-			return &s.Attachments[i]
-		}
-	}
-	return nil
-}
-
-// Specs returns the specs of the attachments that have an interface (all
-// but Retained ones), in record order.
-func (s *Sandbox) Specs() []attachment.Spec {
-	specs := make([]attachment.Spec, 0, len(s.Attachments))
-	for _, a := range s.Attachments {
-		if a.State != Retained {
-			specs = append(specs, a.Spec)
-		}
-	}
-	return specs
-}
-
-// Remove drops the attachment with the given interface name.
-func (s *Sandbox) Remove(ifName string) {
-	out := s.Attachments[:0]
-	for _, a := range s.Attachments {
-		if a.IfName != ifName {
-			out = append(out, a)
-		}
-	}
-	s.Attachments = out
-}
 
 // Store keeps one file per sandbox under dir/sandboxes, one file per
 // distinct delegate config ever used under dir/networks (for CNI GC), and
@@ -421,51 +299,6 @@ func (s *Store) IDs() ([]string, error) {
 	ids = slices.DeleteFunc(ids, func(id string) bool { return removed[id] })
 	sort.Strings(ids)
 	return slices.Compact(ids), nil
-}
-
-// RememberNetwork records a delegate config list so that GC can reach its
-// plugins even after every sandbox using it is gone. Already known configs
-// cost one stat.
-func (s *Store) RememberNetwork(conf []byte) error {
-	sum := sha256.Sum256(conf)
-	key := hex.EncodeToString(sum[:16]) + ".json"
-	if _, ok := s.known.Load(key); ok {
-		return nil
-	}
-	p := filepath.Join(s.dir, "networks", key)
-	if _, err := os.Stat(p); err != nil {
-		if err := s.writeAtomic(p, conf, true); err != nil {
-			return err
-		}
-	}
-	s.known.Store(key, true)
-	return nil
-}
-
-// Networks returns every delegate config list ever remembered, keyed by file.
-func (s *Store) Networks() (map[string][]byte, error) {
-	dir := filepath.Join(s.dir, "networks")
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string][]byte{}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err == nil {
-			out[e.Name()] = raw
-		}
-	}
-	return out, nil
-}
-
-// ForgetNetwork removes a remembered network config by its key.
-func (s *Store) ForgetNetwork(key string) error {
-	s.known.Delete(filepath.Base(key))
-	return os.Remove(filepath.Join(s.dir, "networks", filepath.Base(key)))
 }
 
 func (s *Store) writeAtomic(path string, data []byte, sync bool) error {
