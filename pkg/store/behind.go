@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
+
+	"github.com/rewire-cni/rewire/pkg/writebehind"
 )
 
 // A writer store (New, with a journal) writes and removes record files
@@ -63,13 +66,14 @@ func (b *behind) snapshot() []entry {
 	return out
 }
 
-// writeBehind starts writing id's pending record to its file.
+// writeBehind has id's pending record written to its file shortly (as
+// writebehind does libcni's cache files, after writebehind.Delay).
 func (s *Store) writeBehind(id string) {
 	s.behind.writers.Add(1)
-	go func() {
+	time.AfterFunc(writebehind.Delay, func() {
 		defer s.behind.writers.Done()
 		_ = s.writeFile(id)
-	}()
+	})
 }
 
 // writeFile writes id's pending record to its file (or removes the file
