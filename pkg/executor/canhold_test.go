@@ -19,6 +19,8 @@ func TestCanHold(t *testing.T) {
 		t.Fatal(err)
 	}
 	hostLocal := `{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"bridge","ipam":{"type":"host-local","ranges":[[{"subnet":"10.0.0.0/24"}]]}}]}`
+	whereabouts := `{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"macvlan","master":"eth0","ipam":{"type":"whereabouts","range":"10.1.0.0/24"}}]}`
+	staticIPAM := `{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"macvlan","master":"eth0","ipam":{"type":"static","addresses":[{"address":"10.2.0.5/24"}]}}]}`
 	noIPAM := `{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"bridge"}]}`
 	for _, tc := range []struct {
 		name, conf string
@@ -27,7 +29,10 @@ func TestCanHold(t *testing.T) {
 	}{
 		{"static plugin there", hostLocal, []string{without, withStatic}, false},
 		{"static plugin missing", hostLocal, []string{without}, true},
-		{"nothing to keep reserved", noIPAM, []string{without}, false},
+		{"whereabouts, static plugin there", whereabouts, []string{withStatic}, false},
+		{"whereabouts, static plugin missing", whereabouts, []string{without}, true},
+		{"static addresses: nothing to keep reserved", staticIPAM, []string{without}, false},
+		{"no IPAM: nothing to keep reserved", noIPAM, []string{without}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := &Executor{BinDirs: tc.binDirs}

@@ -2,9 +2,10 @@
 // removal is appended to a journal first (one write to an open file, not
 // synced: it survives a crash of the process, as the file's own write
 // would) and served from memory until a goroutine has brought the file in
-// line (Delay later); then the journal is emptied. Opening the journal replays what a
-// crash left in it. rewired keeps libcni's result cache this way: a file
-// create per network per ADD was the largest part of its own time.
+// line (Delay later); then the journal is emptied. Opening the journal
+// replays what a crash left in it. rewired keeps libcni's result cache this
+// way: a file create per network per ADD was the largest part of its own
+// time.
 //
 // The files are as durable as libcni makes them (not synced): after a
 // power loss a file may be missing or older, as libcni's own may.
