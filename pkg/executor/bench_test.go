@@ -53,10 +53,7 @@ func (f *instantCNI) GetCachedAttachments(string) ([]*libcni.NetworkAttachment, 
 func BenchmarkOwnWork(b *testing.B) {
 	for _, n := range []int{0, 1, 3} {
 		b.Run(fmt.Sprintf("secondaries=%d", n), func(b *testing.B) {
-			st, err := store.New(b.TempDir(), false)
-			if err != nil {
-				b.Fatal(err)
-			}
+			st := newStore(b)
 			e := New(&instantCNI{}, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			specs := []attachment.Spec{{Network: "cluster", IfName: "eth0", Primary: true,
 				Config: []byte(`{"cniVersion":"1.0.0","name":"cluster","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.250.0.0/16"}]]}},{"type":"portmap","capabilities":{"portMappings":true}}]}`)}}

@@ -46,8 +46,7 @@ func (f *fakeCNI) AddNetworkList(context.Context, *libcni.NetworkConfigList, *li
 // attachments must not create its lease until that GC is over: GC would
 // take the new lease for a stale one.
 func TestGCAndAddDoNotOverlap(t *testing.T) {
-	st, err := store.New(t.TempDir(), false)
-	must(t, err)
+	st := newStore(t)
 	conf := []byte(`{"cniVersion":"1.1.0","name":"n1","plugins":[{"type":"bridge"}]}`)
 	must(t, st.RememberNetwork(conf))
 	sb := &store.Sandbox{ContainerID: "c1", NetNS: "/proc/self/ns/net", Complete: true}

@@ -17,10 +17,7 @@ func TestRecoverIndexesNewestSandbox(t *testing.T) {
 		{"b-old", "a-new"}, // the older record is read last
 		{"a-old", "b-new"},
 	} {
-		st, err := store.New(t.TempDir(), false)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := newStore(t)
 		now := time.Now()
 		for id, created := range map[string]time.Time{tc.older: now.Add(-time.Hour), tc.newer: now} {
 			must(t, st.Commit(&store.Sandbox{ContainerID: id, PodUID: "uid-1", Complete: true, Created: created}))

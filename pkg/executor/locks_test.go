@@ -27,10 +27,7 @@ func withLockTimeout(t *testing.T, d time.Duration) {
 // forever; the holder is not disturbed and other sandboxes are not blocked.
 func TestRequestsGiveUpOnAHeldSandbox(t *testing.T) {
 	withLockTimeout(t, 50*time.Millisecond)
-	st, err := store.New(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := newStore(t)
 	cni := libcni.NewCNIConfigWithCacheDir(nil, t.TempDir(), nil) // no plugins: none is needed
 	e := New(cni, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	unlock := e.Lock("held") // e.g. an ADD whose delegate calls back into Rewire
@@ -114,4 +111,16 @@ func TestKeyedMutex(t *testing.T) {
 	if len(k.m) != 0 {
 		t.Errorf("unused mutexes kept: %v", k.m)
 	}
+}
+
+// newStore opens a writer store in a temporary directory and has its
+// record files written (Flush) before the directory is removed.
+func newStore(t testing.TB) *store.Store {
+	t.Helper()
+	st, err := store.New(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Flush() })
+	return st
 }

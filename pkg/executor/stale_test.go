@@ -48,8 +48,7 @@ func TestDelStale(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			st, err := store.New(t.TempDir(), false)
-			must(t, err)
+			st := newStore(t)
 			if c.record != nil {
 				c.record.ContainerID, c.record.NetNS = "c1", "/var/run/netns/gone"
 				c.record.Args = [][2]string{{"K8S_POD_NAME", "p"}}

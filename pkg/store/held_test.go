@@ -10,10 +10,7 @@ import (
 // The held-address index follows Put, Track and Delete; a Put changing one
 // attachment's result leaves the others' entries as they were parsed.
 func TestHeldIndexFollowsRecords(t *testing.T) {
-	s, err := New(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, t.TempDir())
 	holders := func(ip string) int {
 		h, err := s.Holders(net.ParseIP(ip), "")
 		if err != nil {

@@ -18,6 +18,7 @@ func TestStoreRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = s.Flush() })
 		sb := &Sandbox{ContainerID: "abc123", NetNS: "/var/run/netns/x", PodNamespace: "default", PodName: "p",
 			Attachments: []Attachment{{Spec: attachment.Spec{Network: "default/mv", IfName: "net1", Config: []byte(`{"a":1}`)}, State: Adding}}}
 		if err := s.Put(sb); err != nil {
@@ -52,7 +53,7 @@ func TestStoreRoundTrip(t *testing.T) {
 
 func TestStoreCorruptAndInvalid(t *testing.T) {
 	dir := t.TempDir()
-	s, _ := New(dir, false)
+	s := openStore(t, dir)
 	os.WriteFile(filepath.Join(dir, "sandboxes", "bad.json"), []byte("{nope"), 0o600)
 	if _, err := s.Get("bad"); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("want ErrCorrupt, got %v", err)
@@ -72,13 +73,11 @@ func TestStoreCorruptAndInvalid(t *testing.T) {
 
 func TestNewRemovesInterruptedWrites(t *testing.T) {
 	dir := t.TempDir()
-	s, _ := New(dir, false)
+	s := openStore(t, dir)
 	_ = s.Put(&Sandbox{ContainerID: "keep"})
 	stale := filepath.Join(dir, "sandboxes", ".keep.json.123")
 	os.WriteFile(stale, []byte("{"), 0o600)
-	if _, err := New(dir, false); err != nil {
-		t.Fatal(err)
-	}
+	openStore(t, dir) // a restart
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Errorf("temp file of an interrupted write survived a restart: %v", err)
 	}
@@ -88,7 +87,7 @@ func TestNewRemovesInterruptedWrites(t *testing.T) {
 }
 
 func TestRememberNetwork(t *testing.T) {
-	s, _ := New(t.TempDir(), false)
+	s := openStore(t, t.TempDir())
 	for range 2 {
 		if err := s.RememberNetwork([]byte(`{"name":"n"}`)); err != nil {
 			t.Fatal(err)
