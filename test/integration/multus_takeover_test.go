@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -212,6 +213,7 @@ func TestMultusTakeoverSwitch(t *testing.T) {
 		}
 	}
 
+	from := time.Now()
 	setDefaultNetwork(t, p, "net-b")
 	t.Logf("A->B: %s", waitEvents(t, p, "NetworkSwitched", 1)[0])
 	e.assertPrimary(t, p, ip, "default/net-b", []string{b, cluster}, nil)
@@ -223,7 +225,7 @@ func TestMultusTakeoverSwitch(t *testing.T) {
 	e.assertPrimary(t, p, ip, cluster, []string{cluster, b}, nil)
 	flowing()
 	must(t, e.rt.Check(ctx, p))
-	stopClients(t, clients)
+	stopClients(t, clients, from)
 	links, err := podLinks(t, p)
 	must(t, err)
 	for _, name := range []string{"net1", "net2"} {
