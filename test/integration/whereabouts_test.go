@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -84,6 +85,7 @@ func TestSwitchWhereaboutsShared(t *testing.T) {
 	}
 	assertPool("after ADD", map[string]string{x: "default/wa-switch eth0"})
 
+	from := time.Now()
 	setDefaultNetwork(t, p, "net-b")
 	t.Logf("A->B: %s", waitEvents(t, p, "NetworkSwitched", 1)[0])
 	e.assertPrimary(t, p, x, "default/net-b", nil, nil)
@@ -106,17 +108,7 @@ func TestSwitchWhereaboutsShared(t *testing.T) {
 	e.assertPrimary(t, p, x, cluster, nil, nil)
 	assertPool("back on A", map[string]string{x: "default/wa-switch eth0", ya: "default/wa-on-a eth0", yb: "default/wa-on-b eth0"})
 
-	for name, tr := range clients {
-		stats, n, err := tr.stop()
-		t.Logf("client %s, 1 kHz UDP probe over two switches: %s; TCP: %d messages echoed", name, stats, n)
-		if err != nil {
-			t.Errorf("client %s: TCP connection did not survive: %v", name, err)
-		}
-		if stats.Lost() > 0 {
-			t.Errorf("client %s lost %d probes", name, stats.Lost())
-		}
-		tr.client.Close()
-	}
+	stopClients(t, clients, from)
 	for _, q := range []*harness.Pod{p, onA, onB} {
 		must(t, e.rt.Del(ctx, q))
 	}
