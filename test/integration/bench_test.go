@@ -19,6 +19,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 
 	"github.com/rewire-cni/rewire/pkg/daemon"
+	"github.com/rewire-cni/rewire/pkg/kube"
 	"github.com/rewire-cni/rewire/pkg/selection"
 	"github.com/rewire-cni/rewire/test/harness"
 )
@@ -129,7 +130,9 @@ func benchAdd(b *testing.B, secondaries int) {
 	for i := range *samples {
 		pods = append(pods, e.newPod("default", fmt.Sprintf("bench-%d-%d", secondaries, i), ann))
 	}
-	time.Sleep(500 * time.Millisecond) // let the daemon's informer see the pods
+	for _, p := range pods { // each ADD finds its pod in the daemon's cache
+		e.waitView(b, p, "the pod", func(daemon.PodView) bool { return true })
+	}
 	before, err := e.daemon.Counters()
 	must(b, err)
 
@@ -170,7 +173,7 @@ func benchAdd(b *testing.B, secondaries int) {
 		spawn = append(spawn, time.Since(start))
 	}
 	b.StopTimer()
-	e.waitStatusFlushed(b, pods)
+	e.waitReported(b, pods)
 	after, err := e.daemon.Counters()
 	must(b, err)
 	// DEL, interleaved the same way.
@@ -260,12 +263,17 @@ func (d *directCaller) del(ctx context.Context, b *testing.B, sandbox int, netns
 	}
 }
 
-// waitStatusFlushed waits until every pod has its network-status.
-func (e *env) waitStatusFlushed(b *testing.B, pods []*harness.Pod) {
+// waitReported waits until the API writes of every pod's ADD are done: its
+// network-status, and its AddedInterface Event unless the bench config
+// turns them off.
+func (e *env) waitReported(b *testing.B, pods []*harness.Pod) {
+	events := !strings.Contains(*benchConfig, "addedInterfaceEvents: false")
 	for _, p := range pods {
 		networkStatus(b, p)
+		if events {
+			waitEvents(b, p, kube.ReasonAddedInterface, 1)
+		}
 	}
-	time.Sleep(300 * time.Millisecond) // events are sent asynchronously too
 }
 
 func median(d []time.Duration) time.Duration { return quantile(d, 0.5) }
