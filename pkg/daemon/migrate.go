@@ -21,20 +21,19 @@ func (d *Daemon) MigrationNode(name string, labels map[string]string, pods *kube
 	}
 }
 
-// recordedPrimary returns the network of the pod's recorded primary.
+// recordedPrimary returns the network of the pod's recorded primary (from
+// the store's index: the migration controller asks for every pod at every
+// step).
 func (d *Daemon) recordedPrimary(uid ktypes.UID) (string, bool) {
 	cid := d.Exec.ByPod(string(uid))
 	if cid == "" {
 		return "", false
 	}
-	sb, err := d.Exec.Get(cid)
-	if err != nil || sb == nil || !sb.Complete {
+	h, ok, err := d.Exec.Head(cid)
+	if err != nil || !ok || !h.Complete || h.Primary == "" {
 		return "", false
 	}
-	if p := sb.Primary(); p != nil {
-		return p.Network, true
-	}
-	return "", false
+	return h.Primary, true
 }
 
 // clusterKey is the network key the cluster network is recorded under.

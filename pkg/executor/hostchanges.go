@@ -42,23 +42,14 @@ func (e *Executor) undoHostChanges(sb *store.Sandbox) {
 // for bridge.
 func (e *Executor) othersHostChanges(containerID, bridge string) handover.HostChanges {
 	var sum handover.HostChanges
-	ids, err := e.store.IDs()
+	changes, err := e.store.HostChanges(containerID)
 	if err != nil {
 		return sum
 	}
-	for _, id := range ids {
-		if id == containerID {
-			continue
-		}
-		other, err := e.store.Get(id)
-		if err != nil || other == nil {
-			continue
-		}
-		for _, c := range other.HostChanges {
-			if c.Bridge == bridge {
-				sum.ProxyARP = sum.ProxyARP || c.ProxyARP
-				sum.ProxyNDP = sum.ProxyNDP || c.ProxyNDP
-			}
+	for _, c := range changes {
+		if c.Bridge == bridge {
+			sum.ProxyARP = sum.ProxyARP || c.ProxyARP
+			sum.ProxyNDP = sum.ProxyNDP || c.ProxyNDP
 		}
 	}
 	return sum

@@ -18,6 +18,12 @@ func (e *Executor) Get(containerID string) (*store.Sandbox, error) {
 	return e.store.Get(containerID)
 }
 
+// Head returns what the store's index keeps of a sandbox record, false when
+// there is none (no lock needed, no disk read).
+func (e *Executor) Head(containerID string) (store.Head, bool, error) {
+	return e.store.Head(containerID)
+}
+
 // Plug adds one attachment to a running sandbox; the caller holds Lock. The
 // attachment is recorded before its delegate runs; if anything fails it is
 // deleted again and dropped from the record, so nothing half-plugged stays.

@@ -74,6 +74,10 @@ type run struct {
 	reported *NodeStatus
 	// waiting: why the last step started no switch (see NodeStatus).
 	waiting string
+	// source and target are the recorded keys of the pass's networks,
+	// found once per step (finding them reads the cluster network's
+	// config).
+	source, target string
 }
 
 // Controller executes the migrations for one node.
@@ -192,6 +196,7 @@ func contains(list []string, s string) bool {
 
 func (c *Controller) stepRun(ctx context.Context, m *Migration, r *run) {
 	r.waiting = ""
+	r.source, r.target = c.key(m.Spec.source()), c.key(m.Spec.target())
 	pods := c.node.Pods()
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Namespace+"/"+pods[i].Name < pods[j].Namespace+"/"+pods[j].Name })
 	present := map[types.UID]bool{}
@@ -201,7 +206,7 @@ func (c *Controller) stepRun(ctx context.Context, m *Migration, r *run) {
 		}
 		s := r.pods[p.UID]
 		if s == nil {
-			if !c.candidate(m, p) {
+			if !c.candidate(m, r, p) {
 				continue
 			}
 			s = &podState{ref: p.Namespace + "/" + p.Name}
@@ -220,7 +225,7 @@ func (c *Controller) stepRun(ctx context.Context, m *Migration, r *run) {
 // candidate reports whether the pod takes part in this pass: forward, a pod
 // on the source network, one this migration already marked, or (newPods: to)
 // a pod started on the target for it; rollback, a pod this migration marked.
-func (c *Controller) candidate(m *Migration, p *kube.Pod) bool {
+func (c *Controller) candidate(m *Migration, r *run, p *kube.Pod) bool {
 	if p.Annotations[Annotation] == m.Name {
 		return true
 	}
@@ -229,10 +234,10 @@ func (c *Controller) candidate(m *Migration, p *kube.Pod) bool {
 	}
 	prim, ok := c.node.Primary(p.UID)
 	if ok && m.Spec.NewPods == "to" && p.Annotations[selection.DefaultNetworkAnnotation] == "" &&
-		prim == c.key(m.Spec.target()) {
+		prim == r.target {
 		return true
 	}
-	return ok && prim == c.key(m.Spec.source())
+	return ok && prim == r.source
 }
 
 // key is the recorded key of a network named in a migration.
@@ -258,7 +263,7 @@ func (c *Controller) NewPodNetwork(p *kube.Pod) (string, bool) {
 }
 
 func (c *Controller) advance(ctx context.Context, m *Migration, r *run, p *kube.Pod, s *podState) {
-	target := c.key(m.Spec.target())
+	target := r.target
 	prim, ok := c.node.Primary(p.UID)
 	switch s.phase {
 	case pending:

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"net"
+	"slices"
 	"sync"
+
+	"github.com/rewire-cni/rewire/pkg/handover"
 )
 
 // Holder is an attachment that holds an address: the pod's IPAM reserved
@@ -16,13 +19,61 @@ type Holder struct {
 	Network     string
 }
 
-// heldIndex knows the addresses every record's attachments hold. It is
-// built on first use from the records on disk and kept current by Put and
-// Delete, so that checking an address costs no disk read.
+// heldIndex knows the addresses every record's attachments hold, and each
+// record's Head. It is built on first use from the records on disk and kept
+// current by every write and removal, so that checking an address, finding
+// a pod's primary network or summing the host changes of all records costs
+// no disk read.
 type heldIndex struct {
 	mu    sync.Mutex
 	built bool
 	byID  map[string][]heldAddr
+	heads map[string]Head
+}
+
+// Head is what the index keeps of a record besides its addresses.
+type Head struct {
+	// Complete: the runtime's ADD succeeded.
+	Complete bool
+	// Primary is the network of the primary attachment ("" without one).
+	Primary string
+	// HostChanges are the record's (a copy).
+	HostChanges []handover.HostChanges
+}
+
+func headOf(sb *Sandbox) Head {
+	h := Head{Complete: sb.Complete, HostChanges: slices.Clone(sb.HostChanges)}
+	if p := sb.Primary(); p != nil {
+		h.Primary = p.Network
+	}
+	return h
+}
+
+// Head returns the index's head of id's record, false when there is none.
+func (s *Store) Head(id string) (Head, bool, error) {
+	s.held.mu.Lock()
+	defer s.held.mu.Unlock()
+	if err := s.buildHeld(); err != nil {
+		return Head{}, false, err
+	}
+	h, ok := s.held.heads[id]
+	return h, ok, nil
+}
+
+// HostChanges returns the host changes of every record but exceptID's.
+func (s *Store) HostChanges(exceptID string) ([]handover.HostChanges, error) {
+	s.held.mu.Lock()
+	defer s.held.mu.Unlock()
+	if err := s.buildHeld(); err != nil {
+		return nil, err
+	}
+	var out []handover.HostChanges
+	for id, h := range s.held.heads {
+		if id != exceptID {
+			out = append(out, h.HostChanges...)
+		}
+	}
+	return out, nil
 }
 
 type heldAddr struct {
@@ -63,10 +114,10 @@ func (s *Store) buildHeld() error {
 	if err != nil {
 		return err
 	}
-	s.held.byID = map[string][]heldAddr{}
+	s.held.byID, s.held.heads = map[string][]heldAddr{}, map[string]Head{}
 	for _, id := range ids {
 		if sb, err := s.Get(id); err == nil && sb != nil {
-			s.held.byID[id] = heldAddrs(sb)
+			s.held.byID[id], s.held.heads[id] = heldAddrs(sb), headOf(sb)
 		}
 	}
 	s.held.built = true
@@ -74,8 +125,8 @@ func (s *Store) buildHeld() error {
 }
 
 // noteHeld updates the index after a record was written (sb) or deleted
-// (sb nil).
-func (s *Store) noteHeld(id string, sb *Sandbox) {
+// (sb nil); track: sb was not written, only its addresses are known (Track).
+func (s *Store) noteHeld(id string, sb *Sandbox, track bool) {
 	s.held.mu.Lock()
 	defer s.held.mu.Unlock()
 	if !s.held.built {
@@ -83,9 +134,13 @@ func (s *Store) noteHeld(id string, sb *Sandbox) {
 	}
 	if sb == nil {
 		delete(s.held.byID, id)
+		delete(s.held.heads, id)
 		return
 	}
 	s.held.byID[id] = heldAddrsReusing(sb, s.held.byID[id])
+	if !track {
+		s.held.heads[id] = headOf(sb)
+	}
 }
 
 // heldAddrs lists the addresses in the results of a record's attachments.

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
+	"github.com/rewire-cni/rewire/pkg/handover"
 )
 
 // The held-address index follows Put, Track and Delete; a Put changing one
@@ -57,5 +58,67 @@ func TestHeldIndexFollowsRecords(t *testing.T) {
 	}
 	if s.journal.sync.syncs()+s.dirSync.syncs() != before {
 		t.Error("Delete of a missing record synced")
+	}
+}
+
+// Heads follow every write and removal, not Track, and are built from the
+// records on disk by a store that did not write them (a restarted daemon).
+func TestHeadsFollowRecords(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	old := &Sandbox{ContainerID: "c0", Complete: true, HostChanges: []handover.HostChanges{{Bridge: "br0", ProxyARP: true}},
+		Attachments: []Attachment{{Spec: attachment.Spec{Network: "cluster", IfName: "eth0", Primary: true}, State: Added}}}
+	if err := s.Commit(old); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir) // the index is built from the file
+	head := func(id string) (Head, bool) {
+		t.Helper()
+		h, ok, err := s.Head(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h, ok
+	}
+	changes := func(except string) []handover.HostChanges {
+		t.Helper()
+		c, err := s.HostChanges(except)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if h, ok := head("c0"); !ok || !h.Complete || h.Primary != "cluster" || len(h.HostChanges) != 1 {
+		t.Fatalf("head of a record on disk: %+v %v", h, ok)
+	}
+	sb := &Sandbox{ContainerID: "c1", Attachments: []Attachment{{Spec: attachment.Spec{Network: "cluster", IfName: "eth0", Primary: true}, State: Adding}}}
+	if err := s.Put(sb); err != nil {
+		t.Fatal(err)
+	}
+	sb.Complete = true
+	s.Track(sb) // not written: not complete as far as the index knows
+	if h, ok := head("c1"); !ok || h.Complete {
+		t.Fatalf("head after Track: %+v %v", h, ok)
+	}
+	sb.Attachments[0].Network = "default/b"
+	sb.HostChanges = []handover.HostChanges{{Bridge: "br1", ProxyNDP: true}}
+	if err := s.Commit(sb); err != nil {
+		t.Fatal(err)
+	}
+	sb.HostChanges[0].Bridge = "changed after the write"
+	if h, _ := head("c1"); !h.Complete || h.Primary != "default/b" || h.HostChanges[0].Bridge != "br1" {
+		t.Fatalf("head after Commit: %+v", h)
+	}
+	if c := changes("c1"); len(c) != 1 || c[0].Bridge != "br0" {
+		t.Fatalf("host changes of the others than c1: %+v", c)
+	}
+	if err := s.Delete("c0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := head("c0"); ok || len(changes("c1")) != 0 {
+		t.Fatal("a deleted record is still in the index")
 	}
 }

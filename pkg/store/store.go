@@ -169,12 +169,12 @@ func (s *Store) write(sb *Sandbox, durable bool) (wait func() error, err error) 
 		if err := s.writeAtomic(p, raw, durable); err != nil {
 			return nil, err
 		}
-		s.noteHeld(sb.ContainerID, sb)
+		s.noteHeld(sb.ContainerID, sb, false)
 		return noWait, nil
 	}
 	e := entry{Seq: sb.Seq, ID: sb.ContainerID, Record: raw}
 	s.behind.put(e) // first: a compaction from now on includes it
-	s.noteHeld(sb.ContainerID, sb)
+	s.noteHeld(sb.ContainerID, sb, false)
 	synced := noWait
 	if durable {
 		synced = s.journal.append(e)
@@ -192,7 +192,7 @@ func (s *Store) write(sb *Sandbox, durable bool) (wait func() error, err error) 
 
 // Track makes the held-address index know sb's results without writing
 // the record (an ADD writes its results with the completed record).
-func (s *Store) Track(sb *Sandbox) { s.noteHeld(sb.ContainerID, sb) }
+func (s *Store) Track(sb *Sandbox) { s.noteHeld(sb.ContainerID, sb, true) }
 
 // Delete removes a sandbox record; a missing record is not an error. The
 // removal is journaled but not synced: it survives a crash of the process,
@@ -210,7 +210,7 @@ func (s *Store) Delete(id string) error {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("removing record %s: %w", id, err) // still holds its addresses
 		}
-		s.noteHeld(id, nil)
+		s.noteHeld(id, nil, false)
 		if s.sync {
 			return s.syncDir(filepath.Dir(p))
 		}
@@ -219,13 +219,13 @@ func (s *Store) Delete(id string) error {
 	if e, ok := s.behind.get(id); !ok || e.Record == nil {
 		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) || ok {
 			// Nothing to remove; an earlier Delete journaled its own removal.
-			s.noteHeld(id, nil)
+			s.noteHeld(id, nil, false)
 			return nil
 		}
 	}
 	e := entry{Seq: s.seq.Add(1), ID: id}
 	s.behind.put(e) // first: a compaction from now on leaves the record out
-	s.noteHeld(id, nil)
+	s.noteHeld(id, nil, false)
 	if s.sync {
 		err = s.journal.append(e)()
 	} else {
@@ -269,7 +269,7 @@ func (s *Store) Quarantine(id string) error {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("quarantining record %s: %w", id, err)
 	}
-	s.noteHeld(id, nil)
+	s.noteHeld(id, nil, false)
 	return errors.Join(s.removed(id), s.syncDir(filepath.Join(s.dir, "damaged")))
 }
 

@@ -39,7 +39,7 @@ func BenchmarkAddOverhead(b *testing.B) {
 	}
 }
 
-var daemonProfile = flag.String("daemon-cpuprofile", "", "BenchmarkAddOverhead writes rewired's CPU profile of its ADDs and DELs to PREFIX-<secondaries>.pprof")
+var daemonProfile = flag.String("daemon-cpuprofile", "", "rewired's CPU profile: of BenchmarkAddOverhead's ADDs and DELs to PREFIX-<secondaries>.pprof, of BenchmarkMigration's passes to PREFIX-migration.pprof")
 
 // ownTimes is rewired's own time (request time minus delegate time) of
 // every ADD and DEL of a benchmark's pods, its own CPU time, and its steps,
