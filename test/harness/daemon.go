@@ -212,7 +212,16 @@ func (d *Daemon) Metric(series string) (float64, error) {
 }
 
 // CPU returns the CPU time (user + system) the daemon has used so far.
-func (d *Daemon) CPU() time.Duration {
+func (d *Daemon) CPU() time.Duration { return d.cpu(11) }
+
+// ChildrenCPU returns the CPU time (user + system) of the daemon's children
+// that have exited and been waited for so far: the delegate plugins it ran.
+func (d *Daemon) ChildrenCPU() time.Duration { return d.cpu(13) }
+
+// cpu sums two /proc/<pid>/stat fields from the field after the command:
+// 11 and 12 are utime and stime, 13 and 14 cutime and cstime, in clock
+// ticks (100 per second on Linux).
+func (d *Daemon) cpu(from int) time.Duration {
 	if d.proc == nil {
 		return 0
 	}
@@ -220,14 +229,13 @@ func (d *Daemon) CPU() time.Duration {
 	if err != nil {
 		return 0
 	}
-	// Fields after the command (which may contain spaces): utime is the
-	// 12th, stime the 13th, in clock ticks (100 per second on Linux).
+	// The command may contain spaces: fields start after its ')'.
 	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
-	if len(fields) < 13 {
+	if len(fields) < from+2 {
 		return 0
 	}
 	var ticks int64
-	for _, f := range fields[11:13] {
+	for _, f := range fields[from : from+2] {
 		n, _ := strconv.ParseInt(f, 10, 64)
 		ticks += n
 	}
