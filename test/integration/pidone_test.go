@@ -29,7 +29,7 @@ func TestDelegatesOutliveKilledDaemon(t *testing.T) {
 : > %[2]s/started
 sleep 1
 %[1]s/macvlan "$@" > %[2]s/result
-echo $? > %[2]s/done
+echo $? > %[2]s/done.tmp && mv %[2]s/done.tmp %[2]s/done
 cat %[2]s/result
 `, tools, slow)
 	must(t, os.WriteFile(filepath.Join(slow, "slowmacvlan"), []byte(script), 0o755))
