@@ -92,7 +92,7 @@ func migrateSet(spec map[string]interface{}, done string) func(*pflag.FlagSet) f
 }
 
 func migrateStatusFlags(fs *pflag.FlagSet) func(*cli, []string) error {
-	watch := fs.BoolP("watch", "w", false, "follow the progress until the migration is complete or rolled back")
+	watch := fs.BoolP("watch", "w", false, "follow the progress until the migration is complete, rolled back, or has nothing left to try (Incomplete)")
 	output := fs.StringP("output", "o", "table", "table, json or yaml")
 	return func(c *cli, args []string) error {
 		var last string
@@ -114,7 +114,7 @@ func migrateStatusFlags(fs *pflag.FlagSet) func(*cli, []string) error {
 				fmt.Fprintln(c.out, line)
 				last = line
 			}
-			if done := map[bool]string{false: "Complete", true: "RolledBack"}[m.Spec.Rollback]; m.Status.Phase == done {
+			if done := map[bool]string{false: "Complete", true: "RolledBack"}[m.Spec.Rollback]; m.Status.Phase == done || m.Status.Phase == "Incomplete" {
 				return c.printMigration(m, "table")
 			}
 			time.Sleep(500 * time.Millisecond)

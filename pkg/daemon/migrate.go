@@ -9,6 +9,7 @@ import (
 	"github.com/rewire-cni/rewire/pkg/kube"
 	"github.com/rewire-cni/rewire/pkg/migration"
 	"github.com/rewire-cni/rewire/pkg/nad"
+	"github.com/rewire-cni/rewire/pkg/reservation"
 )
 
 // MigrationNode gives the NetworkMigration controller what it needs from
@@ -44,8 +45,9 @@ func (d *Daemon) clusterKey() string {
 	return d.Config.MultusNamespace + "/" + d.Config.ClusterNetwork
 }
 
-// canOwn reports whether a network (key) can be asked for a pod's IP, and
-// an error when the network cannot be loaded.
+// canOwn reports whether a network (key) can be asked for a pod's IP (its
+// "ips" capability, or flannel's own way), and an error when the network
+// cannot be loaded.
 func (d *Daemon) canOwn(key string) (bool, error) {
 	var list *libcni.NetworkConfigList
 	if key == d.clusterKey() {
@@ -59,5 +61,12 @@ func (d *Daemon) canOwn(key string) (bool, error) {
 		}
 		list = n.ConfList
 	}
-	return nad.Capabilities(list)["ips"], nil
+	if reservation.CannotRequest(list.Bytes) != "" {
+		return false, nil
+	}
+	if nad.Capabilities(list)["ips"] {
+		return true, nil
+	}
+	_, askable, _ := reservation.Ask(list.Bytes, nil) // flannel's own way
+	return askable, nil
 }

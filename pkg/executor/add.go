@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -64,6 +65,10 @@ func (e *Executor) Add(ctx context.Context, sb *store.Sandbox, specs []attachmen
 		}
 		return nil, err
 	}
+	for i, res := range results {
+		e.proxyOn(sb, resultIPs(&sb.Attachments[i], res), resultHostLinks(res), nil)
+	}
+	steps.Mark(ctx, "proxy")
 	// The completed record is not synced: after a power loss every sandbox
 	// is gone, and a record left incomplete is rolled back at restart.
 	sb.Complete = true
@@ -92,7 +97,7 @@ func (e *Executor) addAll(ctx context.Context, sb *store.Sandbox, args [][2]stri
 	var mu sync.Mutex // sb's states and results, read by Track
 	errs, _ := runWaves(waves(sb, parallelFrom(ctx)), len(sb.Attachments), true, func(i int) error {
 		a := &sb.Attachments[i]
-		res, err := e.addOne(ctx, sb, a, args)
+		res, err := e.addStepping(ctx, sb, a, args)
 		if err != nil {
 			return &AttachError{Network: a.Network, IfName: a.IfName, Err: err}
 		}
@@ -154,6 +159,32 @@ func (e *Executor) addOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 	}
 	steps.Mark(ctx, "result")
 	return res, nil
+}
+
+// stepOvers bounds how often addStepping asks an IPAM again.
+const stepOvers = 4
+
+// addStepping is addOne for a new sandbox, stepping over addresses held on
+// this node: when the IPAM (one of two independent stores on one range,
+// during a migration) hands out an address another pod here holds, that
+// attempt is deleted (releasing it in that IPAM only) and the IPAM asked
+// again, which host-local answers with its next free address. An attachment
+// that asked for given addresses, or an IPAM that hands out the same one
+// again, gets the AddressInUse error.
+func (e *Executor) addStepping(ctx context.Context, sb *store.Sandbox, a *store.Attachment, args [][2]string) (*current.Result, error) {
+	var last net.IP
+	for try := 0; ; try++ {
+		res, err := e.addOne(ctx, sb, a, args)
+		var inUse *AddressInUse
+		if !errors.As(err, &inUse) || try == stepOvers || a.CapabilityArgs["ips"] != nil || inUse.IP.Equal(last) {
+			return res, err
+		}
+		last = inUse.IP
+		e.sbLog(sb).Info("stepping over an address another pod holds", "network", a.Network, "address", inUse.IP, "holder", inUse.Holder.Pod)
+		if err := e.delOne(context.WithoutCancel(ctx), sb, a, sb.NetNS, args); err != nil {
+			return nil, fmt.Errorf("%w; deleting that attempt: %v", inUse, err)
+		}
+	}
 }
 
 // DelegateTimeout bounds one delegate call.

@@ -46,14 +46,13 @@ func claim(sb *store.Sandbox, spec *attachment.Spec, from *store.Attachment, ips
 			return nil
 		}
 	}
-	list, err := spec.ConfList()
-	if err != nil {
-		return &SwitchRefused{Reason: err.Error()}
+	if why := reservation.CannotRequest(spec.Config); why != "" {
+		return &SwitchRefused{Reason: fmt.Sprintf("network %s cannot take over %v: %s (give it the same IPAM pool as %s, or switch with %s: readdress)",
+			spec.Network, ips, why, from.Network, selection.SwitchModeAnnotation)}
 	}
-	if !nad.Capabilities(list)["ips"] {
-		return &SwitchRefused{Reason: fmt.Sprintf("network %s cannot take over %v: none of its plugins declares the \"ips\" capability "+
-			"(add \"capabilities\":{\"ips\":true} to the plugin carrying its IPAM, give it the same IPAM pool as %s, "+
-			"or switch with %s: readdress)", spec.Network, ips, from.Network, selection.SwitchModeAnnotation)}
+	capable, err := requestable(spec)
+	if err != nil {
+		return err
 	}
 	if nets, known := reservation.Ranges(spec.Config); known {
 		if out := reservation.Outside(nets, ipsOf(ips)); len(out) > 0 {
@@ -61,8 +60,43 @@ func claim(sb *store.Sandbox, spec *attachment.Spec, from *store.Attachment, ips
 				"(add a range holding it, or switch with %s: readdress)", spec.Network, out, nets, selection.SwitchModeAnnotation)}
 		}
 	}
-	spec.CapabilityArgs = withIPs(from.CapabilityArgs, ips)
+	if capable {
+		spec.CapabilityArgs = withIPs(from.CapabilityArgs, ips)
+		return nil
+	}
+	conf, _, err := reservation.Ask(spec.Config, cidrs(ips))
+	if err != nil {
+		return &SwitchRefused{Reason: fmt.Sprintf("network %s: %v", spec.Network, err)}
+	}
+	spec.Config = conf
 	return nil
+}
+
+// requestable reports whether spec's IPAM gets requested addresses through
+// the "ips" capability (true) or its meta plugin's own way (false: flannel,
+// see reservation.Ask), or refuses a network that has neither.
+func requestable(spec *attachment.Spec) (bool, error) {
+	list, err := spec.ConfList()
+	if err != nil {
+		return false, &SwitchRefused{Reason: err.Error()}
+	}
+	if nad.Capabilities(list)["ips"] {
+		return true, nil
+	}
+	if _, ok, _ := reservation.Ask(spec.Config, nil); ok {
+		return false, nil
+	}
+	return false, &SwitchRefused{Reason: fmt.Sprintf("network %s cannot take over the pod's addresses: none of its plugins declares the \"ips\" capability "+
+		"(add \"capabilities\":{\"ips\":true} to the plugin carrying its IPAM, give it the same IPAM pool as the pod's network, "+
+		"or switch with %s: readdress)", spec.Network, selection.SwitchModeAnnotation)}
+}
+
+func cidrs(nets []*net.IPNet) []string {
+	out := make([]string, len(nets))
+	for i, n := range nets {
+		out[i] = n.String()
+	}
+	return out
 }
 
 // holdsAll reports whether an attachment's result has every address of ips.
@@ -80,9 +114,13 @@ func holdsAll(a *store.Attachment, ips []*net.IPNet) bool {
 	return true
 }
 
-// canHold refuses a switch whose old primary could not be retired: keeping
-// its reservation needs the reference static IPAM plugin in the bin dirs.
+// canHold refuses a switch whose old primary could not be retired keeping
+// its reservation: an IPAM that cannot hold (reservation.CanHold), or no
+// reference static IPAM plugin in the bin dirs.
 func (e *Executor) canHold(from *store.Attachment) error {
+	if err := reservation.CanHold(from.Config); err != nil {
+		return &SwitchRefused{Reason: fmt.Sprintf("the pod's addresses on %s: %v", from.Network, err)}
+	}
 	if _, ok, _ := reservation.ReleaseOnly(from.Config); !ok || len(e.BinDirs) == 0 {
 		return nil
 	}

@@ -22,6 +22,8 @@ func TestCanHold(t *testing.T) {
 	whereabouts := `{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"macvlan","master":"eth0","ipam":{"type":"whereabouts","range":"10.1.0.0/24"}}]}`
 	staticIPAM := `{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"macvlan","master":"eth0","ipam":{"type":"static","addresses":[{"address":"10.2.0.5/24"}]}}]}`
 	noIPAM := `{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"bridge"}]}`
+	dhcp := `{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"macvlan","master":"eth0","ipam":{"type":"dhcp"}}]}`
+	flannel := `{"cniVersion":"0.3.1","name":"cbr0","plugins":[{"type":"flannel","delegate":{"isDefaultGateway":true}},{"type":"portmap","capabilities":{"portMappings":true}}]}`
 	for _, tc := range []struct {
 		name, conf string
 		binDirs    []string
@@ -32,7 +34,10 @@ func TestCanHold(t *testing.T) {
 		{"whereabouts, static plugin there", whereabouts, []string{withStatic}, false},
 		{"whereabouts, static plugin missing", whereabouts, []string{without}, true},
 		{"static addresses: nothing to keep reserved", staticIPAM, []string{without}, false},
-		{"no IPAM: nothing to keep reserved", noIPAM, []string{without}, false},
+		{"no IPAM: the plugin's own addresses cannot be kept", noIPAM, []string{withStatic}, true},
+		{"DHCP: a lease cannot be kept", dhcp, []string{withStatic}, true},
+		{"flannel's built host-local, static plugin there", flannel, []string{withStatic}, false},
+		{"flannel's built host-local, static plugin missing", flannel, []string{without}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := &Executor{BinDirs: tc.binDirs}

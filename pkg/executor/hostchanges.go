@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"cmp"
 	"encoding/json"
 	"net"
 	"os"
@@ -20,7 +21,8 @@ func (e *Executor) recordHostChanges(sb *store.Sandbox, c handover.HostChanges) 
 	others := e.othersHostChanges(sb.ContainerID, c.Bridge)
 	c.ProxyARP = c.ProxyARP || others.ProxyARP
 	c.ProxyNDP = c.ProxyNDP || others.ProxyNDP
-	if !c.ProxyARP && !c.ProxyNDP && len(c.ProxyNeigh) == 0 {
+	c.ProxyDelay = cmp.Or(c.ProxyDelay, others.ProxyDelay)
+	if !c.ProxyARP && !c.ProxyNDP && len(c.ProxyNeigh) == 0 && c.ProxyDelay == "" {
 		return
 	}
 	sb.HostChanges = append(sb.HostChanges, c)
@@ -31,7 +33,8 @@ func (e *Executor) recordHostChanges(sb *store.Sandbox, c handover.HostChanges) 
 func (e *Executor) undoHostChanges(sb *store.Sandbox) {
 	for _, c := range sb.HostChanges {
 		others := e.othersHostChanges(sb.ContainerID, c.Bridge)
-		if err := handover.UndoHostChanges(c, others.ProxyARP, others.ProxyNDP); err != nil {
+		keepARP := others.ProxyARP || others.ProxyDelay != ""
+		if err := handover.UndoHostChanges(c, keepARP, others.ProxyNDP); err != nil {
 			e.sbLog(sb).Warn("undoing host changes of a switch", "bridge", c.Bridge, "err", err)
 		}
 	}
@@ -50,6 +53,7 @@ func (e *Executor) othersHostChanges(containerID, bridge string) handover.HostCh
 		if c.Bridge == bridge {
 			sum.ProxyARP = sum.ProxyARP || c.ProxyARP
 			sum.ProxyNDP = sum.ProxyNDP || c.ProxyNDP
+			sum.ProxyDelay = cmp.Or(sum.ProxyDelay, c.ProxyDelay)
 		}
 	}
 	return sum
@@ -65,18 +69,43 @@ func (e *Executor) othersHostChanges(containerID, bridge string) handover.HostCh
 func (e *Executor) handOffHost(sb *store.Sandbox, old, new *store.Attachment) {
 	e.undoHostChanges(sb) // a switch back: the bridge may hold the addresses again
 	ips := podIPs(old)
+	var bridges []string
 	for _, name := range hostLinks(old) {
-		if !isBridge(name) {
+		if isBridge(name) {
+			bridges = append(bridges, name)
+		}
+	}
+	e.proxyOn(sb, podIPs(new), hostLinks(new), bridges)
+	if err := handover.WithdrawHostRoutes(ips, hostLinks(new)); err != nil {
+		e.sbLog(sb).Warn("withdrawing host routes of the old primary", "err", err)
+	}
+}
+
+// proxyOn makes the host answer ARP/NDP for an attachment's addresses ips
+// on the bridges given and, when the host routes it (host links, none a
+// bridge), on
+// every host bridge whose subnet holds them: pods on such a bridge see the whole subnet as
+// on-link, so they reach a pod of this node routed behind the host (a
+// switched pod, or one started on a routed network) only if the host
+// answers for it, from the first packet. What it turns on is recorded in
+// the sandbox (undone when nothing needs it). Failures are logged.
+func (e *Executor) proxyOn(sb *store.Sandbox, ips []net.IP, links, bridges []string) {
+	if len(links) > 0 && !slices.ContainsFunc(links, isBridge) {
+		holding, err := handover.BridgesHolding(ips)
+		if err != nil {
+			e.sbLog(sb).Warn("finding the bridges on the subnets of a routed pod", "err", err)
+		}
+		bridges = append(bridges, holding...)
+	}
+	for i, name := range bridges {
+		if slices.Contains(bridges[:i], name) {
 			continue
 		}
 		c, err := handover.ProxyNeighbours(name, ips)
 		if err != nil {
-			e.sbLog(sb).Warn("proxying ARP/NDP for moved addresses", "bridge", name, "err", err)
+			e.sbLog(sb).Warn("proxying ARP/NDP for a routed pod's addresses", "bridge", name, "err", err)
 		}
 		e.recordHostChanges(sb, c)
-	}
-	if err := handover.WithdrawHostRoutes(ips, hostLinks(new)); err != nil {
-		e.sbLog(sb).Warn("withdrawing host routes of the old primary", "err", err)
 	}
 }
 
@@ -128,6 +157,11 @@ func hostLinks(a *store.Attachment) []string {
 	if err := json.Unmarshal(a.Result, &res); err != nil {
 		return nil
 	}
+	return resultHostLinks(&res)
+}
+
+// resultHostLinks are the host-side interfaces of a result.
+func resultHostLinks(res *current.Result) []string {
 	var links []string
 	for _, iface := range res.Interfaces {
 		if iface.Sandbox == "" {

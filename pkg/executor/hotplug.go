@@ -58,6 +58,7 @@ func (e *Executor) plugRecorded(ctx context.Context, sb *store.Sandbox, a *store
 		return nil, err
 	}
 	a.State = store.Added
+	e.proxyOn(sb, resultIPs(a, res), resultHostLinks(res), nil)
 	if len(a.DefaultRoute) > 0 {
 		if err := e.fault("plug:routes"); err != nil {
 			return nil, err
@@ -102,8 +103,19 @@ func (e *Executor) Retire(ctx context.Context, sb *store.Sandbox, ifName string)
 		return nil
 	}
 	a.State, a.Primary = store.Retiring, false
+	// A plugin that built its delegate's IPAM (flannel) keeps it in a
+	// scratch file its DEL replays: the record learns the IPAM first (to
+	// release it at the pod's DEL), then the file is rewritten to hold.
+	conf, err := reservation.Capture(a.Config, sb.ContainerID)
+	if err != nil {
+		return fmt.Errorf("network %s: %w", a.Network, err)
+	}
+	a.Config = conf
 	if err := e.store.Put(sb); err != nil {
 		return err
+	}
+	if err := reservation.HoldScratch(a.Config, sb.ContainerID); err != nil {
+		return fmt.Errorf("network %s: %w", a.Network, err)
 	}
 	hold, err := reservation.Hold(a.Config)
 	if err != nil {

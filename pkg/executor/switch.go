@@ -286,6 +286,16 @@ func podAddresses(a *store.Attachment) ([]*net.IPNet, error) {
 	if err != nil {
 		return nil, err
 	}
+	out := resultAddresses(a, res)
+	if len(out) == 0 {
+		return nil, &SwitchRefused{Reason: fmt.Sprintf("the primary network %s gave the pod no IP address to keep", a.Network)}
+	}
+	return out, nil
+}
+
+// resultAddresses are the addresses of the attachment's pod interface in
+// its result.
+func resultAddresses(a *store.Attachment, res *current.Result) []*net.IPNet {
 	var out []*net.IPNet
 	for _, ip := range res.IPs {
 		if ip.Interface != nil && *ip.Interface < len(res.Interfaces) && res.Interfaces[*ip.Interface].Name != a.IfName {
@@ -294,10 +304,12 @@ func podAddresses(a *store.Attachment) ([]*net.IPNet, error) {
 		ipn := ip.Address
 		out = append(out, &ipn)
 	}
-	if len(out) == 0 {
-		return nil, &SwitchRefused{Reason: fmt.Sprintf("the primary network %s gave the pod no IP address to keep", a.Network)}
-	}
-	return out, nil
+	return out
+}
+
+// resultIPs are resultAddresses without their prefixes.
+func resultIPs(a *store.Attachment, res *current.Result) []net.IP {
+	return ipsOf(resultAddresses(a, res))
 }
 
 // tempName is the first of rwsw0…rwsw9 that no attachment of the sandbox

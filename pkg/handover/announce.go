@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -89,7 +90,8 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // for each moved IPv6 address (Linux proxy NDP answers only for addresses
 // that have one), and then announces the moved addresses with the bridge's
 // MAC (gratuitous ARP, unsolicited Neighbour Advertisement) so that the
-// neighbours send through the host at once. The host must forward IPv6 for
+// neighbours send through the host at once. Proxy ARP replies go out
+// without the kernel's random delay (proxy_delay 0). The host must forward IPv6 for
 // proxy NDP to answer (net.ipv6.conf.<bridge>.forwarding), as it must to
 // route the pod at all.
 //
@@ -121,6 +123,9 @@ func ProxyNeighbours(bridge string, ips []net.IP) (HostChanges, error) {
 		if err != nil {
 			return c, fmt.Errorf("enabling proxy ARP on %s: %w", bridge, err)
 		}
+		if c.ProxyDelay, err = noProxyDelay(bridge); err != nil {
+			return c, fmt.Errorf("proxy ARP without delay on %s: %w", bridge, err)
+		}
 	}
 	if len(v6) > 0 {
 		on, err := turnOn(proxyNDPPath(bridge))
@@ -135,4 +140,28 @@ func ProxyNeighbours(bridge string, ips []net.IP) (HostChanges, error) {
 		}
 	}
 	return c, announce(br.Attrs(), append(v4, v6...))
+}
+
+// BridgesHolding returns the host bridges with an address whose subnet
+// holds one of ips (a bridge the host routes that subnet to), in the
+// current (host) namespace.
+func BridgesHolding(ips []net.IP) ([]string, error) {
+	addrs, err := netlinksafe.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("listing addresses: %w", err)
+	}
+	var out []string
+	seen := map[int]bool{}
+	for _, a := range addrs {
+		ones, bits := a.Mask.Size()
+		if seen[a.LinkIndex] || ones == bits || a.IP.IsLinkLocalUnicast() || !slices.ContainsFunc(ips, a.IPNet.Contains) {
+			continue
+		}
+		seen[a.LinkIndex] = true
+		l, err := netlink.LinkByIndex(a.LinkIndex)
+		if err == nil && l.Type() == "bridge" {
+			out = append(out, l.Attrs().Name)
+		}
+	}
+	return out, nil
 }

@@ -22,6 +22,9 @@ type HostChanges struct {
 	ProxyARP   bool     `json:"proxyARP,omitempty"`   // we turned proxy_arp on (it was off)
 	ProxyNDP   bool     `json:"proxyNDP,omitempty"`   // we turned proxy_ndp on (it was off)
 	ProxyNeigh []string `json:"proxyNeigh,omitempty"` // IPv6 proxy entries we added
+	// ProxyDelay is the bridge's neigh proxy_delay before we set it to 0
+	// ("": we did not change it).
+	ProxyDelay string `json:"proxyDelay,omitempty"`
 }
 
 // UndoHostChanges undoes what ProxyNeighbours reported: the proxy neighbour
@@ -55,6 +58,11 @@ func UndoHostChanges(c HostChanges, keepARP, keepNDP bool) error {
 			errs = append(errs, fmt.Errorf("disabling proxy ARP on %s: %w", c.Bridge, err))
 		}
 	}
+	if c.ProxyDelay != "" && !keepARP {
+		if err := restore(proxyDelayPath(c.Bridge), c.ProxyDelay); err != nil {
+			errs = append(errs, fmt.Errorf("restoring proxy_delay on %s: %w", c.Bridge, err))
+		}
+	}
 	if c.ProxyNDP && !keepNDP {
 		if err := turnOff(proxyNDPPath(c.Bridge)); err != nil {
 			errs = append(errs, fmt.Errorf("disabling proxy NDP on %s: %w", c.Bridge, err))
@@ -65,6 +73,30 @@ func UndoHostChanges(c HostChanges, keepARP, keepNDP bool) error {
 
 func proxyARPPath(link string) string { return "/proc/sys/net/ipv4/conf/" + link + "/proxy_arp" }
 func proxyNDPPath(link string) string { return "/proc/sys/net/ipv6/conf/" + link + "/proxy_ndp" }
+func proxyDelayPath(link string) string {
+	return "/proc/sys/net/ipv4/neigh/" + link + "/proxy_delay"
+}
+
+// noProxyDelay sets a link's proxy_delay to 0 and returns its value before
+// ("": it was 0). The kernel delays each proxy ARP reply by a random time up
+// to proxy_delay (default 0.8 s), and packets queued behind the unresolved
+// neighbour meanwhile overflow its queue.
+func noProxyDelay(link string) (string, error) {
+	v, err := readSysctl(proxyDelayPath(link))
+	if err != nil || v == "0" {
+		return "", err
+	}
+	return v, os.WriteFile(proxyDelayPath(link), []byte("0"), 0o644)
+}
+
+// restore sets a sysctl back to v; one that no longer exists is fine.
+func restore(path, v string) error {
+	err := os.WriteFile(path, []byte(v), 0o644)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
 
 // addProxyEntries adds a proxy neighbour entry on the link for each address
 // in ips that has none and returns the addresses it added. The kernel
@@ -130,13 +162,7 @@ func turnOn(path string) (bool, error) {
 
 // turnOff sets a sysctl to 0; a sysctl that does not exist (its link is
 // gone) is fine.
-func turnOff(path string) error {
-	err := os.WriteFile(path, []byte("0"), 0o644)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return err
-}
+func turnOff(path string) error { return restore(path, "0") }
 
 func readSysctl(path string) (string, error) {
 	b, err := os.ReadFile(path)

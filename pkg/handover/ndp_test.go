@@ -487,12 +487,12 @@ func TestProxyNeighbours(t *testing.T) {
 		}))
 	}
 	run()
-	want := HostChanges{Bridge: "pxbr0", ProxyARP: true, ProxyNDP: true, ProxyNeigh: []string{"fd00:61::5"}}
+	want := HostChanges{Bridge: "pxbr0", ProxyARP: true, ProxyNDP: true, ProxyNeigh: []string{"fd00:61::5"}, ProxyDelay: "80"}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("ProxyNeighbours reported %+v, want %+v", c, want)
 	}
-	if arp, ndp := sysctl(t, h.host, proxyARPPath("pxbr0")), sysctl(t, h.host, proxyNDPPath("pxbr0")); arp != "1" || ndp != "1" {
-		t.Fatalf("proxy_arp %s, proxy_ndp %s on the bridge, want 1 and 1", arp, ndp)
+	if arp, ndp, delay := sysctl(t, h.host, proxyARPPath("pxbr0")), sysctl(t, h.host, proxyNDPPath("pxbr0")), sysctl(t, h.host, proxyDelayPath("pxbr0")); arp != "1" || ndp != "1" || delay != "0" {
+		t.Fatalf("proxy_arp %s, proxy_ndp %s, proxy_delay %s on the bridge, want 1, 1 and 0", arp, ndp, delay)
 	}
 	if got := proxyEntries(t, h.host, "pxbr0"); !reflect.DeepEqual(got, []string{"fd00:61::5"}) {
 		t.Fatalf("proxy neighbours on the bridge: %v", got)
@@ -520,8 +520,8 @@ func TestProxyNeighbours(t *testing.T) {
 
 	for range 2 { // idempotent
 		must(t, h.host.Do(func(ns.NetNS) error { return UndoHostChanges(first, false, false) }))
-		if arp, ndp := sysctl(t, h.host, proxyARPPath("pxbr0")), sysctl(t, h.host, proxyNDPPath("pxbr0")); arp != "0" || ndp != "0" {
-			t.Fatalf("after UndoHostChanges: proxy_arp %s, proxy_ndp %s, want 0 and 0", arp, ndp)
+		if arp, ndp, delay := sysctl(t, h.host, proxyARPPath("pxbr0")), sysctl(t, h.host, proxyNDPPath("pxbr0")), sysctl(t, h.host, proxyDelayPath("pxbr0")); arp != "0" || ndp != "0" || delay != "80" {
+			t.Fatalf("after UndoHostChanges: proxy_arp %s, proxy_ndp %s, proxy_delay %s, want 0, 0 and 80", arp, ndp, delay)
 		}
 		if got := proxyEntries(t, h.host, "pxbr0"); len(got) > 0 {
 			t.Fatalf("proxy neighbours left after UndoHostChanges: %v", got)
@@ -539,16 +539,17 @@ func TestUndoHostChanges(t *testing.T) {
 		keepARP, keepNDP bool
 		want             HostChanges
 		wantARP, wantNDP string // after UndoHostChanges
+		wantDelay        string
 		wantEntries      []string
 	}{
-		{name: "undo all", want: HostChanges{Bridge: "ubr0", ProxyARP: true, ProxyNDP: true, ProxyNeigh: []string{"fd00:63::5"}},
-			wantARP: "0", wantNDP: "0"},
-		{name: "keep ARP", keepARP: true, want: HostChanges{Bridge: "ubr0", ProxyARP: true, ProxyNDP: true, ProxyNeigh: []string{"fd00:63::5"}},
-			wantARP: "1", wantNDP: "0"},
-		{name: "keep both", keepARP: true, keepNDP: true, want: HostChanges{Bridge: "ubr0", ProxyARP: true, ProxyNDP: true, ProxyNeigh: []string{"fd00:63::5"}},
-			wantARP: "1", wantNDP: "1"},
+		{name: "undo all", want: HostChanges{Bridge: "ubr0", ProxyARP: true, ProxyNDP: true, ProxyNeigh: []string{"fd00:63::5"}, ProxyDelay: "80"},
+			wantARP: "0", wantNDP: "0", wantDelay: "80"},
+		{name: "keep ARP", keepARP: true, want: HostChanges{Bridge: "ubr0", ProxyARP: true, ProxyNDP: true, ProxyNeigh: []string{"fd00:63::5"}, ProxyDelay: "80"},
+			wantARP: "1", wantNDP: "0", wantDelay: "0"},
+		{name: "keep both", keepARP: true, keepNDP: true, want: HostChanges{Bridge: "ubr0", ProxyARP: true, ProxyNDP: true, ProxyNeigh: []string{"fd00:63::5"}, ProxyDelay: "80"},
+			wantARP: "1", wantNDP: "1", wantDelay: "0"},
 		{name: "not ours", already: true, want: HostChanges{Bridge: "ubr0"},
-			wantARP: "1", wantNDP: "1", wantEntries: []string{"fd00:63::5"}},
+			wantARP: "1", wantNDP: "1", wantDelay: "0", wantEntries: []string{"fd00:63::5"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			host := newNetNS(t)
@@ -560,6 +561,7 @@ func TestUndoHostChanges(t *testing.T) {
 			addRoute(t, host, "10.63.0.5/32", "10.64.0.2")
 			addRoute(t, host, "fd00:63::5/128", "fd00:64::2")
 			if tc.already {
+				setSysctl(t, host, proxyDelayPath("ubr0"), "0")
 				setSysctl(t, host, proxyARPPath("ubr0"), "1")
 				setSysctl(t, host, proxyNDPPath("ubr0"), "1")
 				must(t, host.Do(func(ns.NetNS) error {
@@ -582,6 +584,9 @@ func TestUndoHostChanges(t *testing.T) {
 			must(t, host.Do(func(ns.NetNS) error { return UndoHostChanges(c, tc.keepARP, tc.keepNDP) }))
 			if arp, ndp := sysctl(t, host, proxyARPPath("ubr0")), sysctl(t, host, proxyNDPPath("ubr0")); arp != tc.wantARP || ndp != tc.wantNDP {
 				t.Fatalf("after UndoHostChanges: proxy_arp %s, proxy_ndp %s, want %s and %s", arp, ndp, tc.wantARP, tc.wantNDP)
+			}
+			if delay := sysctl(t, host, proxyDelayPath("ubr0")); delay != tc.wantDelay {
+				t.Fatalf("after UndoHostChanges: proxy_delay %s, want %s", delay, tc.wantDelay)
 			}
 			if got := proxyEntries(t, host, "ubr0"); !reflect.DeepEqual(got, tc.wantEntries) {
 				t.Fatalf("proxy neighbours after UndoHostChanges: %v, want %v", got, tc.wantEntries)

@@ -74,6 +74,9 @@ type run struct {
 	reported *NodeStatus
 	// waiting: why the last step started no switch (see NodeStatus).
 	waiting string
+	// failed are the pods this node reported failed in this pass before
+	// it restarted (by "namespace/name", with the reason): not retried.
+	failed map[string]string
 	// source and target are the recorded keys of the pass's networks,
 	// found once per step (finding them reads the cluster network's
 	// config).
@@ -147,7 +150,7 @@ func (c *Controller) Step(ctx context.Context) {
 		}
 		r := c.runs[m.UID]
 		if r == nil || r.rollback != m.Spec.Rollback {
-			r = &run{rollback: m.Spec.Rollback, pods: map[types.UID]*podState{}}
+			r = &run{rollback: m.Spec.Rollback, pods: map[types.UID]*podState{}, failed: c.reportedFailures(m)}
 			c.runs[m.UID] = r
 		}
 		c.stepRun(ctx, m, r)
@@ -210,6 +213,9 @@ func (c *Controller) stepRun(ctx context.Context, m *Migration, r *run) {
 				continue
 			}
 			s = &podState{ref: p.Namespace + "/" + p.Name}
+			if reason, ok := r.failed[s.ref]; ok {
+				s.phase, s.reason = failed, reason
+			}
 			r.pods[p.UID] = s
 		}
 		present[p.UID] = true
@@ -220,6 +226,20 @@ func (c *Controller) stepRun(ctx context.Context, m *Migration, r *run) {
 			delete(r.pods, uid) // the pod is gone
 		}
 	}
+}
+
+// reportedFailures are the failed pods of this node's report of the
+// migration's current pass (a restart keeps them failed).
+func (c *Controller) reportedFailures(m *Migration) map[string]string {
+	ns, ok := m.Status.Nodes[c.node.Name]
+	if !ok || ns.Rollback != m.Spec.Rollback {
+		return nil
+	}
+	out := map[string]string{}
+	for _, f := range ns.FailedPods {
+		out[f.Pod] = f.Reason
+	}
+	return out
 }
 
 // candidate reports whether the pod takes part in this pass: forward, a pod
@@ -275,6 +295,12 @@ func (c *Controller) advance(ctx context.Context, m *Migration, r *run, p *kube.
 			return
 		}
 		c.start(ctx, m, r, p, s, target)
+	case skipped:
+		// Retried as soon as the target can take the pod's IP over (a
+		// capability added to its config, say).
+		if canOwn, err := c.node.CanOwn(target); err == nil && canOwn {
+			s.phase, s.reason = pending, ""
+		}
 	case switching:
 		value, _ := c.annotation(m.Spec.target()).(string)
 		switch reason, rejected := c.node.Rejected(p.Namespace, p.Name, value); {

@@ -62,8 +62,9 @@ type Counts struct {
 // Status sums the nodes' reports.
 type Status struct {
 	Counts `json:",inline"`
-	// Phase: Running, Paused, Complete (no node has pods left), or with
-	// rollback RollingBack, RolledBack.
+	// Phase: Running, Paused, Complete (every pod switched), or with
+	// rollback RollingBack, RolledBack (every pod back); Incomplete when
+	// nothing is left to try but failed or skipped pods did not move.
 	Phase string                `json:"phase,omitempty"`
 	Nodes map[string]NodeStatus `json:"nodes,omitempty"`
 }
@@ -175,6 +176,8 @@ func (st *Status) sum(spec *Spec) {
 		st.Phase = "RollingBack"
 	case st.Remaining > 0:
 		st.Phase = "Running"
+	case st.Failed+st.Skipped > 0:
+		st.Phase = "Incomplete" // nothing left to try, but not every pod moved
 	case spec.Rollback:
 		st.Phase = "RolledBack"
 	default:

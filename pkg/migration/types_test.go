@@ -56,7 +56,7 @@ func TestSelected(t *testing.T) {
 
 func TestStatusSum(t *testing.T) {
 	nodes := map[string]NodeStatus{
-		"a": {Counts: Counts{Total: 5, Switched: 4, Failed: 1}},
+		"a": {Counts: Counts{Total: 5, Switched: 5}},
 		"b": {Counts: Counts{Total: 3, Switched: 1, Skipped: 1, Remaining: 1}},
 	}
 	for _, tc := range []struct {
@@ -70,6 +70,8 @@ func TestStatusSum(t *testing.T) {
 		{"rolling back", Spec{Rollback: true}, nodes, "RollingBack"},
 		{"complete", Spec{}, map[string]NodeStatus{"a": nodes["a"]}, "Complete"},
 		{"rolled back", Spec{Rollback: true}, map[string]NodeStatus{"a": nodes["a"]}, "RolledBack"},
+		{"a pod failed", Spec{}, map[string]NodeStatus{"a": nodes["a"], "c": {Counts: Counts{Total: 5, Switched: 4, Failed: 1}}}, "Incomplete"},
+		{"a pod could not go back", Spec{Rollback: true}, map[string]NodeStatus{"c": {Counts: Counts{Total: 2, Switched: 1, Skipped: 1}}}, "Incomplete"},
 	} {
 		st := Status{Nodes: tc.nodes}
 		st.sum(&tc.spec)
@@ -79,7 +81,7 @@ func TestStatusSum(t *testing.T) {
 	}
 	st := Status{Nodes: nodes}
 	st.sum(&Spec{})
-	if want := (Counts{Total: 8, Switched: 5, Failed: 1, Skipped: 1, Remaining: 1}); st.Counts != want {
+	if want := (Counts{Total: 8, Switched: 6, Skipped: 1, Remaining: 1}); st.Counts != want {
 		t.Errorf("sum %+v, want %+v", st.Counts, want)
 	}
 }

@@ -13,6 +13,8 @@
 //	             this pod (a switch back, or two networks sharing one IPAM
 //	             pool) takes them over without a second allocation.
 //	Key, Ranges  which IPAM store a config allocates from, and from where.
+//	CanHold, Ask what an IPAM can do (ipam.go), and flannel's built IPAM
+//	             (flannel.go).
 package reservation
 
 import (
@@ -34,7 +36,7 @@ const StaticType = "static"
 // IPAM without addresses, whose DEL releases nothing.
 func Hold(conf []byte) ([]byte, error) {
 	return attachment.MutatePlugins(conf, func(p map[string]interface{}) {
-		if ipamType(p) != "" {
+		if ipamOf(p).typ != "" {
 			p["ipam"] = map[string]interface{}{"type": StaticType}
 		}
 	})
@@ -44,18 +46,19 @@ func Hold(conf []byte) ([]byte, error) {
 // conf, each called with its plugin's IPAM section (as IPAM plugins read
 // it); ok is false when conf allocates nothing.
 func ReleaseOnly(conf []byte) (out []byte, ok bool, err error) {
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(conf, &top); err != nil {
-		return nil, false, fmt.Errorf("config list: %w", err)
-	}
-	plugins, err := pluginMaps(top["plugins"])
+	plugins, top, err := decode(conf)
 	if err != nil {
 		return nil, false, err
 	}
 	var keep []map[string]interface{}
 	for _, p := range plugins {
-		if t := ipamType(p); t != "" && t != StaticType {
-			keep = append(keep, map[string]interface{}{"type": t, "ipam": p["ipam"]})
+		if ip := ipamOf(p); ip.typ != "" && ip.typ != StaticType {
+			section := map[string]interface{}{}
+			for k, v := range ip.section {
+				section[k] = v
+			}
+			section["type"] = ip.typ
+			keep = append(keep, map[string]interface{}{"type": ip.typ, "ipam": section})
 		}
 	}
 	if len(keep) == 0 {
@@ -76,10 +79,25 @@ func ReleaseOnly(conf []byte) (out []byte, ok bool, err error) {
 func Static(conf []byte, res *current.Result) ([]byte, error) {
 	ipam := staticIPAM(res)
 	return attachment.MutatePlugins(conf, func(p map[string]interface{}) {
-		if ipamType(p) != "" {
+		switch ip := ipamOf(p); {
+		case ip.built:
+			p["ipam"] = builtStatic(ip.section, ipam)
+		case ip.typ != "":
 			p["ipam"] = ipam
 		}
 	})
+}
+
+// builtStatic is the static IPAM for a plugin that completes its
+// delegate's IPAM section (flannel): the plugin's own section (its routes)
+// with the addresses, as flannel adds its ranges and network routes to it.
+func builtStatic(own, static map[string]interface{}) map[string]interface{} {
+	out := map[string]interface{}{}
+	for k, v := range own {
+		out[k] = v
+	}
+	out["type"], out["addresses"] = StaticType, static["addresses"]
+	return out
 }
 
 func staticIPAM(res *current.Result) map[string]interface{} {
@@ -113,25 +131,19 @@ func staticIPAM(res *current.Result) map[string]interface{} {
 // configs with one key hold one reservation per address. "" when conf
 // allocates nothing or only configures static addresses.
 func Key(conf []byte) string {
-	var top struct {
-		Name    string          `json:"name"`
-		Plugins json.RawMessage `json:"plugins"`
-	}
-	if json.Unmarshal(conf, &top) != nil {
-		return ""
-	}
-	plugins, err := pluginMaps(top.Plugins)
+	plugins, top, err := decode(conf)
 	if err != nil {
 		return ""
 	}
+	var name string
+	_ = json.Unmarshal(top["name"], &name)
 	var parts []string
 	for _, p := range plugins {
-		t := ipamType(p)
-		if t == "" || t == StaticType {
+		ip := ipamOf(p)
+		if ip.typ == "" || ip.typ == StaticType {
 			continue
 		}
-		ipam, _ := p["ipam"].(map[string]interface{})
-		parts = append(parts, storeKey(t, top.Name, ipam))
+		parts = append(parts, storeKey(ip.typ, name, ip.section))
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ";")
@@ -149,30 +161,30 @@ func storeKey(typ, network string, ipam map[string]interface{}) string {
 		name, _ := ipam["network_name"].(string)
 		return fmt.Sprintf("whereabouts|%s|%s", name, strings.Join(nets, ","))
 	case "host-local":
-		dir, _ := ipam["dataDir"].(string)
-		return fmt.Sprintf("host-local|%s|%s", dir, network)
+		return fmt.Sprintf("host-local|%s|%s", hostLocalDir(ipam), network)
 	}
 	raw, _ := json.Marshal(ipam) // maps marshal with sorted keys
 	return typ + "|" + string(raw)
 }
 
 // Ranges returns the subnets conf's IPAM allocates from where it says so
-// (host-local "ranges" and "subnet", whereabouts "range" and "ipRanges");
-// known is false when no plugin's IPAM names its subnets.
+// (host-local "ranges" and "subnet", whereabouts "range" and "ipRanges",
+// flannel's subnet file); known is false when no plugin's IPAM names its
+// subnets.
 func Ranges(conf []byte) (nets []*net.IPNet, known bool) {
-	var top struct {
-		Plugins json.RawMessage `json:"plugins"`
-	}
-	if json.Unmarshal(conf, &top) != nil {
-		return nil, false
-	}
-	plugins, err := pluginMaps(top.Plugins)
+	plugins, _, err := decode(conf)
 	if err != nil {
 		return nil, false
 	}
 	for _, p := range plugins {
 		ipam, _ := p["ipam"].(map[string]interface{})
-		for _, s := range subnets(ipam) {
+		list := subnets(ipam)
+		if ip := ipamOf(p); ip.built {
+			if list, err = flannelSubnets(p); err != nil {
+				continue
+			}
+		}
+		for _, s := range list {
 			_, n, _ := net.ParseCIDR(s)
 			nets, known = append(nets, n), true
 		}
@@ -230,16 +242,15 @@ func Outside(nets []*net.IPNet, ips []net.IP) []net.IP {
 	return out
 }
 
-func ipamType(p map[string]interface{}) string {
-	ipam, _ := p["ipam"].(map[string]interface{})
-	t, _ := ipam["type"].(string)
-	return t
-}
-
-func pluginMaps(raw json.RawMessage) ([]map[string]interface{}, error) {
-	var plugins []map[string]interface{}
-	if err := attachment.DecodeJSON(raw, &plugins); err != nil {
-		return nil, fmt.Errorf("config list has no plugins array: %w", err)
+// decode splits a config list into its plugins and its top-level keys.
+func decode(conf []byte) ([]map[string]interface{}, map[string]json.RawMessage, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(conf, &top); err != nil {
+		return nil, nil, fmt.Errorf("config list: %w", err)
 	}
-	return plugins, nil
+	var plugins []map[string]interface{}
+	if err := attachment.DecodeJSON(top["plugins"], &plugins); err != nil {
+		return nil, nil, fmt.Errorf("config list has no plugins array: %w", err)
+	}
+	return plugins, top, nil
 }

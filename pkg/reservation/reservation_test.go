@@ -113,6 +113,11 @@ func TestKey(t *testing.T) {
 		{"host-local: store per network name", hl("a", "/d"), hl("b", "/d"), false},
 		{"host-local: same network", hl("a", "/d"), hl("a", "/d"), true},
 		{"host-local vs whereabouts", hl("a", "/d"), wa("a", "10.1.0.0/24", ""), false},
+		{"host-local: no dataDir is the default one", hl("a", ""), hl("a", "/var/lib/cni/networks/"), true},
+		{"flannel's built host-local and a captured section", flannelConf(`"delegate":{"isDefaultGateway":true}`),
+			flannelConf(`"ipam":{"type":"host-local","ranges":[[{"subnet":"10.244.1.0/24"}]]}`), true},
+		{"flannel's built host-local and a host-local network of its name", flannelConf(""), hl("cbr0", ""), true},
+		{"two flannels: one store each", flannelConf(""), strings.Replace(flannelConf(""), "cbr0", "hostgw", 1), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ka, kb := Key([]byte(tc.a)), Key([]byte(tc.b))

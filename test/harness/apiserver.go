@@ -42,6 +42,7 @@ type APIServer struct {
 	etcd, apiserver *process
 	apiserverArgs   []string
 	tools           string
+	addr            string // where kube-apiserver serves
 }
 
 const adminToken = "rewire-test-admin-token"
@@ -50,7 +51,13 @@ const adminToken = "rewire-test-admin-token"
 // with state under dir, waits until the API is ready and installs the
 // CRDs of crdFiles (the NetworkAttachmentDefinition, Rewire's own).
 func StartAPIServer(tools, dir string, crdFiles ...string) (*APIServer, error) {
-	a := &APIServer{Dir: dir, tools: tools}
+	return StartAPIServerOn(tools, dir, "127.0.0.1", crdFiles...)
+}
+
+// StartAPIServerOn is StartAPIServer with kube-apiserver serving on the
+// host address addr (etcd stays on loopback).
+func StartAPIServerOn(tools, dir, addr string, crdFiles ...string) (*APIServer, error) {
+	a := &APIServer{Dir: dir, tools: tools, addr: addr}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -88,9 +95,9 @@ func (a *APIServer) startAPIServer(etcdURL string, port int) error {
 	if err := os.WriteFile(tokens, []byte(adminToken+",admin,admin,system:masters\n"), 0o600); err != nil {
 		return err
 	}
-	a.URL = fmt.Sprintf("https://127.0.0.1:%d", port)
+	a.URL = fmt.Sprintf("https://%s:%d", a.addr, port)
 	a.apiserverArgs = []string{filepath.Join(a.tools, "kube-apiserver"),
-		"--etcd-servers", etcdURL, "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+		"--etcd-servers", etcdURL, "--bind-address", a.addr, "--advertise-address", a.addr,
 		"--secure-port", fmt.Sprint(port), "--cert-dir", filepath.Join(a.Dir, "certs"),
 		"--service-account-issuer", "https://kubernetes.default.svc", "--service-account-key-file", key,
 		"--service-account-signing-key-file", key, "--token-auth-file", tokens,

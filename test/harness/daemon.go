@@ -27,6 +27,8 @@ type Daemon struct {
 	// Cgroup, when set, is the cgroup rewired starts in (and so its
 	// delegates).
 	Cgroup *MemoryCgroup
+	// In, when set, runs rewired in a node's namespaces (Node.Command).
+	In func(argv ...string) []string
 
 	proc *process
 }
@@ -76,6 +78,9 @@ func (d *Daemon) Start() error {
 	argv := append([]string{d.Bin}, args...)
 	if d.Cgroup != nil {
 		argv = d.Cgroup.Command(argv...)
+	}
+	if d.In != nil {
+		argv = d.In(argv...)
 	}
 	if d.proc, err = start(filepath.Join(d.Dir, "rewired.log"), argv...); err != nil {
 		return err

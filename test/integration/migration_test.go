@@ -143,13 +143,13 @@ func TestMigration(t *testing.T) {
 		watched <- out
 	}()
 
-	st := waitMigration(t, "to-ptp", "completion", func(s migration.Status) bool { return s.Phase == "Complete" && len(s.Nodes) == 3 })
+	st := waitMigration(t, "to-ptp", "completion", func(s migration.Status) bool { return s.Phase == "Incomplete" && len(s.Nodes) == 3 })
 	took := time.Since(start)
 	if st.Total != 27 || st.Switched != 26 || st.Failed != 1 || st.Skipped != 0 || st.Remaining != 0 {
 		t.Fatalf("migration counts %+v, want 27 total, 26 switched, 1 failed", st.Counts)
 	}
 	out := <-watched
-	if !regexp.MustCompile(`(?s)\[#+\] 27/27 done: 26 switched, 1 failed, 0 skipped, 0 remaining \(Complete\).*NODE\s+TOTAL.*failed  default/mig-`).MatchString(out) {
+	if !regexp.MustCompile(`(?s)\[#+\] 27/27 done: 26 switched, 1 failed, 0 skipped, 0 remaining \(Incomplete\).*NODE\s+TOTAL.*failed  default/mig-`).MatchString(out) {
 		t.Fatalf("migrate status -w:\n%s", out)
 	}
 	failedPods := st.Nodes[nodes[2].node].FailedPods
