@@ -5,7 +5,7 @@ TOOLS = $(shell hack/build-tools.sh)
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS = -s -w -X github.com/rewire-cni/rewire/pkg/version.Version=$(VERSION)
 
-.PHONY: all build image e2e-images e2e node-up node-down tools deps-test deps-demo deps-e2e test race unit integration bench fuzz soak demo fmt vet clean dist
+.PHONY: all build image e2e-images e2e node-up node-down tools deps-test deps-demo deps-e2e test race unit integration cluster bench fuzz soak demo fmt vet clean dist
 
 # go test's own default (10 min) is too close to what the integration
 # package takes on a loaded 2-core machine (about 4 min idle).
@@ -61,6 +61,12 @@ unit: deps-test
 
 integration: deps-test
 	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./test/integration/
+
+# The multi-node cluster on real flannel (3 simulated nodes, flanneld vxlan
+# and host-gw, rewired on each): migrate, undo, finish (about 2 minutes;
+# also part of make test). CLUSTER_LOGS=/dir keeps every daemon's log.
+cluster: deps-test
+	REWIRE_TOOLS_DIR=$(TOOLS) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./test/cluster/
 
 # Benchmarks that print figures (ADD overhead vs direct delegates, API calls).
 bench: deps-test

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,6 +13,8 @@ import (
 
 	"github.com/rewire-cni/rewire/pkg/attachment"
 	"github.com/rewire-cni/rewire/pkg/leancni"
+	"github.com/rewire-cni/rewire/pkg/nad"
+	"github.com/rewire-cni/rewire/pkg/reservation"
 	"github.com/rewire-cni/rewire/pkg/steps"
 	"github.com/rewire-cni/rewire/pkg/store"
 )
@@ -154,7 +157,7 @@ func (e *Executor) addOne(ctx context.Context, sb *store.Sandbox, a *store.Attac
 	if err != nil {
 		return nil, fmt.Errorf("converting result: %w", err)
 	}
-	if err := e.uniqueAddresses(sb, res); err != nil {
+	if err := e.uniqueAddresses(sb, a, res); err != nil {
 		return nil, err
 	}
 	steps.Mark(ctx, "result")
@@ -172,11 +175,21 @@ const stepOvers = 4
 // that asked for given addresses, or an IPAM that hands out the same one
 // again, gets the AddressInUse error.
 func (e *Executor) addStepping(ctx context.Context, sb *store.Sandbox, a *store.Attachment, args [][2]string) (*current.Result, error) {
+	class := freshAlloc
+	if a.CapabilityArgs["ips"] != nil {
+		class = requestAlloc
+	}
+	defer e.allocs.lock(storeKey(a.Config), class)()
+	if class == freshAlloc {
+		if err := e.steer(sb, a); err != nil {
+			return nil, err
+		}
+	}
 	var last net.IP
 	for try := 0; ; try++ {
 		res, err := e.addOne(ctx, sb, a, args)
 		var inUse *AddressInUse
-		if !errors.As(err, &inUse) || try == stepOvers || a.CapabilityArgs["ips"] != nil || inUse.IP.Equal(last) {
+		if !errors.As(err, &inUse) || try == stepOvers || class == requestAlloc || inUse.IP.Equal(last) {
 			return res, err
 		}
 		last = inUse.IP
@@ -185,6 +198,58 @@ func (e *Executor) addStepping(ctx context.Context, sb *store.Sandbox, a *store.
 			return nil, fmt.Errorf("%w; deleting that attempt: %v", inUse, err)
 		}
 	}
+}
+
+// steer turns a's fresh allocation into a request for free addresses of
+// its ranges when pods of other networks on the node hold addresses in
+// them (independent stores on one range, as during a migration): a routed
+// delegate handed one would route it away from its holder for as long as
+// its ADD lasts. A network that cannot be asked is left to step over.
+func (e *Executor) steer(sb *store.Sandbox, a *store.Attachment) error {
+	nets, known := reservation.Ranges(a.Config)
+	if !known || reservation.CannotRequest(a.Config) != "" {
+		return nil
+	}
+	held, err := e.store.HeldIn(nets, func(h store.Holder) bool { return h.ContainerID != sb.ContainerID && h.Network != a.Network })
+	if err != nil || len(held) == 0 {
+		return err
+	}
+	list, err := a.ConfList()
+	if err != nil {
+		return err
+	}
+	capable := nad.Capabilities(list)["ips"]
+	if _, askable, _ := reservation.Ask(a.Config, nil); !capable && !askable {
+		return nil
+	}
+	holder := store.Holder{ContainerID: sb.ContainerID, IfName: a.IfName, Pod: sb.PodNamespace + "/" + sb.PodName, Network: a.Network}
+	for try := 0; try < stepOvers; try++ {
+		free, ok, err := reservation.Free(a.Config, func(ip net.IP) bool { return slices.ContainsFunc(held, ip.Equal) })
+		if err != nil || !ok {
+			return nil // the IPAM decides (and says so when its range is full)
+		}
+		ips := make([]*net.IPNet, len(free))
+		for i, f := range free {
+			ip, n, _ := net.ParseCIDR(f)
+			ips[i] = &net.IPNet{IP: ip, Mask: n.Mask}
+		}
+		conflict, err := e.store.Claim(holder, ipsOf(ips))
+		if err != nil {
+			return err
+		}
+		if conflict != nil {
+			held = append(held, conflict.IP)
+			continue
+		}
+		e.sbLog(sb).Debug("asking for free addresses: the node's pods hold others of the range in another store", "network", a.Network, "addresses", free)
+		if capable {
+			a.CapabilityArgs = withIPs(a.CapabilityArgs, ips)
+			return nil
+		}
+		a.Config, _, err = reservation.Ask(a.Config, free)
+		return err
+	}
+	return nil
 }
 
 // DelegateTimeout bounds one delegate call.

@@ -178,16 +178,20 @@ func ipsOf(nets []*net.IPNet) []net.IP {
 }
 
 // uniqueAddresses refuses a result holding an address that an attachment of
-// another sandbox on this node holds (live, or Retained after a switch).
-func (e *Executor) uniqueAddresses(sb *store.Sandbox, res *current.Result) error {
-	for _, ip := range res.IPs {
-		holders, err := e.store.Holders(ip.Address.IP, sb.ContainerID)
-		if err != nil {
-			return fmt.Errorf("checking address %s: %w", ip.Address.IP, err)
-		}
-		if len(holders) > 0 {
-			return &AddressInUse{IP: ip.Address.IP, Holder: holders[0]}
-		}
+// another sandbox on this node holds (live, Retained after a switch, or
+// claimed by an operation in flight), and claims the result's addresses
+// for the sandbox in the same step.
+func (e *Executor) uniqueAddresses(sb *store.Sandbox, a *store.Attachment, res *current.Result) error {
+	ips := make([]net.IP, len(res.IPs))
+	for i, ip := range res.IPs {
+		ips[i] = ip.Address.IP
+	}
+	conflict, err := e.store.Claim(store.Holder{ContainerID: sb.ContainerID, IfName: a.IfName, Pod: sb.PodNamespace + "/" + sb.PodName, Network: a.Network}, ips)
+	if err != nil {
+		return fmt.Errorf("checking addresses %v: %w", ips, err)
+	}
+	if conflict != nil {
+		return &AddressInUse{IP: conflict.IP, Holder: conflict.Holder}
 	}
 	return nil
 }

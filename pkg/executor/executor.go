@@ -55,6 +55,8 @@ type Executor struct {
 	// snapshotted from the records, so a lease made while it runs (a
 	// hot-plug, a switch) would look stale to it.
 	gcGate sync.RWMutex
+	// allocs keeps fresh and requested allocations of one IPAM store apart.
+	allocs allocLocks
 }
 
 // CacheIndex knows the names of the files in cni's cache (leancni.CNI).

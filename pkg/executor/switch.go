@@ -146,7 +146,9 @@ func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink str
 	if err != nil {
 		return nil, err
 	}
+	unlock := e.allocs.lock(storeKey(to.Config), requestAlloc)
 	res, err := e.addOne(ctx, sb, to, sb.Args)
+	unlock()
 	if rerr := restoreDAD(); rerr != nil {
 		e.sbLog(sb).Warn("restoring the pod's accept_dad", "err", rerr)
 	}

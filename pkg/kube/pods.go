@@ -31,6 +31,8 @@ type Pod struct {
 	ResourceVersion string
 	Labels          map[string]string
 	Annotations     map[string]string
+	// Terminating: the pod's deletion has begun.
+	Terminating bool
 }
 
 // Pods serves this node's pods from an informer cache.
@@ -132,7 +134,8 @@ func (p *Pods) cached(namespace, name string, uid types.UID) *Pod {
 }
 
 func fromMeta(m *metav1.PartialObjectMetadata) *Pod {
-	return &Pod{Namespace: m.Namespace, Name: m.Name, UID: m.UID, ResourceVersion: m.ResourceVersion, Labels: m.Labels, Annotations: m.Annotations}
+	return &Pod{Namespace: m.Namespace, Name: m.Name, UID: m.UID, ResourceVersion: m.ResourceVersion, Labels: m.Labels, Annotations: m.Annotations,
+		Terminating: m.DeletionTimestamp != nil}
 }
 
 // Cached returns the cached pod namespace/name, or nil.

@@ -204,8 +204,8 @@ func (c *Controller) stepRun(ctx context.Context, m *Migration, r *run) {
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Namespace+"/"+pods[i].Name < pods[j].Namespace+"/"+pods[j].Name })
 	present := map[types.UID]bool{}
 	for _, p := range pods {
-		if !c.selected(m, p) {
-			continue
+		if p.Terminating || !c.selected(m, p) {
+			continue // a pod being deleted is not switched, nor waited for
 		}
 		s := r.pods[p.UID]
 		if s == nil {

@@ -172,3 +172,23 @@ func TestNewPodNetworkQualified(t *testing.T) {
 		t.Fatalf("NewPodNetwork = %q, %v; want kube-system/ptp", v, ok)
 	}
 }
+
+// A pod being deleted (its sandbox gone, its object still Terminating) is
+// neither switched nor counted: a rollback is not held up by it.
+func TestTerminatingPodNotCounted(t *testing.T) {
+	f := newFake()
+	f.pods = f.pods[:1]
+	f.pods[0].Annotations = map[string]string{Annotation: "mig"}
+	gone := &kube.Pod{Namespace: "tenant", Name: "gone", UID: "tenant-gone", Terminating: true, Annotations: map[string]string{Annotation: "mig"}}
+	f.pods = append(f.pods, gone)
+	c := &Controller{node: f.node()}
+	m := &Migration{ObjectMeta: metav1.ObjectMeta{Name: "mig"}, Spec: Spec{From: Cluster, To: "kube-system/ptp", Rollback: true}}
+	r := &run{rollback: true, pods: map[types.UID]*podState{}}
+	c.stepRun(context.Background(), m, r)
+	if ns := r.nodeStatus(); ns.Total != 1 || ns.Switched != 1 || ns.Remaining != 0 {
+		t.Fatalf("status %+v: want the live pod only, back on from", ns)
+	}
+	if _, ok := f.patched["tenant/gone"]; ok {
+		t.Fatal("the terminating pod was patched")
+	}
+}

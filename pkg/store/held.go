@@ -29,6 +29,9 @@ type heldIndex struct {
 	built bool
 	byID  map[string][]heldAddr
 	heads map[string]Head
+	// claims are addresses claimed by operations in flight, by record ID,
+	// until that record is next written, tracked or deleted.
+	claims map[string][]heldAddr
 }
 
 // Head is what the index keeps of a record besides its addresses.
@@ -84,25 +87,84 @@ type heldAddr struct {
 }
 
 // Holders returns the attachments of other sandboxes than exceptID that
-// hold ip.
+// hold ip (or claimed it).
 func (s *Store) Holders(ip net.IP, exceptID string) ([]Holder, error) {
 	s.held.mu.Lock()
 	defer s.held.mu.Unlock()
 	if err := s.buildHeld(); err != nil {
 		return nil, err
 	}
+	return s.holders(ip, exceptID), nil
+}
+
+// holders is Holders; the caller holds s.held.mu.
+func (s *Store) holders(ip net.IP, exceptID string) []Holder {
 	var out []Holder
-	for id, addrs := range s.held.byID {
-		if id == exceptID {
-			continue
+	for _, index := range []map[string][]heldAddr{s.held.byID, s.held.claims} {
+		for id, addrs := range index {
+			if id == exceptID {
+				continue
+			}
+			for _, a := range addrs {
+				if a.ip.Equal(ip) {
+					out = append(out, a.Holder)
+				}
+			}
 		}
-		for _, a := range addrs {
-			if a.ip.Equal(ip) {
-				out = append(out, a.Holder)
+	}
+	return out
+}
+
+// HeldIn returns the addresses within nets that sandboxes hold or claimed
+// for the holders keep accepts.
+func (s *Store) HeldIn(nets []*net.IPNet, keep func(Holder) bool) ([]net.IP, error) {
+	s.held.mu.Lock()
+	defer s.held.mu.Unlock()
+	if err := s.buildHeld(); err != nil {
+		return nil, err
+	}
+	var out []net.IP
+	for _, index := range []map[string][]heldAddr{s.held.byID, s.held.claims} {
+		for _, addrs := range index {
+			for _, a := range addrs {
+				if keep(a.Holder) && slices.ContainsFunc(nets, func(n *net.IPNet) bool { return n.Contains(a.ip) }) {
+					out = append(out, a.ip)
+				}
 			}
 		}
 	}
 	return out, nil
+}
+
+// Conflict is an address Claim found held by another sandbox.
+type Conflict struct {
+	IP     net.IP
+	Holder Holder
+}
+
+// Claim registers ips as held by h's sandbox unless another sandbox's
+// record holds one of them or another operation claimed it: the check and
+// the registration are one step, so two operations on one node cannot both
+// take an address. The claim lasts until h's record is next written,
+// tracked or deleted, which then holds what it holds.
+func (s *Store) Claim(h Holder, ips []net.IP) (*Conflict, error) {
+	s.held.mu.Lock()
+	defer s.held.mu.Unlock()
+	if err := s.buildHeld(); err != nil {
+		return nil, err
+	}
+	for _, ip := range ips {
+		if other := s.holders(ip, h.ContainerID); len(other) > 0 {
+			return &Conflict{IP: ip, Holder: other[0]}, nil
+		}
+	}
+	for _, ip := range ips {
+		mine := s.held.claims[h.ContainerID]
+		if !slices.ContainsFunc(mine, func(a heldAddr) bool { return a.ip.Equal(ip) }) {
+			s.held.claims[h.ContainerID] = append(mine, heldAddr{ip: ip, Holder: h})
+		}
+	}
+	return nil, nil
 }
 
 // buildHeld reads every record once; the caller holds s.held.mu.
@@ -114,7 +176,7 @@ func (s *Store) buildHeld() error {
 	if err != nil {
 		return err
 	}
-	s.held.byID, s.held.heads = map[string][]heldAddr{}, map[string]Head{}
+	s.held.byID, s.held.heads, s.held.claims = map[string][]heldAddr{}, map[string]Head{}, map[string][]heldAddr{}
 	for _, id := range ids {
 		if sb, err := s.Get(id); err == nil && sb != nil {
 			s.held.byID[id], s.held.heads[id] = heldAddrs(sb), headOf(sb)
@@ -132,6 +194,7 @@ func (s *Store) noteHeld(id string, sb *Sandbox, track bool) {
 	if !s.held.built {
 		return
 	}
+	delete(s.held.claims, id)
 	if sb == nil {
 		delete(s.held.byID, id)
 		delete(s.held.heads, id)

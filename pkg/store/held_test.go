@@ -122,3 +122,50 @@ func TestHeadsFollowRecords(t *testing.T) {
 		t.Fatal("a deleted record is still in the index")
 	}
 }
+
+// Claim checks and registers in one step: of operations racing for one
+// address, exactly one gets it, and a claim ends with its record's next
+// write.
+func TestClaim(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	ip := []net.IP{net.ParseIP("10.0.0.7")}
+	won := make(chan string, 8)
+	done := make(chan struct{})
+	for i := 0; i < 8; i++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			id := string(rune('a' + i))
+			if c, err := s.Claim(Holder{ContainerID: id}, ip); err == nil && c == nil {
+				won <- id
+			}
+		}()
+	}
+	for i := 0; i < 8; i++ {
+		<-done
+	}
+	close(won)
+	var winners []string
+	for id := range won {
+		winners = append(winners, id)
+	}
+	if len(winners) != 1 {
+		t.Fatalf("%d operations claimed one address: %v", len(winners), winners)
+	}
+	if c, _ := s.Claim(Holder{ContainerID: winners[0]}, ip); c != nil {
+		t.Fatalf("the claimer's own claim conflicts: %+v", c)
+	}
+	_, subnet, _ := net.ParseCIDR("10.0.0.0/24")
+	if in, _ := s.HeldIn([]*net.IPNet{subnet}, func(h Holder) bool { return h.ContainerID != "z" }); len(in) != 1 || !in[0].Equal(ip[0]) {
+		t.Fatalf("HeldIn for another sandbox = %v, want the claimed %v", in, ip)
+	}
+	if in, _ := s.HeldIn([]*net.IPNet{subnet}, func(h Holder) bool { return h.ContainerID != winners[0] }); len(in) != 0 {
+		t.Fatalf("HeldIn for the claimer = %v, want none", in)
+	}
+	// Its record written without the address (the attempt was undone).
+	if err := s.Put(&Sandbox{ContainerID: winners[0]}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.Claim(Holder{ContainerID: "z"}, ip); c != nil {
+		t.Fatalf("a claim outlived its record's write: %+v", c)
+	}
+}

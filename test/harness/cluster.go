@@ -39,8 +39,8 @@ type Cluster struct {
 
 // NodeDirs are the paths each node has of its own (bind-mounted from
 // Node.Dir): flannel's subnet files, CNI state (flannel's scratch files,
-// host-local's stores), the CNI config dir, Rewire's state and socket.
-var NodeDirs = []string{"/run/flannel", "/var/lib/cni", "/etc/cni/net.d", "/var/lib/rewire", "/run/rewire"}
+// host-local's stores) and the CNI config dir.
+var NodeDirs = []string{"/run/flannel", "/var/lib/cni", "/etc/cni/net.d"}
 
 // Underlay is the underlay's /24: the host is .1, node i is .(11+i).
 const Underlay = "172.31.250"
@@ -76,12 +76,21 @@ func StartCluster(tools, dir, prefix string, n int, podCIDR func(i int) string, 
 	return c, nil
 }
 
-// underlay makes the host's bridge with the underlay's first address.
+// underlay makes the host's bridge with the underlay's first address (one
+// of that name, left by a run killed before its cleanup, is replaced with
+// its veths).
 func (c *Cluster) underlay() error {
 	return hostDo(func() error {
+		if links, err := netlinksafe.LinkList(); err == nil {
+			for _, l := range links {
+				if name := l.Attrs().Name; name == c.Bridge || strings.HasPrefix(name, c.Bridge+"-e") {
+					_ = netlink.LinkDel(l)
+				}
+			}
+		}
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: c.Bridge}}
 		if err := netlink.LinkAdd(br); err != nil {
-			return fmt.Errorf("underlay bridge %s: %w (left by an earlier run? ip link del %s)", c.Bridge, err, c.Bridge)
+			return fmt.Errorf("underlay bridge %s: %w", c.Bridge, err)
 		}
 		return upWithAddr(c.Bridge, Underlay+".1/24")
 	})
@@ -136,7 +145,9 @@ func (c *Cluster) addNode(name string, i int, podCIDR string) (*Node, error) {
 	if err := n.mountNamespace(); err != nil {
 		return n, err
 	}
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name}},
+	// A kubelet's Node has annotations (flanneld writes into the map).
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name},
+		Annotations: map[string]string{"node.alpha.kubernetes.io/ttl": "0"}},
 		Spec: corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}}}
 	_, err = c.API.Client.CoreV1().Nodes().Create(context.Background(), node, metav1.CreateOptions{})
 	return n, err
@@ -145,7 +156,7 @@ func (c *Cluster) addNode(name string, i int, podCIDR string) (*Node, error) {
 // link gives the node its eth0 (the peer, host, on the underlay bridge).
 func (n *Node) link(bridge, host string) error {
 	err := hostDo(func() error {
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host}, PeerName: "eth0"}
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host}, PeerName: host + "n"}
 		if err := netlink.LinkAdd(veth); err != nil {
 			return fmt.Errorf("underlay veth %s: %w", host, err)
 		}
@@ -163,7 +174,7 @@ func (n *Node) link(bridge, host string) error {
 		if err := netlink.LinkSetUp(l); err != nil {
 			return err
 		}
-		peer, err := netlinksafe.LinkByName("eth0")
+		peer, err := netlinksafe.LinkByName(host + "n")
 		if err != nil {
 			return err
 		}
@@ -173,6 +184,13 @@ func (n *Node) link(bridge, host string) error {
 		return err
 	}
 	return n.NetNS.Do(func(ns.NetNS) error {
+		peer, err := netlinksafe.LinkByName(host + "n")
+		if err == nil {
+			err = netlink.LinkSetName(peer, "eth0")
+		}
+		if err != nil {
+			return err
+		}
 		if err := upWithAddr("eth0", n.IP+"/24"); err != nil {
 			return err
 		}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -67,22 +66,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(tmp)
 	binDir = filepath.Join(tmp, "bin")
-	flags := []string{"-trimpath", "-ldflags", "-s -w"}
-	if os.Getenv("REWIRE_RACE") != "" {
-		flags = append(flags, "-race") // the daemon's races fail the tests too (see env.cleanup)
-	}
-	build := exec.Command("go", append(append([]string{"build", "-o", binDir + "/"}, flags...), "./cmd/rewired", "./cmd/kubectl-rewire")...)
-	build.Dir, build.Stdout, build.Stderr = root, os.Stdout, os.Stderr
-	err = build.Run()
-	if err == nil {
-		err = harness.BuildPlugin(root, binDir, flags...)
-	}
-	if err != nil {
-		fmt.Println("building rewire:", err)
-		return 1
-	}
-	// rewired's copy the plugin runs for a DEL while no daemon listens.
-	if err := os.Symlink("rewired", filepath.Join(binDir, "rewire-offline")); err != nil {
+	if err := harness.BuildRewire(root, binDir, os.Getenv("REWIRE_RACE") != ""); err != nil {
 		fmt.Println(err)
 		return 1
 	}

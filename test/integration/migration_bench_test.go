@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,12 +60,12 @@ func BenchmarkMigration(b *testing.B) {
 	})
 	pass := func(what, want, phase, network string, args ...string) {
 		cpu, plugins := e.daemon.CPU(), e.daemon.ChildrenCPU()
-		busy0, total0 := machineCPU(b)
+		busy0, total0 := harness.MachineCPU(b)
 		start := time.Now()
 		cli(b, want, args...)
 		st := waitMigration(b, name, phase, func(s migration.Status) bool { return s.Phase == phase })
 		took := time.Since(start)
-		busy1, total1 := machineCPU(b)
+		busy1, total1 := harness.MachineCPU(b)
 		if st.Switched != len(pods) || st.Failed != 0 {
 			b.Fatalf("%s: %+v, want %d switched", what, st.Counts, len(pods))
 		}
@@ -80,9 +79,9 @@ func BenchmarkMigration(b *testing.B) {
 		}
 	}
 	if *migrationProbes {
-		busy0, total0 := machineCPU(b)
+		busy0, total0 := harness.MachineCPU(b)
 		time.Sleep(2 * time.Second) // an observation window: the probes alone
-		busy1, total1 := machineCPU(b)
+		busy1, total1 := harness.MachineCPU(b)
 		fmt.Printf("%d pods answering 100 Hz probes, nothing else: the machine's CPUs %.0f%% busy\n", len(pods), 100*float64(busy1-busy0)/float64(total1-total0))
 	}
 	if *daemonProfile != "" {
@@ -108,23 +107,6 @@ func BenchmarkMigration(b *testing.B) {
 	}
 	client.Close()
 	e.assertNoLeaks()
-}
-
-// machineCPU reads the busy and total jiffies of all CPUs (/proc/stat;
-// idle and iowait are not busy).
-func machineCPU(t testing.TB) (busy, total uint64) {
-	b, err := os.ReadFile("/proc/stat")
-	must(t, err)
-	line, _, _ := strings.Cut(string(b), "\n")
-	for i, f := range strings.Fields(line)[1:] {
-		v, err := strconv.ParseUint(f, 10, 64)
-		must(t, err)
-		total += v
-		if i != 3 && i != 4 {
-			busy += v
-		}
-	}
-	return busy, total
 }
 
 // reportProbes stops the pods' probes and prints what they lost, each lost
