@@ -2,9 +2,11 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -31,6 +33,41 @@ func podIP(t testing.TB, p *pod) string {
 		return ip.String()
 	}
 	return fmt.Sprintf("none (links %v)", links)
+}
+
+// flannelChurn calls flannel's CNI plugin itself on n (no Rewire: as a
+// runtime configured with the stock config list would), an ADD and a DEL
+// of count sandboxes one after another in one netns, and returns the
+// address each ADD gave.
+func flannelChurn(t testing.TB, n *node, count int) []string {
+	t.Helper()
+	netns, err := testutils.NewNS()
+	must(t, err)
+	defer func() { _ = netns.Close(); _ = testutils.UnmountNS(netns) }()
+	conf := `{"cniVersion":"0.3.1","name":"cbr0","type":"flannel","delegate":{"hairpinMode":true,"isDefaultGateway":true}}`
+	call := func(command, id string) []byte {
+		argv := n.Command("env", "CNI_COMMAND="+command, "CNI_CONTAINERID="+id, "CNI_NETNS="+netns.Path(),
+			"CNI_IFNAME=eth0", "CNI_PATH="+tools, filepath.Join(tools, "flannel"))
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Stdin = strings.NewReader(conf)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("flannel %s of %s on %s: %v: %s", command, id, n.Name, err, out)
+		}
+		return out
+	}
+	var ips []string
+	for i := 0; i < count; i++ {
+		id := fmt.Sprintf("direct%d-%d", os.Getpid(), i)
+		var res current.Result
+		must(t, json.Unmarshal(call("ADD", id), &res))
+		if len(res.IPs) == 0 {
+			t.Fatalf("flannel ADD of %s gave no address", id)
+		}
+		ips = append(ips, res.IPs[0].Address.IP.String())
+		call("DEL", id)
+	}
+	return ips
 }
 
 // churnSandboxes adds and deletes count sandboxes on n's cluster network,
