@@ -121,6 +121,7 @@ func (e *Executor) ResumeSwitch(ctx context.Context, sb *store.Sandbox) error {
 	if sb.Switch == nil {
 		return nil
 	}
+	e.restoreDAD(sb)
 	if to := sb.Find(sb.Switch.To); to == nil || to.State != store.Added {
 		e.sbLog(sb).Info("undoing interrupted switch", "to", sb.Switch.To)
 		return e.abortSwitch(ctx, sb)
@@ -140,18 +141,13 @@ func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink str
 		return nil, fmt.Errorf("pinning the routes of %s: %w", oldLink, err)
 	}
 	to := sb.Find(sb.Switch.To)
-	// The new copies of the kept IPv6 addresses must not fail DAD against
-	// the old interface, which still holds them.
-	restoreDAD, err := handover.DisableDAD(sb.NetNS)
-	if err != nil {
+	if err := e.disableDAD(sb); err != nil {
 		return nil, err
 	}
 	unlock := e.allocs.lock(storeKey(to.Config), requestAlloc)
 	res, err := e.addOne(ctx, sb, to, sb.Args)
 	unlock()
-	if rerr := restoreDAD(); rerr != nil {
-		e.sbLog(sb).Warn("restoring the pod's accept_dad", "err", rerr)
-	}
+	e.restoreDAD(sb)
 	if err != nil {
 		return nil, &AttachError{Network: to.Network, IfName: to.IfName, Err: err}
 	}
@@ -175,6 +171,36 @@ func (e *Executor) pinAndAdd(ctx context.Context, sb *store.Sandbox, oldLink str
 	// ends the pod too, and its DEL finds both attachments either way.
 	sortAttachments(sb, nil)
 	return res, e.store.Put(sb)
+}
+
+// disableDAD turns duplicate address detection off in the pod for B's
+// ADD (the new copies of the kept IPv6 addresses must not fail it against
+// the old interface), recording the values first: a crash meanwhile is
+// undone by ResumeSwitch.
+func (e *Executor) disableDAD(sb *store.Sandbox) error {
+	on, err := handover.DADOn(sb.NetNS)
+	if err != nil || len(on) == 0 {
+		return err
+	}
+	sb.Switch.DAD = on
+	if err := e.store.Put(sb); err != nil {
+		return err
+	}
+	if err := handover.SetSysctls(sb.NetNS, handover.DADOff(on)); err != nil {
+		e.restoreDAD(sb)
+		return fmt.Errorf("disabling duplicate address detection: %w", err)
+	}
+	return nil
+}
+
+// restoreDAD writes back what disableDAD recorded (the record is written
+// by the switch's next step).
+func (e *Executor) restoreDAD(sb *store.Sandbox) {
+	if err := handover.SetSysctls(sb.NetNS, sb.Switch.DAD); err != nil {
+		e.sbLog(sb).Warn("restoring the pod's accept_dad", "err", err)
+		return
+	}
+	sb.Switch.DAD = nil
 }
 
 // abortSwitch deletes the new attachment and gives the old one its routes

@@ -334,36 +334,14 @@ var dadSysctls = []string{
 	"/proc/sys/net/ipv6/conf/all/accept_dad",
 }
 
-// DisableDAD turns duplicate address detection off in netns for interfaces
-// created from now on (net.ipv6.conf.default.accept_dad = 0; also
-// net.ipv6.conf.all.accept_dad, which the kernel honours as well, should it be
-// on), so that the new interface of a switch can take the addresses that the
-// old one still holds: detection would see the old interface (or the peer
-// that still has its MAC) and fail the new copy. restore puts back the values
-// it changed; it is never nil and is fine to call when the namespace is gone.
-// A namespace without IPv6 needs nothing.
-func DisableDAD(netns string) (restore func() error, err error) {
-	type saved struct{ path, value string }
-	var changed []saved
-	restore = func() error {
-		if len(changed) == 0 {
-			return nil
-		}
-		err := ns.WithNetNSPath(netns, func(ns.NetNS) error {
-			var errs []error
-			for _, s := range changed {
-				if err := os.WriteFile(s.path, []byte(s.value), 0o644); err != nil {
-					errs = append(errs, fmt.Errorf("restoring %s: %w", s.path, err))
-				}
-			}
-			return errors.Join(errs...)
-		})
-		if errors.As(err, &ns.NSPathNotExistErr{}) {
-			return nil
-		}
-		return err
-	}
-	err = ns.WithNetNSPath(netns, func(ns.NetNS) error {
+// DADOn returns the sysctls that make new interfaces in netns run
+// duplicate address detection, with their values (none without IPv6). A
+// switch records them, writes DADOff(them) so that the new interface can
+// take the addresses the old one still holds (detection would fail the
+// copy), and writes them back after B's ADD, or at recovery.
+func DADOn(netns string) (map[string]string, error) {
+	on := map[string]string{}
+	err := ns.WithNetNSPath(netns, func(ns.NetNS) error {
 		for _, path := range dadSysctls {
 			v, err := readSysctl(path)
 			if errors.Is(err, fs.ErrNotExist) {
@@ -372,20 +350,43 @@ func DisableDAD(netns string) (restore func() error, err error) {
 			if err != nil {
 				return err
 			}
-			if v == "0" {
-				continue
+			if v != "0" {
+				on[path] = v
 			}
-			if err := os.WriteFile(path, []byte("0"), 0o644); err != nil {
-				return fmt.Errorf("disabling duplicate address detection: %w", err)
-			}
-			changed = append(changed, saved{path, v})
 		}
 		return nil
 	})
-	if err != nil {
-		return func() error { return nil }, errors.Join(err, restore())
+	return on, err
+}
+
+// DADOff is on with every value 0.
+func DADOff(on map[string]string) map[string]string {
+	off := make(map[string]string, len(on))
+	for path := range on {
+		off[path] = "0"
 	}
-	return restore, nil
+	return off
+}
+
+// SetSysctls writes values (path: value) in netns; a namespace that is gone
+// needs nothing.
+func SetSysctls(netns string, values map[string]string) error {
+	if len(values) == 0 {
+		return nil
+	}
+	err := ns.WithNetNSPath(netns, func(ns.NetNS) error {
+		var errs []error
+		for path, v := range values {
+			if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
+				errs = append(errs, fmt.Errorf("writing %s: %w", path, err))
+			}
+		}
+		return errors.Join(errs...)
+	})
+	if errors.As(err, &ns.NSPathNotExistErr{}) {
+		return nil
+	}
+	return err
 }
 
 // SkipDAD ends duplicate address detection at once for the tentative IPv6

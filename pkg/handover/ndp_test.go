@@ -676,7 +676,7 @@ func TestWaitSettled(t *testing.T) {
 	}
 }
 
-// TestDisableDAD: interfaces created after DisableDAD take an address that
+// TestDisableDAD: interfaces created with DADOff written take an address that
 // another interface on their link holds without detection failing it, those
 // created before still run detection, and restore puts the default back.
 func TestDisableDAD(t *testing.T) {
@@ -688,8 +688,10 @@ func TestDisableDAD(t *testing.T) {
 	}
 	vethPair(t, pod, "ddold0", pod, "ddold1")
 
-	restore, err := DisableDAD(pod.Path())
+	on, err := DADOn(pod.Path())
 	must(t, err)
+	must(t, SetSysctls(pod.Path(), DADOff(on)))
+	restore := func() error { return SetSysctls(pod.Path(), on) }
 	if v := sysctl(t, pod, dflt); v != "0" {
 		t.Fatalf("default accept_dad %s after DisableDAD", v)
 	}
@@ -720,10 +722,11 @@ func TestDisableDAD(t *testing.T) {
 	t.Run("already off", func(t *testing.T) {
 		pod := newNetNS(t)
 		setSysctl(t, pod, dflt, "0")
-		restore, err := DisableDAD(pod.Path())
+		on, err := DADOn(pod.Path())
 		must(t, err)
+		must(t, SetSysctls(pod.Path(), DADOff(on)))
 		setSysctl(t, pod, dflt, "2") // restore must not touch what it did not change
-		must(t, restore())
+		must(t, SetSysctls(pod.Path(), on))
 		if v := sysctl(t, pod, dflt); v != "2" {
 			t.Fatalf("restore changed accept_dad it had not changed: %s", v)
 		}
@@ -732,10 +735,10 @@ func TestDisableDAD(t *testing.T) {
 	t.Run("namespace gone", func(t *testing.T) {
 		n, err := testutils.NewNS()
 		must(t, err)
-		restore, err := DisableDAD(n.Path())
+		on, err := DADOn(n.Path())
 		must(t, err)
 		must(t, n.Close())
 		must(t, testutils.UnmountNS(n))
-		must(t, restore())
+		must(t, SetSysctls(n.Path(), on))
 	})
 }

@@ -6,6 +6,7 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -40,6 +41,7 @@ type Pods struct {
 	client   metadata.Interface
 	informer cache.SharedIndexInformer
 	wait     time.Duration
+	node     string
 }
 
 // NewPods watches the metadata of the pods bound to nodeName.
@@ -56,7 +58,7 @@ func NewPods(client metadata.Interface, nodeName string, wait time.Duration) *Po
 			return pods.Watch(ctx, o)
 		},
 	}
-	return &Pods{client: client, informer: newInformer(lw, &metav1.PartialObjectMetadata{}), wait: wait}
+	return &Pods{client: client, informer: newInformer(lw, &metav1.PartialObjectMetadata{}), wait: wait, node: nodeName}
 }
 
 // newInformer builds a namespaced informer without client-go's informer
@@ -108,17 +110,40 @@ func (p *Pods) Get(ctx context.Context, namespace, name string, uid types.UID) (
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	m, err := p.client.Resource(podsGVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("pod %s/%s not found", namespace, name)
-	}
+	m, err := p.read(ctx, namespace, name)
 	if err != nil {
-		return nil, fmt.Errorf("reading pod %s/%s: %w", namespace, name, err)
+		return nil, err
 	}
 	if !isPod(m, uid) {
 		return nil, fmt.Errorf("pod %s/%s has UID %s, the runtime asked for %s", namespace, name, m.UID, uid)
 	}
 	return fromMeta(m), nil
+}
+
+// ErrOtherNode is Get's answer for a pod bound to another node (or to none).
+var ErrOtherNode = errors.New("not bound to this node")
+
+// read lists the pod among this node's (the metadata API has no
+// spec.nodeName), then tells a pod of another node from a missing one.
+func (p *Pods) read(ctx context.Context, namespace, name string) (*metav1.PartialObjectMetadata, error) {
+	pods := p.client.Resource(podsGVR).Namespace(namespace)
+	sel := fields.AndSelectors(fields.OneTermEqualSelector("metadata.name", name), fields.OneTermEqualSelector("spec.nodeName", p.node))
+	list, err := pods.List(ctx, metav1.ListOptions{FieldSelector: sel.String()})
+	if err != nil {
+		return nil, fmt.Errorf("reading pod %s/%s: %w", namespace, name, err)
+	}
+	for i := range list.Items {
+		if list.Items[i].Name == name {
+			return &list.Items[i], nil
+		}
+	}
+	switch _, err := pods.Get(ctx, name, metav1.GetOptions{}); {
+	case apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("pod %s/%s not found", namespace, name)
+	case err != nil:
+		return nil, fmt.Errorf("reading pod %s/%s: %w", namespace, name, err)
+	}
+	return nil, fmt.Errorf("pod %s/%s is %w %s", namespace, name, ErrOtherNode, p.node)
 }
 
 func (p *Pods) cached(namespace, name string, uid types.UID) *Pod {

@@ -72,7 +72,7 @@ func (w *StatusWriter) Run(ctx context.Context, workers int) {
 }
 
 // write sends the pending status of key; it asks for a retry only when the
-// API server could not be reached or failed.
+// API server could not be reached or failed (a Forbidden write is final).
 func (w *StatusWriter) write(ctx context.Context, key string) bool {
 	w.mu.Lock()
 	p, ok := w.pending[key]
@@ -82,8 +82,10 @@ func (w *StatusWriter) write(ctx context.Context, key string) bool {
 	}
 	err := w.patch(ctx, p)
 	switch {
-	case err == nil, apierrors.IsNotFound(err), apierrors.IsConflict(err), apierrors.IsInvalid(err):
-		if err != nil {
+	case err == nil, apierrors.IsNotFound(err), apierrors.IsConflict(err), apierrors.IsInvalid(err), apierrors.IsForbidden(err):
+		if apierrors.IsForbidden(err) {
+			w.log.Warn("network-status not written: this node may not write it (not retried)", "pod", key, "err", err)
+		} else if err != nil {
 			w.log.Info("network-status not written: pod gone or replaced", "pod", key, "err", err)
 		}
 		w.mu.Lock()

@@ -80,6 +80,9 @@ type Switch struct {
 	// Parked are the new network's host routes to the kept addresses,
 	// held back until the cut-over (inbound traffic stays on the old one).
 	Parked []handover.HostRoute `json:"parked,omitempty"`
+	// DAD are the pod's duplicate address detection sysctls the switch
+	// turned off (path: value before), until they are written back.
+	DAD map[string]string `json:"dad,omitempty"`
 }
 
 // Primary returns the primary attachment (nil when none is recorded).

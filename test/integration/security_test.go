@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // runPlugin executes the rewire binary as a runtime would, with the given
@@ -171,4 +173,29 @@ func waitCached(t *testing.T) {
 	// The watch delivers within milliseconds on this single machine; the
 	// daemon reads only its cache on ADD.
 	time.Sleep(100 * time.Millisecond)
+}
+
+// An ADD for a pod bound to another node (the cache never has it: the API
+// read that follows finds it elsewhere) is refused, and nothing is wired.
+func TestAddForPodOfAnotherNode(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	p := e.newPod("default", "elsewhere", nil)
+	pod, err := api.Client.CoreV1().Pods("default").Get(context.Background(), "elsewhere", metav1.GetOptions{})
+	must(t, err)
+	must(t, api.Client.CoreV1().Pods("default").Delete(context.Background(), "elsewhere", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}))
+	pod.ResourceVersion, pod.Spec.NodeName = "", "some-other-node"
+	created, err := api.Client.CoreV1().Pods("default").Create(context.Background(), pod, metav1.CreateOptions{})
+	must(t, err)
+	p.UID = string(created.UID)
+	_, err = e.rt.Add(context.Background(), p)
+	if err == nil || !strings.Contains(err.Error(), "not bound to this node") {
+		t.Fatalf("ADD of a pod bound to another node: %v, want an error saying it is not bound to this node", err)
+	}
+	links, err := podLinks(t, p)
+	must(t, err)
+	if delete(links, "lo"); len(links) > 0 {
+		t.Fatalf("the refused pod got interfaces: %v", keys(links))
+	}
+	must(t, e.rt.Del(context.Background(), p))
+	e.assertNoLeaks()
 }

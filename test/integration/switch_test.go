@@ -543,6 +543,7 @@ func TestFaultsDuringSwitch(t *testing.T) {
 				r, err := e.rt.Add(context.Background(), p)
 				must(t, err)
 				ip := primaryIP(t, r)
+				dad := podSysctl(t, p, acceptDAD)
 				e.restart(t, s.step+"="+action)
 				setDefaultNetwork(t, p, "net-b")
 				switch {
@@ -558,6 +559,9 @@ func TestFaultsDuringSwitch(t *testing.T) {
 					e.assertOnA(t, p, ip, b)
 				}
 				e.assertSecondaryPaths(t, p, "after "+s.step+"="+action)
+				if v := podSysctl(t, p, acceptDAD); v != dad {
+					t.Errorf("the pod's %s is %s after %s, was %s", acceptDAD, v, s.step+"="+action, dad)
+				}
 				must(t, e.rt.Check(context.Background(), p))
 				must(t, e.rt.Del(context.Background(), p))
 				e.assertNoLeaks()
@@ -565,6 +569,10 @@ func TestFaultsDuringSwitch(t *testing.T) {
 		}
 	}
 }
+
+// acceptDAD makes new interfaces run duplicate address detection (a switch
+// turns it off in the pod while B is added).
+const acceptDAD = "ipv6/conf/default/accept_dad"
 
 // readdressConf is a network that cannot own the pod's IP: ptp on its own
 // subnet, no "ips" capability.
