@@ -47,8 +47,10 @@ type Node struct {
 	Log      *slog.Logger
 }
 
-// SwitchTimeout bounds how long one pod's switch may take before it is
-// reported failed.
+// SwitchTimeout bounds how long a pod may wait for its switch to start
+// before it is reported failed; a switch in progress is waited for (its
+// delegates are bounded by their own timeout), so the pod is never pointed
+// back while B's ADD could still commit.
 const SwitchTimeout = 2 * time.Minute
 
 // Pod phases within a run.
@@ -308,7 +310,7 @@ func (c *Controller) advance(ctx context.Context, m *Migration, r *run, p *kube.
 			c.done(ctx, m, p, s)
 		case rejected:
 			c.fail(ctx, m, p, s, reason)
-		case time.Since(s.since) > SwitchTimeout:
+		case ok && time.Since(s.since) > SwitchTimeout: // a switch in progress is waited for
 			c.fail(ctx, m, p, s, fmt.Sprintf("not switched within %s", SwitchTimeout))
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -190,5 +191,32 @@ func TestTerminatingPodNotCounted(t *testing.T) {
 	}
 	if _, ok := f.patched["tenant/gone"]; ok {
 		t.Fatal("the terminating pod was patched")
+	}
+}
+
+// A pod whose switch runs (no recorded primary meanwhile) past
+// SwitchTimeout is waited for, not failed and pointed back; one whose
+// switch never started is failed.
+func TestSwitchTimeoutWaitsForRunningSwitch(t *testing.T) {
+	for _, running := range []bool{true, false} {
+		f := newFake()
+		f.pods = f.pods[:1]
+		c := &Controller{node: f.node()}
+		m := &Migration{ObjectMeta: metav1.ObjectMeta{Name: "mig"}, Spec: Spec{From: Cluster, To: "kube-system/ptp", MaxConcurrentPerNode: 1}}
+		r := &run{pods: map[types.UID]*podState{}}
+		c.stepRun(context.Background(), m, r)
+		s := r.pods[f.pods[0].UID]
+		if s == nil || s.phase != switching {
+			t.Fatalf("the pod was not started: %+v", s)
+		}
+		s.since = time.Now().Add(-2 * SwitchTimeout)
+		if running {
+			delete(f.primary, f.pods[0].UID)
+		}
+		delete(f.patched, "tenant/a")
+		c.stepRun(context.Background(), m, r)
+		if got := s.phase == failed; got == running {
+			t.Errorf("switch running %v: phase %d, patched %v", running, s.phase, f.patched)
+		}
 	}
 }
