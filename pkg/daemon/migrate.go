@@ -24,14 +24,16 @@ func (d *Daemon) MigrationNode(name string, labels map[string]string, pods *kube
 
 // recordedPrimary returns the network of the pod's recorded primary (from
 // the store's index: the migration controller asks for every pod at every
-// step).
+// step); false while a switch of it has not ended, so that a pod counts as
+// switched, and stops counting against maxConcurrentPerNode, only once A
+// is retired.
 func (d *Daemon) recordedPrimary(uid ktypes.UID) (string, bool) {
 	cid := d.Exec.ByPod(string(uid))
 	if cid == "" {
 		return "", false
 	}
 	h, ok, err := d.Exec.Head(cid)
-	if err != nil || !ok || !h.Complete || h.Primary == "" {
+	if err != nil || !ok || !h.Complete || h.Primary == "" || h.Switching {
 		return "", false
 	}
 	return h.Primary, true
@@ -61,12 +63,5 @@ func (d *Daemon) canOwn(key string) (bool, error) {
 		}
 		list = n.ConfList
 	}
-	if reservation.CannotRequest(list.Bytes) != "" {
-		return false, nil
-	}
-	if nad.Capabilities(list)["ips"] {
-		return true, nil
-	}
-	_, askable, _ := reservation.Ask(list.Bytes, nil) // flannel's own way
-	return askable, nil
+	return reservation.HowToAsk(list.Bytes, nad.Capabilities(list)["ips"]) != reservation.NoAsking, nil
 }

@@ -207,7 +207,7 @@ func (e *Executor) addStepping(ctx context.Context, sb *store.Sandbox, a *store.
 // its ADD lasts. A network that cannot be asked is left to step over.
 func (e *Executor) steer(sb *store.Sandbox, a *store.Attachment) error {
 	nets, known := reservation.Ranges(a.Config)
-	if !known || reservation.CannotRequest(a.Config) != "" {
+	if !known {
 		return nil
 	}
 	held, err := e.store.HeldIn(nets, func(h store.Holder) bool { return h.ContainerID != sb.ContainerID && h.Network != a.Network })
@@ -218,11 +218,10 @@ func (e *Executor) steer(sb *store.Sandbox, a *store.Attachment) error {
 	if err != nil {
 		return err
 	}
-	capable := nad.Capabilities(list)["ips"]
-	if _, askable, _ := reservation.Ask(a.Config, nil); !capable && !askable {
+	how := reservation.HowToAsk(a.Config, nad.Capabilities(list)["ips"])
+	if how == reservation.NoAsking {
 		return nil
 	}
-	holder := store.Holder{ContainerID: sb.ContainerID, IfName: a.IfName, Pod: sb.PodNamespace + "/" + sb.PodName, Network: a.Network}
 	for try := 0; try < stepOvers; try++ {
 		free, ok, err := reservation.Free(a.Config, func(ip net.IP) bool { return slices.ContainsFunc(held, ip.Equal) })
 		if err != nil || !ok {
@@ -233,7 +232,7 @@ func (e *Executor) steer(sb *store.Sandbox, a *store.Attachment) error {
 			ip, n, _ := net.ParseCIDR(f)
 			ips[i] = &net.IPNet{IP: ip, Mask: n.Mask}
 		}
-		conflict, err := e.store.Claim(holder, ipsOf(ips))
+		conflict, err := e.store.Claim(holderOf(sb, a), ipsOf(ips))
 		if err != nil {
 			return err
 		}
@@ -242,7 +241,7 @@ func (e *Executor) steer(sb *store.Sandbox, a *store.Attachment) error {
 			continue
 		}
 		e.sbLog(sb).Debug("asking for free addresses: the node's pods hold others of the range in another store", "network", a.Network, "addresses", free)
-		if capable {
+		if how == reservation.ByCapability {
 			a.CapabilityArgs = withIPs(a.CapabilityArgs, ips)
 			return nil
 		}

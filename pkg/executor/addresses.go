@@ -46,11 +46,7 @@ func claim(sb *store.Sandbox, spec *attachment.Spec, from *store.Attachment, ips
 			return nil
 		}
 	}
-	if why := reservation.CannotRequest(spec.Config); why != "" {
-		return &SwitchRefused{Reason: fmt.Sprintf("network %s cannot take over %v: %s (give it the same IPAM pool as %s, or switch with %s: readdress)",
-			spec.Network, ips, why, from.Network, selection.SwitchModeAnnotation)}
-	}
-	capable, err := requestable(spec)
+	how, err := howToAsk(spec, from, ips)
 	if err != nil {
 		return err
 	}
@@ -60,7 +56,7 @@ func claim(sb *store.Sandbox, spec *attachment.Spec, from *store.Attachment, ips
 				"(add a range holding it, or switch with %s: readdress)", spec.Network, out, nets, selection.SwitchModeAnnotation)}
 		}
 	}
-	if capable {
+	if how == reservation.ByCapability {
 		spec.CapabilityArgs = withIPs(from.CapabilityArgs, ips)
 		return nil
 	}
@@ -72,23 +68,23 @@ func claim(sb *store.Sandbox, spec *attachment.Spec, from *store.Attachment, ips
 	return nil
 }
 
-// requestable reports whether spec's IPAM gets requested addresses through
-// the "ips" capability (true) or its meta plugin's own way (false: flannel,
-// see reservation.Ask), or refuses a network that has neither.
-func requestable(spec *attachment.Spec) (bool, error) {
+// howToAsk says how spec's IPAM is asked for the pod's addresses ips, or
+// refuses a network that cannot be asked, saying what would make it work.
+func howToAsk(spec *attachment.Spec, from *store.Attachment, ips []*net.IPNet) (reservation.Asking, error) {
+	if why := reservation.CannotRequest(spec.Config); why != "" {
+		return 0, &SwitchRefused{Reason: fmt.Sprintf("network %s cannot take over %v: %s (give it the same IPAM pool as %s, or switch with %s: readdress)",
+			spec.Network, ips, why, from.Network, selection.SwitchModeAnnotation)}
+	}
 	list, err := spec.ConfList()
 	if err != nil {
-		return false, &SwitchRefused{Reason: err.Error()}
+		return 0, &SwitchRefused{Reason: err.Error()}
 	}
-	if nad.Capabilities(list)["ips"] {
-		return true, nil
+	if how := reservation.HowToAsk(spec.Config, nad.Capabilities(list)["ips"]); how != reservation.NoAsking {
+		return how, nil
 	}
-	if _, ok, _ := reservation.Ask(spec.Config, nil); ok {
-		return false, nil
-	}
-	return false, &SwitchRefused{Reason: fmt.Sprintf("network %s cannot take over the pod's addresses: none of its plugins declares the \"ips\" capability "+
-		"(add \"capabilities\":{\"ips\":true} to the plugin carrying its IPAM, give it the same IPAM pool as the pod's network, "+
-		"or switch with %s: readdress)", spec.Network, selection.SwitchModeAnnotation)}
+	return 0, &SwitchRefused{Reason: fmt.Sprintf("network %s cannot take over %v: none of its plugins declares the \"ips\" capability "+
+		"(add \"capabilities\":{\"ips\":true} to the plugin carrying its IPAM, give it the same IPAM pool as %s, "+
+		"or switch with %s: readdress)", spec.Network, ips, from.Network, selection.SwitchModeAnnotation)}
 }
 
 func cidrs(nets []*net.IPNet) []string {
@@ -186,7 +182,7 @@ func (e *Executor) uniqueAddresses(sb *store.Sandbox, a *store.Attachment, res *
 	for i, ip := range res.IPs {
 		ips[i] = ip.Address.IP
 	}
-	conflict, err := e.store.Claim(store.Holder{ContainerID: sb.ContainerID, IfName: a.IfName, Pod: sb.PodNamespace + "/" + sb.PodName, Network: a.Network}, ips)
+	conflict, err := e.store.Claim(holderOf(sb, a), ips)
 	if err != nil {
 		return fmt.Errorf("checking addresses %v: %w", ips, err)
 	}
@@ -194,6 +190,10 @@ func (e *Executor) uniqueAddresses(sb *store.Sandbox, a *store.Attachment, res *
 		return &AddressInUse{IP: conflict.IP, Holder: conflict.Holder}
 	}
 	return nil
+}
+
+func holderOf(sb *store.Sandbox, a *store.Attachment) store.Holder {
+	return store.Holder{ContainerID: sb.ContainerID, IfName: a.IfName, Pod: sb.PodNamespace + "/" + sb.PodName, Network: a.Network}
 }
 
 // AddressInUse is returned when a delegate's IPAM hands out an address that

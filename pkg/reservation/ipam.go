@@ -113,3 +113,29 @@ func hostLocalDir(ipam map[string]interface{}) string {
 	}
 	return filepath.Clean(dir)
 }
+
+// Asking is how an IPAM is asked for given addresses.
+type Asking int
+
+const (
+	// NoAsking: it cannot be (HowToAsk).
+	NoAsking Asking = iota
+	// ByCapability: runtimeConfig "ips", for a plugin declaring it.
+	ByCapability
+	// ByFlannel: flannel's delegate's args.cni.ips (Ask).
+	ByFlannel
+)
+
+// HowToAsk says how conf's IPAM can be asked for given addresses; ips
+// says whether a plugin of conf declares the "ips" capability.
+func HowToAsk(conf []byte, ips bool) Asking {
+	switch _, flannel, _ := Ask(conf, nil); {
+	case CannotRequest(conf) != "":
+		return NoAsking
+	case ips:
+		return ByCapability
+	case flannel:
+		return ByFlannel
+	}
+	return NoAsking
+}

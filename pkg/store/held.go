@@ -40,12 +40,15 @@ type Head struct {
 	Complete bool
 	// Primary is the network of the primary attachment ("" without one).
 	Primary string
+	// Switching: a switch of the primary has not ended (A not retired yet,
+	// or a re-addressing switch still draining).
+	Switching bool
 	// HostChanges are the record's (a copy).
 	HostChanges []handover.HostChanges
 }
 
 func headOf(sb *Sandbox) Head {
-	h := Head{Complete: sb.Complete, HostChanges: slices.Clone(sb.HostChanges)}
+	h := Head{Complete: sb.Complete, Switching: sb.Switch != nil, HostChanges: slices.Clone(sb.HostChanges)}
 	if p := sb.Primary(); p != nil {
 		h.Primary = p.Network
 	}
