@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -174,16 +175,34 @@ func (s *steps) runLossy(name string, f func()) {
 // steps cover the test without gaps).
 func (s *steps) measure(name string, f func()) []string {
 	s.t.Helper()
-	from := s.last
+	from, drops := s.last, backlogDrops(s.t)
 	f()
 	to := time.Now()
 	s.last = to
+	if d := backlogDrops(s.t) - drops; d > 0 {
+		s.t.Logf("%s: the kernel dropped %d packets at its input backlog meanwhile (the machine's CPUs saturated)", name, d)
+	}
 	sent, lost := s.m.window(from, to)
 	line := fmt.Sprintf("%-85s %6.1f s  same node %7d sent %3d lost  across nodes %7d sent %3d lost", name, to.Sub(from).Seconds(),
 		sent["same-node"], sent["same-node lost"], sent["cross-node"], sent["cross-node lost"])
 	s.lines = append(s.lines, line)
 	s.t.Log(line)
 	return lost
+}
+
+// backlogDrops sums the packets the kernel dropped at its per-CPU input
+// backlogs (/proc/net/softnet_stat, second column, hex).
+func backlogDrops(t testing.TB) uint64 {
+	raw, err := os.ReadFile("/proc/net/softnet_stat")
+	must(t, err)
+	var sum uint64
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			v, _ := strconv.ParseUint(f[1], 16, 64)
+			sum += v
+		}
+	}
+	return sum
 }
 
 func (s *steps) report() {
