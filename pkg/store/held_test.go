@@ -115,6 +115,20 @@ func TestHeadsFollowRecords(t *testing.T) {
 	if c := changes("c1"); len(c) != 1 || c[0].Bridge != "br0" {
 		t.Fatalf("host changes of the others than c1: %+v", c)
 	}
+	sb.Switch = &Switch{From: "eth0", To: "rwsw0"}
+	if err := s.Put(sb); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := head("c1"); !h.Switching {
+		t.Fatalf("head while a switch is recorded: %+v", h)
+	}
+	sb.Switch = nil
+	if err := s.Put(sb); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := head("c1"); h.Switching {
+		t.Fatalf("head after the switch ended: %+v", h)
+	}
 	if err := s.Delete("c0"); err != nil {
 		t.Fatal(err)
 	}
