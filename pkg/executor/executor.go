@@ -57,6 +57,9 @@ type Executor struct {
 	gcGate sync.RWMutex
 	// allocs keeps fresh and requested allocations of one IPAM store apart.
 	allocs allocLocks
+	// hostMu orders the changes of shared bridge sysctls with the records
+	// that say which sandboxes need them (hostchanges.go).
+	hostMu sync.Mutex
 }
 
 // CacheIndex knows the names of the files in cni's cache (leancni.CNI).

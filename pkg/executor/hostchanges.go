@@ -17,6 +17,7 @@ import (
 // recordHostChanges keeps what a switch changed on a host bridge for this
 // sandbox. A sysctl that another sandbox's switch turned on counts as
 // Rewire's here too, so it stays on until the last sandbox needing it goes.
+// The caller holds e.hostMu since before the change.
 func (e *Executor) recordHostChanges(sb *store.Sandbox, c handover.HostChanges) {
 	others := e.othersHostChanges(sb.ContainerID, c.Bridge)
 	c.ProxyARP = c.ProxyARP || others.ProxyARP
@@ -26,11 +27,17 @@ func (e *Executor) recordHostChanges(sb *store.Sandbox, c handover.HostChanges) 
 		return
 	}
 	sb.HostChanges = append(sb.HostChanges, c)
+	e.noteHostChanges(sb)
 }
 
 // undoHostChanges undoes the host changes recorded for the sandbox, keeping
 // the bridge sysctls other sandboxes still need. The caller stores sb.
 func (e *Executor) undoHostChanges(sb *store.Sandbox) {
+	if len(sb.HostChanges) == 0 {
+		return
+	}
+	e.hostMu.Lock()
+	defer e.hostMu.Unlock()
 	for _, c := range sb.HostChanges {
 		others := e.othersHostChanges(sb.ContainerID, c.Bridge)
 		keepARP := others.ProxyARP || others.ProxyDelay != ""
@@ -39,6 +46,16 @@ func (e *Executor) undoHostChanges(sb *store.Sandbox) {
 		}
 	}
 	sb.HostChanges = nil
+	e.noteHostChanges(sb)
+}
+
+// noteHostChanges makes sb's host changes count for other sandboxes at once,
+// not from its next write: two sandboxes leaving a bridge together would
+// each see the other still needing its sysctls and both keep them.
+func (e *Executor) noteHostChanges(sb *store.Sandbox) {
+	if err := e.store.NoteHostChanges(sb.ContainerID, sb.HostChanges); err != nil {
+		e.sbLog(sb).Warn("noting host changes", "err", err)
+	}
 }
 
 // othersHostChanges sums the sysctls that other sandboxes' records turned on
@@ -98,15 +115,21 @@ func (e *Executor) proxyOn(sb *store.Sandbox, ips []net.IP, links, bridges []str
 		bridges = append(bridges, holding...)
 	}
 	for i, name := range bridges {
-		if slices.Contains(bridges[:i], name) {
-			continue
+		if !slices.Contains(bridges[:i], name) {
+			e.proxyOnBridge(sb, ips, name)
 		}
-		c, err := handover.ProxyNeighbours(name, ips)
-		if err != nil {
-			e.sbLog(sb).Warn("proxying ARP/NDP for a routed pod's addresses", "bridge", name, "err", err)
-		}
-		e.recordHostChanges(sb, c)
 	}
+}
+
+// proxyOnBridge is proxyOn for one bridge.
+func (e *Executor) proxyOnBridge(sb *store.Sandbox, ips []net.IP, bridge string) {
+	e.hostMu.Lock()
+	defer e.hostMu.Unlock()
+	c, err := handover.ProxyNeighbours(bridge, ips)
+	if err != nil {
+		e.sbLog(sb).Warn("proxying ARP/NDP for a routed pod's addresses", "bridge", bridge, "err", err)
+	}
+	e.recordHostChanges(sb, c)
 }
 
 // SettleTimeout bounds the wait for the new primary's IPv6 addresses to

@@ -82,6 +82,22 @@ func (s *Store) HostChanges(exceptID string) ([]handover.HostChanges, error) {
 	return out, nil
 }
 
+// NoteHostChanges makes id's host changes known to HostChanges before its
+// record is next written (a caller deciding with HostChanges which bridge
+// sysctls stay on holds one lock across the decision and this call).
+func (s *Store) NoteHostChanges(id string, changes []handover.HostChanges) error {
+	s.held.mu.Lock()
+	defer s.held.mu.Unlock()
+	if err := s.buildHeld(); err != nil {
+		return err
+	}
+	if h, ok := s.held.heads[id]; ok {
+		h.HostChanges = slices.Clone(changes)
+		s.held.heads[id] = h
+	}
+	return nil
+}
+
 type heldAddr struct {
 	ip net.IP
 	// result is the attachment's result the address was parsed from.
