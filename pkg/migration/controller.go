@@ -71,6 +71,7 @@ type podState struct {
 
 // run is the node's bookkeeping of one migration pass (forward or rollback).
 type run struct {
+	name     string // the migration's
 	rollback bool
 	pods     map[types.UID]*podState
 	reported *NodeStatus
@@ -152,7 +153,7 @@ func (c *Controller) Step(ctx context.Context) {
 		}
 		r := c.runs[m.UID]
 		if r == nil || r.rollback != m.Spec.Rollback {
-			r = &run{rollback: m.Spec.Rollback, pods: map[types.UID]*podState{}, failed: c.reportedFailures(m)}
+			r = &run{name: m.Name, rollback: m.Spec.Rollback, pods: map[types.UID]*podState{}, failed: c.reportedFailures(m)}
 			c.runs[m.UID] = r
 		}
 		c.stepRun(ctx, m, r)
@@ -210,6 +211,19 @@ func (c *Controller) stepRun(ctx context.Context, m *Migration, r *run) {
 			continue // a pod being deleted is not switched, nor waited for
 		}
 		s := r.pods[p.UID]
+		if owner := c.heldBy(m, p); owner != "" {
+			if s != nil || c.candidate(m, r, p) {
+				// Its owner marked it first: switched (or rolled back) by
+				// that migration alone.
+				r.pods[p.UID] = &podState{ref: p.Namespace + "/" + p.Name, phase: skipped,
+					reason: fmt.Sprintf("held by NetworkMigration %s, which selected it first", owner)}
+				present[p.UID] = true
+			}
+			continue
+		}
+		if s != nil && s.phase == skipped && strings.HasPrefix(s.reason, "held by ") {
+			s = nil // its owner let it go
+		}
 		if s == nil {
 			if !c.candidate(m, r, p) {
 				continue
@@ -228,6 +242,24 @@ func (c *Controller) stepRun(ctx context.Context, m *Migration, r *run) {
 			delete(r.pods, uid) // the pod is gone
 		}
 	}
+}
+
+// heldBy names the other migration that marked the pod, while that one
+// exists ("" for none).
+func (c *Controller) heldBy(m *Migration, p *kube.Pod) string {
+	for uid, r := range c.runs { // started here, its mark not in the cache yet
+		if s := r.pods[p.UID]; uid != m.UID && s != nil && (s.phase == switching || s.phase == switched && !r.rollback) {
+			return r.name
+		}
+	}
+	owner := p.Annotations[Annotation]
+	if owner == "" || owner == m.Name || c.informer == nil {
+		return ""
+	}
+	if _, exists, err := c.informer.GetStore().GetByKey(owner); err != nil || !exists {
+		return ""
+	}
+	return owner
 }
 
 // reportedFailures are the failed pods of this node's report of the

@@ -220,3 +220,66 @@ func TestSwitchTimeoutWaitsForRunningSwitch(t *testing.T) {
 		}
 	}
 }
+
+// Two migrations selecting the same pods: the one that marked a pod first
+// switches it; the other reports it held (skipped, naming the owner) and
+// patches nothing, also after a restart (the mark read from the pod), and
+// takes the pod once the owner let it go.
+func TestOneMigrationOwnsAPod(t *testing.T) {
+	f := newFake()
+	f.pods = f.pods[:2] // tenant/a, default/b on the cluster network
+	f.networks["kube-system/other"] = true
+	first := &Migration{ObjectMeta: metav1.ObjectMeta{Name: "first", UID: "u1"}, Spec: Spec{From: Cluster, To: "kube-system/ptp", MaxConcurrentPerNode: 10}}
+	second := &Migration{ObjectMeta: metav1.ObjectMeta{Name: "second", UID: "u2"}, Spec: Spec{From: Cluster, To: "kube-system/other", MaxConcurrentPerNode: 10}}
+	c := &Controller{node: f.node(), runs: map[types.UID]*run{},
+		informer: cache.NewSharedIndexInformer(&cache.ListWatch{}, &unstructured.Unstructured{}, 0, cache.Indexers{})}
+	for _, m := range []*Migration{first, second} {
+		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.informer.GetStore().Add(&unstructured.Unstructured{Object: obj}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step := func(m *Migration) *run {
+		if c.runs[m.UID] == nil {
+			c.runs[m.UID] = &run{name: m.Name, pods: map[types.UID]*podState{}}
+		}
+		c.stepRun(context.Background(), m, c.runs[m.UID])
+		return c.runs[m.UID]
+	}
+	step(first)
+	r2 := step(second)
+	want := map[string]interface{}{"tenant/a": "kube-system/ptp", "default/b": "kube-system/ptp"}
+	if fmt.Sprint(f.patched) != fmt.Sprint(want) {
+		t.Fatalf("patched %v, want only the first migration's target %v", f.patched, want)
+	}
+	ns := r2.nodeStatus()
+	if ns.Skipped != 2 || len(ns.SkippedPods) != 2 || !strings.Contains(ns.SkippedPods[0].Reason, "NetworkMigration first") {
+		t.Fatalf("second migration's status %+v: want both pods skipped, held by first", ns)
+	}
+
+	// A restart: the marks are read from the pods.
+	for _, p := range f.pods {
+		p.Annotations = map[string]string{Annotation: "first"}
+	}
+	c.runs = map[types.UID]*run{}
+	step(first)
+	if ns := step(second).nodeStatus(); ns.Skipped != 2 || fmt.Sprint(f.patched) != fmt.Sprint(want) {
+		t.Fatalf("after a restart: status %+v, patched %v", ns, f.patched)
+	}
+
+	// The first let tenant/a go (failed: its mark removed, the pod on
+	// the cluster network): the second takes it.
+	for _, p := range f.pods {
+		if p.Name == "a" {
+			p.Annotations = nil
+		}
+	}
+	c.runs[first.UID].pods["tenant-a"].phase = failed
+	step(second)
+	if f.patched["tenant/a"] != "kube-system/other" || f.patched["default/b"] != "kube-system/ptp" {
+		t.Fatalf("patched %v: want tenant/a to the second's target, default/b left to the first", f.patched)
+	}
+}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,12 +16,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/containernetworking/plugins/pkg/ns"
+
 	"github.com/rewire-cni/rewire/pkg/migration"
 	"github.com/rewire-cni/rewire/pkg/selection"
 )
 
 // probeInterval is each pair's UDP probe rate (250 Hz).
 const probeInterval = 4 * time.Millisecond
+
+// replyTimeout is how long a probe's reply may take before it counts as
+// lost (a step is judged that long after it ended; on a saturated 2-core
+// machine replies come up to ~120 ms late).
+const replyTimeout = time.Second
 
 // TestMigrateUndoFinish moves a three-node flannel (vxlan) cluster to a
 // second CNI (flannel host-gw, ptp) without restarting a pod, as an
@@ -172,37 +179,38 @@ func (s *steps) runLossy(name string, f func()) {
 }
 
 // measure runs f and counts the probes since the previous step ended (the
-// steps cover the test without gaps).
+// steps cover the test without gaps). With probes lost, the kernel's drop
+// counters that grew meanwhile are reported beside them.
 func (s *steps) measure(name string, f func()) []string {
 	s.t.Helper()
-	from, drops := s.last, backlogDrops(s.t)
+	from, before := s.last, s.drops()
 	f()
 	to := time.Now()
 	s.last = to
-	if d := backlogDrops(s.t) - drops; d > 0 {
-		s.t.Logf("%s: the kernel dropped %d packets at its input backlog meanwhile (the machine's CPUs saturated)", name, d)
-	}
+	time.Sleep(time.Until(to.Add(replyTimeout))) // the last probes' replies may still come
 	sent, lost := s.m.window(from, to)
 	line := fmt.Sprintf("%-85s %6.1f s  same node %7d sent %3d lost  across nodes %7d sent %3d lost", name, to.Sub(from).Seconds(),
 		sent["same-node"], sent["same-node lost"], sent["cross-node"], sent["cross-node lost"])
 	s.lines = append(s.lines, line)
 	s.t.Log(line)
+	if grown := grownCounters(before, s.drops()); len(lost) > 0 {
+		lost = append(lost, "kernel drop counters grown meanwhile: "+cmp.Or(grown, "none"))
+	}
 	return lost
 }
 
-// backlogDrops sums the packets the kernel dropped at its per-CPU input
-// backlogs (/proc/net/softnet_stat, second column, hex).
-func backlogDrops(t testing.TB) uint64 {
-	raw, err := os.ReadFile("/proc/net/softnet_stat")
-	must(t, err)
-	var sum uint64
-	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
-		if f := strings.Fields(line); len(f) > 1 {
-			v, _ := strconv.ParseUint(f[1], 16, 64)
-			sum += v
-		}
+// drops reads the kernel's drop counters of every node and mesh pod.
+func (s *steps) drops() map[string]uint64 {
+	nss := map[string]ns.NetNS{}
+	for _, n := range nodes {
+		nss[n.Name] = n.NetNS
 	}
-	return sum
+	s.m.mu.Lock()
+	for _, p := range s.m.pods {
+		nss[p.String()] = p.NetNS
+	}
+	s.m.mu.Unlock()
+	return dropCounters(s.t, nss)
 }
 
 func (s *steps) report() {

@@ -121,6 +121,7 @@ type Prober struct {
 	mu       sync.Mutex
 	sentAt   []time.Time // by sequence number
 	got      map[uint32]bool
+	sendErrs map[uint32]error // the probes the kernel refused to send
 	arrivals []time.Time
 }
 
@@ -130,7 +131,7 @@ func StartProber(netns ns.NetNS, target string, interval time.Duration) (*Prober
 	if err != nil {
 		return nil, err
 	}
-	p := &Prober{stop: make(chan struct{}), got: map[uint32]bool{}}
+	p := &Prober{stop: make(chan struct{}), got: map[uint32]bool{}, sendErrs: map[uint32]error{}}
 	if err := netns.Do(func(ns.NetNS) error {
 		p.conn, err = net.DialUDP("udp", nil, raddr)
 		return err
@@ -159,7 +160,11 @@ func (p *Prober) send(interval time.Duration) {
 		p.mu.Lock()
 		p.sentAt = append(p.sentAt, time.Now())
 		p.mu.Unlock()
-		_, _ = p.conn.Write(buf) // a send error (no route) is a lost probe
+		if _, err := p.conn.Write(buf); err != nil { // no route, or an ICMP error pending on the socket
+			p.mu.Lock()
+			p.sendErrs[seq] = err
+			p.mu.Unlock()
+		}
 	}
 }
 
@@ -201,6 +206,9 @@ func (p *Prober) Window(from, to time.Time) ProbeStats {
 			st.Received++
 		} else {
 			st.LostAt = append(st.LostAt, at)
+		}
+		if err, ok := p.sendErrs[uint32(seq)]; ok {
+			st.SendFailed, st.SendErr = st.SendFailed+1, err
 		}
 	}
 	last := time.Time{}
