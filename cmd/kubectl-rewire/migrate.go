@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -56,12 +57,33 @@ func migrateCreateFlags(fs *pflag.FlagSet) func(*cli, []string) error {
 		delete(obj, "status")
 		ctx, cancel := c.ctx()
 		defer cancel()
+		if err := c.migrationConflict(ctx, spec); err != nil {
+			return err
+		}
 		if _, err := c.dyn.Resource(migration.GVR).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.out, "networkmigration %s created: %s -> %s (follow it: kubectl rewire migrate status %s -w)\n", args[0], spec.From, spec.To, args[0])
 		return nil
 	}
+}
+
+// migrationConflict refuses a spec that would fight an existing migration
+// (migration.Conflict).
+func (c *cli) migrationConflict(ctx context.Context, spec migration.Spec) error {
+	list, err := c.dyn.Resource(migration.GVR).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("listing NetworkMigrations: %w", err)
+	}
+	var existing []*migration.Migration
+	for i := range list.Items {
+		m, err := migration.FromUnstructured(&list.Items[i])
+		if err != nil {
+			return err
+		}
+		existing = append(existing, m)
+	}
+	return migration.Conflict(spec, existing)
 }
 
 func parseSelector(s string) (*metav1.LabelSelector, error) {

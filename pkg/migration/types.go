@@ -184,3 +184,30 @@ func (st *Status) sum(spec *Spec) {
 		st.Phase = "Complete"
 	}
 }
+
+// Conflict refuses a new migration's spec beside the existing ones: one
+// moving pods off the network another moves them onto (its from is the
+// other's to) would take the other's pods, and its rollback. A name without
+// namespace matches any namespace's NAD of that name (the caller cannot
+// know multusNamespace).
+func Conflict(spec Spec, existing []*Migration) error {
+	for _, m := range existing {
+		if sameNetwork(spec.From, m.Spec.To) {
+			return fmt.Errorf("NetworkMigration %s moves pods to %s, this one's from: finish it first (delete it once every pod is on %s), or roll it back and delete it", m.Name, m.Spec.To, m.Spec.To)
+		}
+	}
+	return nil
+}
+
+func sameNetwork(a, b string) bool {
+	if a == b {
+		return true
+	}
+	if a == Cluster || b == Cluster {
+		return false
+	}
+	if strings.Contains(a, "/") && strings.Contains(b, "/") {
+		return false
+	}
+	return a[strings.Index(a, "/")+1:] == b[strings.Index(b, "/")+1:]
+}

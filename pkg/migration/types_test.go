@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -83,5 +84,28 @@ func TestStatusSum(t *testing.T) {
 	st.sum(&Spec{})
 	if want := (Counts{Total: 8, Switched: 6, Skipped: 1, Remaining: 1}); st.Counts != want {
 		t.Errorf("sum %+v, want %+v", st.Counts, want)
+	}
+}
+
+func TestConflict(t *testing.T) {
+	existing := []*Migration{{ObjectMeta: metav1.ObjectMeta{Name: "to-b"}, Spec: Spec{From: Cluster, To: "kube-system/b"}}}
+	for _, tc := range []struct {
+		from, to string
+		refused  bool
+	}{
+		{Cluster, "kube-system/c", false}, // another target for other pods: ownership decides
+		{"kube-system/b", "kube-system/c", true},
+		{"b", Cluster, true},              // b without namespace may be kube-system/b
+		{"kube-system/c", Cluster, false}, // onto to-b's from: a chain, not a fight
+		{"tenant/b", "kube-system/c", false},
+		{"kube-system/c", "kube-system/d", false},
+	} {
+		err := Conflict(Spec{From: tc.from, To: tc.to}, existing)
+		if (err != nil) != tc.refused {
+			t.Errorf("%s -> %s beside %s -> %s: %v, want refused %v", tc.from, tc.to, Cluster, "kube-system/b", err, tc.refused)
+		}
+		if err != nil && !strings.Contains(err.Error(), "to-b") {
+			t.Errorf("%s -> %s: error %q does not name the other migration", tc.from, tc.to, err)
+		}
 	}
 }

@@ -118,6 +118,11 @@ func TestMigration(t *testing.T) {
 	t.Cleanup(func() {
 		_ = api.Dynamic.Resource(migration.GVR).Delete(context.Background(), "to-ptp", metav1.DeleteOptions{})
 	})
+	// A migration off the network this one moves pods onto is refused.
+	if out, err := kubectlRewire(t, "migrate", "create", "back", "--from", "default/mig-ptp", "--to", "cluster"); err == nil ||
+		!strings.Contains(out, "NetworkMigration to-ptp moves pods to default/mig-ptp") {
+		t.Fatalf("kubectl rewire migrate create back (off to-ptp's target): %v\n%s", err, out)
+	}
 
 	// Pause in the middle: every node reports that it saw the pause and
 	// that its switches in flight are done; then no switch starts.
