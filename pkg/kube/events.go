@@ -25,12 +25,13 @@ const (
 	// as IP= or MAC= in CNI_ARGS (no plugin declares the capability).
 	ReasonCNIArgsFallback = "CapabilityInCNIArgs"
 
-	// Hot-plug (the networks annotation of a running pod).
-	ReasonInterfaceAdded        = "InterfaceAdded"
-	ReasonInterfaceRemoved      = "InterfaceRemoved"
-	ReasonInterfaceAddFailed    = "InterfaceAddFailed"
-	ReasonInterfaceRemoveFailed = "InterfaceRemoveFailed"
-	ReasonInterfaceRejected     = "InterfaceRejected"
+	// Hot-plug (the networks annotation of a running pod): the reasons of
+	// Multus's dynamic-networks controller, which alerts key on.
+	ReasonInterfaceAdded        = "AddedInterface"
+	ReasonInterfaceRemoved      = "RemovedInterface"
+	ReasonInterfaceAddFailed    = "FailedAddingInterface"
+	ReasonInterfaceRemoveFailed = "FailedRemovingInterface"
+	ReasonInterfaceRejected     = "InterfaceAddRejected"
 
 	// Live switch (the default-network annotation of a running pod).
 	ReasonNetworkSwitched = "NetworkSwitched"

@@ -86,7 +86,7 @@ func edit(ctx context.Context, api *harness.APIServer, p *harness.Pod, what, ann
 }
 
 // failures are the Event reasons saying an edit was refused or failed.
-var failures = []string{"InterfaceRejected", "InterfaceAddFailed", "InterfaceRemoveFailed", "SwitchRejected", "SwitchFailed"}
+var failures = []string{"InterfaceAddRejected", "FailedAddingInterface", "FailedRemovingInterface", "SwitchRejected", "SwitchFailed"}
 
 // waitEvent waits until the pod has n Events with reason and returns the
 // newest one's message.

@@ -194,14 +194,14 @@ func demo(tmp, bin, tools string, api *harness.APIServer) error {
 	}
 	step("2. hot-plug into the running pod: kubectl annotate pod samplepod --overwrite %s=macvlan-conf,other-net",
 		selection.NetworksAnnotation)
-	if _, err := edit(ctx, api, p, "hot-plug", selection.NetworksAnnotation, "macvlan-conf,other-net", "InterfaceAdded", 1,
+	if _, err := edit(ctx, api, p, "hot-plug", selection.NetworksAnnotation, "macvlan-conf,other-net", "AddedInterface", 1,
 		func(st []netstatus.Status) bool { return len(st) == 3 && st[2].Interface == "net2" }); err != nil {
 		return err
 	}
 
 	// 3. Unplug it again.
 	step("3. unplug: kubectl annotate pod samplepod --overwrite %s=macvlan-conf", selection.NetworksAnnotation)
-	if _, err := edit(ctx, api, p, "unplug", selection.NetworksAnnotation, "macvlan-conf", "InterfaceRemoved", 1,
+	if _, err := edit(ctx, api, p, "unplug", selection.NetworksAnnotation, "macvlan-conf", "RemovedInterface", 1,
 		func(st []netstatus.Status) bool { return len(st) == 2 }); err != nil {
 		return err
 	}

@@ -39,15 +39,15 @@ func TestKubectlRewire(t *testing.T) {
 		fails   bool
 		outputs string // regexp the output must match
 	}{
-		{[]string{"attach", "cli", "cli-mv", "--ifname", "net5"}, false, `InterfaceAdded: Added net5 \[192\.168\.51\.\d+/24\] from default/cli-mv`},
-		{[]string{"attach", "cli", "nope"}, true, `InterfaceRejected: .*default/nope.*not found`},
+		{[]string{"attach", "cli", "cli-mv", "--ifname", "net5"}, false, `AddedInterface: Added net5 \[192\.168\.51\.\d+/24\] from default/cli-mv`},
+		{[]string{"attach", "cli", "nope"}, true, `InterfaceAddRejected: .*default/nope.*not found`},
 		{[]string{"detach", "cli", "nope"}, false, `removed from the pod's k8s.v1.cni.cncf.io/networks \(it was not attached\)`},
 		{[]string{"status", "cli"}, false, `(?s)INTERFACE\s+NETWORK\s+IPS\s+MAC\s+DEFAULT\neth0\s+` + cluster + `\s+10\.250\.\d+\.\d+\s+\S+\s+true\nnet5\s+default/cli-mv\s+192\.168\.51\.\d+\s+\S+\s+false\n$`},
 		{[]string{"status", "cli", "--node-view"}, false, `(?s)net5\s+default/cli-mv.*\n\(no node view: no rewired pod \(app=rewire in kube-system\) on node node-\d+\)\n$`},
 		{[]string{"switch", "cli", "--to", "cli-ptp"}, false, `NetworkSwitched: Switched eth0 from ` + cluster + ` to default/cli-ptp keeping \[10\.250\.\d+\.\d+/24\]: traffic moved in [0-9.]+ ms, done in [0-9.]+ ms`},
 		{[]string{"switch", "cli", "--to", "cli-ptp"}, false, `already asks for cli-ptp`},
 		{[]string{"switch", "cli", "--to", "cluster"}, false, `NetworkSwitched: Switched eth0 from default/cli-ptp to ` + cluster},
-		{[]string{"detach", "cli", "net5"}, false, `InterfaceRemoved: Removed net5 from default/cli-mv`},
+		{[]string{"detach", "cli", "net5"}, false, `RemovedInterface: Removed net5 from default/cli-mv`},
 		{[]string{"detach", "cli", "net5"}, true, `has no secondary network or interface "net5"`},
 		{[]string{"frobnicate"}, true, `unknown command "frobnicate"`},
 	}

@@ -158,7 +158,7 @@ func TestHotplugAddRemoveSwap(t *testing.T) {
 	if got := statusNames(t, p, 2); got != cluster+" default/mv-a@net1" {
 		t.Errorf("network-status = %s", got)
 	}
-	waitEvent(t, p, "InterfaceAdded")
+	waitEvent(t, p, "AddedInterface")
 
 	setNetworks(t, p, "mv-a,mv-b")
 	waitLinks(t, p, "net2 on mv-b", func(l map[string]harness.Link) bool { return hasAddrIn("192.168.22.")(l["net2"]) })
@@ -168,7 +168,7 @@ func TestHotplugAddRemoveSwap(t *testing.T) {
 	if !hasAddrIn("192.168.22.")(links["net2"]) {
 		t.Errorf("net2 changed while net1 was removed: %+v", links)
 	}
-	waitEvent(t, p, "InterfaceRemoved")
+	waitEvent(t, p, "RemovedInterface")
 	if got := statusNames(t, p, 2); got != cluster+" default/mv-b@net2" {
 		t.Errorf("network-status = %s", got)
 	}
@@ -177,7 +177,7 @@ func TestHotplugAddRemoveSwap(t *testing.T) {
 	waitLinks(t, p, "net2 on mv-a", func(l map[string]harness.Link) bool { return hasAddrIn("192.168.21.")(l["net2"]) && len(l) == 2 })
 
 	setNetworks(t, p, "[{") // garbage: rejected, nothing changes
-	waitEvent(t, p, "InterfaceRejected")
+	waitEvent(t, p, "InterfaceAddRejected")
 	if links, _ := podLinks(t, p); !hasAddrIn("192.168.21.")(links["net2"]) || len(links) != 2 {
 		t.Errorf("a rejected annotation changed the pod: %+v", links)
 	}
@@ -235,7 +235,7 @@ func TestHotplugForbiddenNamespace(t *testing.T) {
 	_, err := e.rt.Add(ctx, p)
 	must(t, err)
 	setNetworks(t, p, "other/theirs")
-	if msg := waitEvent(t, p, "InterfaceRejected"); !strings.Contains(msg, "namespace isolation") {
+	if msg := waitEvent(t, p, "InterfaceAddRejected"); !strings.Contains(msg, "namespace isolation") {
 		t.Errorf("event = %q", msg)
 	}
 	if links, _ := podLinks(t, p); len(links) != 1 {
@@ -386,7 +386,7 @@ func TestHotplugDelegateFailure(t *testing.T) {
 	_, err := e.rt.Add(ctx, p)
 	must(t, err)
 	setNetworks(t, p, "broken")
-	if msg := waitEvent(t, p, "InterfaceAddFailed"); !strings.Contains(msg, "default/broken (interface net1)") {
+	if msg := waitEvent(t, p, "FailedAddingInterface"); !strings.Contains(msg, "default/broken (interface net1)") {
 		t.Errorf("event = %q", msg)
 	}
 	if links, _ := podLinks(t, p); len(links) != 1 {

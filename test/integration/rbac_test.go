@@ -46,7 +46,7 @@ func TestDeployRBACIsSufficientAndLeast(t *testing.T) {
 	waitEvent(t, p, "AddedInterface")
 	setNetworks(t, p, "")
 	waitLinks(t, p, "net1 unplugged", func(l map[string]harness.Link) bool { return len(l) == 1 })
-	waitEvent(t, p, "InterfaceRemoved")
+	waitEvent(t, p, "RemovedInterface")
 	must(t, e.rt.Del(ctx, p))
 	e.assertNoLeaks()
 	if log := e.daemon.Log(); containsForbidden(log) {
