@@ -67,6 +67,7 @@ type podState struct {
 	phase  int
 	reason string
 	since  time.Time
+	held   bool // skipped: another migration owns it
 }
 
 // run is the node's bookkeeping of one migration pass (forward or rollback).
@@ -215,13 +216,13 @@ func (c *Controller) stepRun(ctx context.Context, m *Migration, r *run) {
 			if s != nil || c.candidate(m, r, p) {
 				// Its owner marked it first: switched (or rolled back) by
 				// that migration alone.
-				r.pods[p.UID] = &podState{ref: p.Namespace + "/" + p.Name, phase: skipped,
+				r.pods[p.UID] = &podState{ref: p.Namespace + "/" + p.Name, phase: skipped, held: true,
 					reason: fmt.Sprintf("held by NetworkMigration %s, which selected it first", owner)}
 				present[p.UID] = true
 			}
 			continue
 		}
-		if s != nil && s.phase == skipped && strings.HasPrefix(s.reason, "held by ") {
+		if s != nil && s.held {
 			s = nil // its owner let it go
 		}
 		if s == nil {
